@@ -1,0 +1,177 @@
+"""The ``harness`` command line."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmark recursive reasoning models compressed for microcontrollers.")
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _command_line() -> str:
+    return "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@app.command()
+def train(
+    task: str = typer.Option(..., help="Task name: sudoku, maze or arc."),
+    out: Path = typer.Option(..., help="Checkpoint folder to write."),
+    size: Optional[int] = typer.Option(None, help="Grid size (sudoku 4/6/9, maze odd side, arc canvas)."),
+    task_param: list[str] = typer.Option([], "--task-param", help="Extra task parameter KEY=VALUE (JSON value)."),
+    mixer: str = typer.Option("mlp", help="Token mixer: mlp or attention."),
+    hidden: int = typer.Option(64), layers: int = typer.Option(2), expansion: float = typer.Option(2.0),
+    heads: int = typer.Option(4), T: int = typer.Option(2, "--T"), n: int = typer.Option(3, "--n"),
+    n_sup: int = typer.Option(8, "--n-sup"), halting: bool = typer.Option(True),
+    iterations: int = typer.Option(6000), batch: int = typer.Option(64), lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(0.1), warmup: int = typer.Option(200), ema: float = typer.Option(0.999),
+    train_puzzles: int = typer.Option(3000, help="Base training puzzles (augmented on the fly)."),
+    eval_every: int = typer.Option(500), eval_puzzles: int = typer.Option(256),
+    seed: int = typer.Option(0), threads: int = typer.Option(1, help="Torch CPU threads."),
+    max_minutes: float = typer.Option(0.0, help="Stop and save after this long (0: no limit)."),
+    resume: bool = typer.Option(False, help="Continue the run saved in --out."),
+):
+    """Train a TRM on a task (deep supervision, EMA, AdamW, warm-up; resumable)."""
+    from .models.train import TrainConfig
+    from .models.train import train as run_training
+
+    spec = {"name": task}
+    if size is not None:
+        spec["size"] = size
+    for kv in task_param:
+        key, _, value = kv.partition("=")
+        try:
+            spec[key] = json.loads(value)
+        except json.JSONDecodeError:
+            spec[key] = value
+    cfg = TrainConfig(
+        task=spec, model=dict(hidden=hidden, layers=layers, expansion=expansion, mixer=mixer, heads=heads,
+                              T=T, n=n, n_sup=n_sup, halting=halting),
+        seed=seed, train_puzzles=train_puzzles, batch=batch, lr=lr, weight_decay=weight_decay,
+        warmup=warmup, iterations=iterations, ema=ema, eval_every=eval_every,
+        eval_puzzles=eval_puzzles, threads=threads, max_minutes=max_minutes)
+    try:
+        summary = run_training(cfg, out, resume=resume, console=console, command=_command_line())
+    except (FileExistsError, ValueError) as e:
+        _fail(str(e))
+    last = summary["history"][-1] if summary["history"] else {}
+    console.print(f"saved {out}  params {summary['params']:,}  MACs/inference {summary['macs_per_inference']:,}  "
+                  f"held-out exact {last.get('exact_accuracy', float('nan')):.1%}  "
+                  f"in {summary['train_seconds']:.0f} s")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., help="Zoo model name or checkpoint folder."),
+    task: Optional[str] = typer.Option(None, help="Expected task name (checked against the model's)."),
+    puzzles: str = typer.Option("1000", help="N held-out puzzles to generate, a puzzle file "
+                                              "(.jsonl, or sudoku .csv 'source,q,a,rating'), or 'arc-agi-1'."),
+    depth: Optional[str] = typer.Option(None, help="T,n,steps[,halt]; default: the model's."),
+    seed: int = typer.Option(1000, help="Seed of generated held-out puzzles."),
+    threads: int = typer.Option(2, help="Torch CPU threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    write_card: bool = typer.Option(False, help="Write card.json and card.md into the checkpoint folder."),
+):
+    """Evaluate a model: cell and puzzle-exact accuracy after each supervision step."""
+    import torch
+
+    from .models.card import write_card as write_model_card
+    from .models.checkpoint import load_checkpoint
+    from .models.evaluate import Depth, default_depth, evaluate
+    from .models.trm import macs_per_inference
+    from .tasks.puzzle_source import load_puzzle_source
+
+    torch.set_num_threads(threads)
+    try:
+        net, model_task, config = load_checkpoint(model)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    if task and task != model_task.name:
+        _fail(f"model {model} solves {model_task.name!r}, not {task!r}")
+    try:
+        d = Depth.parse(depth, default_depth(net))
+        source, items = load_puzzle_source(model_task, puzzles, seed)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if not items:
+        _fail(f"no puzzles to evaluate in {puzzles!r}")
+    with _progress_bar(f"eval {config['name']}", len(items), as_json) as advance:
+        res = evaluate(net, model_task, items, d, progress=advance)
+    result = {
+        "model": config["name"], "task": model_task.spec(), "puzzles": source,
+        "params": net.parameter_count(), "macs_per_inference": macs_per_inference(net.cfg, d.T, d.n, d.steps),
+        **{k: v for k, v in res.items() if k not in ("predictions", "exact")},
+    }
+    if write_card:
+        write_model_card(Path(config["path"]), config, result, _command_line())
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{config['name']} on {source['description']}")
+    for col in ("step", "cell accuracy", "puzzle-exact"):
+        table.add_column(col, justify="right")
+    for row in result["per_step"]:
+        table.add_row(str(row["step"]), f"{row['cell_accuracy']:.2%}", f"{row['exact_accuracy']:.2%}")
+    Console().print(table)
+    Console().print(f"final ({d.label()}): cell {result['cell_accuracy']:.2%}, puzzle-exact "
+                    f"{result['exact_accuracy']:.2%}, mean steps {result['mean_steps']:.2f}, "
+                    f"{result['params']:,} params, {result['macs_per_inference']:,} MACs per puzzle")
+
+
+@app.command()
+def puzzles(
+    task: str = typer.Option(..., help="sudoku, maze or arc"),
+    out: Path = typer.Option(..., help="File to write: .jsonl (any task) or .csv (sudoku)."),
+    n: int = typer.Option(100), size: Optional[int] = typer.Option(None),
+    split: str = typer.Option("test", help="train or test (held-out)."), seed: int = typer.Option(1000),
+):
+    """Generate a puzzle file."""
+    from .tasks import make_task
+    from .tasks.files import write_csv, write_jsonl
+
+    t = make_task(task, **({"size": size} if size else {}))
+    with _progress_bar(f"generating {task}", n, False) as advance:
+        items = []
+        for p in t.iter_generate(n, seed, split):
+            items.append(p)
+            advance(1)
+    (write_csv if out.suffix == ".csv" else write_jsonl)(out, t, items)
+    console.print(f"wrote {len(items)} {split} puzzles to {out}")
+
+
+class _progress_bar:
+    """A rich progress bar on stderr (silent with --json), handing out an ``advance(k)`` callable."""
+
+    def __init__(self, description: str, total: int, quiet: bool):
+        from rich.progress import Progress
+
+        self.progress = Progress(console=console, transient=True, disable=quiet)
+        self.description, self.total = description, total
+
+    def __enter__(self):
+        self.progress.__enter__()
+        bar = self.progress.add_task(self.description, total=self.total)
+        return lambda k: self.progress.advance(bar, k)
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

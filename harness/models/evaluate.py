@@ -1,0 +1,94 @@
+"""Host evaluation of a torch TRM: accuracy after every supervision step, and with halting."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..tasks import Puzzle, Task, score, stack
+from .trm import TRM
+
+
+@dataclass(frozen=True)
+class Depth:
+    """How deep to run the recursion at inference: T cycles of n z-updates, ``steps`` supervision
+    steps, optionally stopping a puzzle early when its halting logit turns positive."""
+    T: int
+    n: int
+    steps: int
+    halting: bool = False
+
+    @classmethod
+    def parse(cls, text: str | None, default: "Depth") -> "Depth":
+        """'T,n,steps' (e.g. '2,3,8'), optionally followed by ',halt'."""
+        if not text:
+            return default
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        halting = bool(parts) and parts[-1] == "halt"
+        nums = parts[:-1] if halting else parts
+        if len(nums) != 3 or not all(p.isdigit() and int(p) > 0 for p in nums):
+            raise ValueError(f"--depth wants 'T,n,steps' with positive integers (optionally ',halt'), got {text!r}")
+        T, n, steps = (int(p) for p in nums)
+        return cls(T, n, steps, halting)
+
+    def label(self) -> str:
+        return f"T{self.T}n{self.n}s{self.steps}" + ("h" if self.halting else "")
+
+
+def default_depth(model: TRM) -> Depth:
+    c = model.cfg
+    return Depth(c.T, c.n, c.n_sup, False)
+
+
+@torch.no_grad()
+def predict(model: TRM, inputs: np.ndarray, depth: Depth, batch_size: int = 256,
+            progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Predictions after every step [S, B, L], halting logits [S, B] and the step each puzzle halts
+    at (1-based; ``steps`` when it never halts or halting is off)."""
+    model.eval()
+    preds, qs = [], []
+    for i in range(0, len(inputs), batch_size):
+        tokens = torch.as_tensor(inputs[i:i + batch_size])
+        out = model.forward_trace(tokens, depth.T, depth.n, depth.steps)
+        preds.append(out["logits"].argmax(-1).numpy())
+        qs.append(out["q_halt"].numpy())
+        if progress:
+            progress(len(tokens))
+    pred = np.concatenate(preds, axis=1)
+    q = np.concatenate(qs, axis=1)
+    return {"per_step": pred, "q_halt": q, "halt_step": halt_steps(q, depth)}
+
+
+def halt_steps(q_halt: np.ndarray, depth: Depth) -> np.ndarray:
+    """1-based step at which each puzzle stops: the first positive halting logit, else the last step."""
+    S = q_halt.shape[0]
+    if not depth.halting:
+        return np.full(q_halt.shape[1], S)
+    positive = q_halt > 0
+    first = positive.argmax(0) + 1
+    return np.where(positive.any(0), first, S)
+
+
+def evaluate(model: TRM, task: Task, puzzles: list[Puzzle], depth: Depth, batch_size: int = 256,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Cell and puzzle-exact accuracy after each step, and at the step each puzzle halts at."""
+    inputs, labels = stack(puzzles)
+    out = predict(model, inputs, depth, batch_size, progress)
+    per_step = []
+    for s, pred in enumerate(out["per_step"], start=1):
+        sc = score(task, inputs, labels, pred)
+        per_step.append({"step": s, "cell_accuracy": sc["cell_accuracy"], "exact_accuracy": sc["exact_accuracy"]})
+    final_pred = out["per_step"][out["halt_step"] - 1, np.arange(len(puzzles))]
+    final = score(task, inputs, labels, final_pred)
+    return {
+        "puzzles": len(puzzles),
+        "depth": {"T": depth.T, "n": depth.n, "steps": depth.steps, "halting": depth.halting},
+        "cell_accuracy": final["cell_accuracy"],
+        "exact_accuracy": final["exact_accuracy"],
+        "mean_steps": float(out["halt_step"].mean()),
+        "per_step": per_step,
+        "predictions": final_pred,
+        "exact": final["exact"],
+    }

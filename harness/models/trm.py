@@ -1,0 +1,240 @@
+"""Tiny Recursive Model (TRM): one small network, applied over and over to a latent carry.
+
+Vocabulary of this file (the same words are used in the firmware and the reports):
+  x      input embedding of the puzzle tokens                       [B, L, D]
+  carry  (y, z): y is the current answer, z the latent reasoning state, both [B, L, D]
+  cycle  z <- net(z, x + y) n times, then y <- net(y, z)
+  step   T cycles, then the output head reads y (one *supervision step*)
+  N_sup  at most this many steps per puzzle; the halting head may stop earlier
+
+The network is a stack of post-norm blocks, h <- norm(h + mixer(h)); h <- norm(h + swiglu(h)), with
+RMSNorm without weight or bias. The token mixer is a SwiGLU over the sequence axis (``mlp``) or
+non-causal self-attention with rotary positions (``attention``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MIXERS = ("mlp", "attention")
+
+
+@dataclass
+class TRMConfig:
+    vocab_size: int
+    seq_len: int
+    hidden: int = 64
+    layers: int = 2
+    expansion: float = 2.0   # SwiGLU inner width = expansion × width it acts on
+    mixer: str = "mlp"       # "mlp" | "attention"
+    heads: int = 4
+    n: int = 3               # z updates per cycle
+    T: int = 2               # cycles per supervision step
+    n_sup: int = 8           # supervision steps (the default depth at inference)
+    halting: bool = True     # train a halting head; at inference halting is optional
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    def __post_init__(self):
+        if self.mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {self.mixer!r}")
+        if self.mixer == "attention" and self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TRMConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def rms_norm(h: torch.Tensor, eps: float) -> torch.Tensor:
+    return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(h)) * up(h)) over the last axis."""
+
+    def __init__(self, width: int, expansion: float):
+        super().__init__()
+        inner = max(1, round(expansion * width))
+        self.gate_up = nn.Linear(width, 2 * inner, bias=False)
+        self.down = nn.Linear(inner, width, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class SequenceMLP(nn.Module):
+    """Token mixing: a SwiGLU applied along the sequence axis, shared by all channels."""
+
+    def __init__(self, seq_len: int, expansion: float):
+        super().__init__()
+        self.mlp = SwiGLU(seq_len, expansion)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # h [B, L, D]
+        return self.mlp(h.transpose(1, 2)).transpose(1, 2)
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)  # [L, head_dim/2]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of t [B, H, L, hd] by position-dependent angles."""
+    even, odd = t[..., 0::2], t[..., 1::2]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with rotary positions."""
+
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.head_dim = cfg.hidden // cfg.heads
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+        cos, sin = rotary_tables(cfg.seq_len, self.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        B, L, D = h.shape
+        q, k, v = self.qkv(h).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = apply_rotary(q, self.rope_cos, self.rope_sin)
+        k = apply_rotary(k, self.rope_cos, self.rope_sin)
+        a = F.scaled_dot_product_attention(q, k, v)  # [B, H, L, hd]
+        return self.out(a.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        self.eps = cfg.norm_eps
+        self.mixer = SequenceMLP(cfg.seq_len, cfg.expansion) if cfg.mixer == "mlp" else Attention(cfg)
+        self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = rms_norm(h + self.mixer(h), self.eps)
+        return rms_norm(h + self.mlp(h), self.eps)
+
+
+class TRM(nn.Module):
+    def __init__(self, cfg: TRMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
+        nn.init.normal_(self.embed.weight, std=1.0 / math.sqrt(cfg.hidden))
+        self.embed_scale = math.sqrt(cfg.hidden)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
+        self.halt = nn.Linear(cfg.hidden, 1)
+        nn.init.zeros_(self.halt.weight)
+        nn.init.constant_(self.halt.bias, -5.0)  # start by never halting
+        # Fixed (not learned) initial carry, one vector each for y and z, broadcast over positions.
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("y_init", torch.randn(cfg.hidden, generator=g))
+        self.register_buffer("z_init", torch.randn(cfg.hidden, generator=g))
+
+    # --- pieces -------------------------------------------------------------------------------
+    def input_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embed(tokens) * self.embed_scale
+
+    def initial_carry(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, L = tokens.shape
+        shape = (B, L, self.cfg.hidden)
+        return self.y_init.expand(shape).clone(), self.z_init.expand(shape).clone()
+
+    def net(self, h: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
+        h = h + injection
+        for block in self.blocks:
+            h = block(h)
+        return h
+
+    def cycle(self, x, y, z, n: int):
+        for _ in range(n):
+            z = self.net(z, x + y)
+        y = self.net(y, z)
+        return y, z
+
+    def readout(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token logits [B, L, V] and halting logit [B] from the answer state y."""
+        return self.head(y), self.halt(y.mean(dim=1)).squeeze(-1)
+
+    # --- one supervision step (training: gradient through the last cycle only) ----------------
+    def step(self, x, y, z, T: int | None = None, n: int | None = None):
+        T = T or self.cfg.T
+        n = n or self.cfg.n
+        with torch.no_grad():
+            for _ in range(T - 1):
+                y, z = self.cycle(x, y, z, n)
+        y, z = self.cycle(x, y, z, n)
+        logits, q_halt = self.readout(y)
+        return y, z, logits, q_halt
+
+    @torch.no_grad()
+    def forward_trace(self, tokens: torch.Tensor, T: int | None = None, n: int | None = None,
+                      steps: int | None = None) -> dict[str, torch.Tensor]:
+        """Run ``steps`` supervision steps of ``T`` cycles and keep everything a study needs.
+
+        Returns logits [S, B, L, V], q_halt [S, B], and the carry after every cycle of every step:
+        y and z as [S, T, B, L, D]."""
+        T = T or self.cfg.T
+        n = n or self.cfg.n
+        steps = steps or self.cfg.n_sup
+        x = self.input_embedding(tokens)
+        y, z = self.initial_carry(tokens)
+        logits, q_halt, ys, zs = [], [], [], []
+        for _ in range(steps):
+            step_y, step_z = [], []
+            for _ in range(T):
+                y, z = self.cycle(x, y, z, n)
+                step_y.append(y)
+                step_z.append(z)
+            lg, q = self.readout(y)
+            logits.append(lg)
+            q_halt.append(q)
+            ys.append(torch.stack(step_y))
+            zs.append(torch.stack(step_z))
+        return {"logits": torch.stack(logits), "q_halt": torch.stack(q_halt),
+                "y": torch.stack(ys), "z": torch.stack(zs)}
+
+    def forward(self, tokens: torch.Tensor, T=None, n=None, steps=None) -> torch.Tensor:
+        """Logits after the last step (no halting)."""
+        return self.forward_trace(tokens, T, n, steps)["logits"][-1]
+
+    # --- size -------------------------------------------------------------------------------
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def macs_per_net(cfg: TRMConfig) -> int:
+    """Multiply-accumulates of one application of the shared network to one puzzle."""
+    L, D = cfg.seq_len, cfg.hidden
+    channel = L * 3 * round(cfg.expansion * D) * D
+    if cfg.mixer == "mlp":
+        mixer = D * 3 * round(cfg.expansion * L) * L
+    else:
+        mixer = L * 4 * D * D + 2 * L * L * D  # qkv + out projections, scores and weighted sum
+    return cfg.layers * (mixer + channel)
+
+
+def macs_per_inference(cfg: TRMConfig, T: int | None = None, n: int | None = None,
+                       steps: int | None = None) -> int:
+    """MACs for one puzzle at a given depth (defaults: the config's T, n, N_sup; no early halt)."""
+    T = T or cfg.T
+    n = n or cfg.n
+    steps = steps or cfg.n_sup
+    readout = cfg.seq_len * cfg.hidden * cfg.vocab_size + cfg.hidden
+    return steps * (T * (n + 1) * macs_per_net(cfg) + readout)

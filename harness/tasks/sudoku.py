@@ -1,0 +1,244 @@
+"""Sudoku on n×n grids (4×4 with 2×2 boxes, 6×6 with 2×3 boxes, 9×9 with 3×3 boxes).
+
+Tokens: 0 pad, 1 blank, d+1 for digit d. Every generated puzzle has exactly one solution (checked by
+the solver below). Difficulty is the number of guesses a propagate-then-guess solver makes before it
+finds the solution: 0 means naked and hidden singles alone solve it (the measure behind Sudoku-Extreme).
+"""
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .base import Puzzle, Task
+
+BLANK = 1
+BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
+
+
+@lru_cache(maxsize=None)
+def geometry(size: int) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+    """(units, peers) for a grid of ``size``: units are rows, columns and boxes as cell indices."""
+    if size not in BOXES:
+        raise ValueError(f"sudoku size {size} not supported: expected one of {sorted(BOXES)}")
+    br, bc = BOXES[size]
+    rows = [tuple(r * size + c for c in range(size)) for r in range(size)]
+    cols = [tuple(r * size + c for r in range(size)) for c in range(size)]
+    boxes = [tuple((r0 + r) * size + c0 + c for r in range(br) for c in range(bc))
+             for r0 in range(0, size, br) for c0 in range(0, size, bc)]
+    units = tuple(rows + cols + boxes)
+    peers = tuple(tuple(sorted({p for u in units if cell in u for p in u} - {cell}))
+                  for cell in range(size * size))
+    return units, peers
+
+
+class _Search:
+    """Propagate (naked + hidden singles) then guess on the cell with fewest candidates."""
+
+    def __init__(self, size: int, rng: random.Random | None = None):
+        self.size = size
+        self.units, self.peers = geometry(size)
+        self.full = (1 << size) - 1
+        self.rng = rng
+        self.guesses = 0
+        self.solutions: list[list[int]] = []
+
+    def _assign(self, vals: list[int], cands: list[int], cell: int, d: int) -> bool:
+        bit = 1 << (d - 1)
+        if not cands[cell] & bit:
+            return False
+        vals[cell] = d
+        cands[cell] = bit
+        for p in self.peers[cell]:
+            if vals[p] == d:
+                return False
+            cands[p] &= ~bit
+        return True
+
+    def _propagate(self, vals: list[int], cands: list[int]) -> bool:
+        changed = True
+        while changed:
+            changed = False
+            for cell, v in enumerate(vals):
+                if v:
+                    continue
+                m = cands[cell]
+                if m == 0:
+                    return False
+                if m & (m - 1) == 0:
+                    if not self._assign(vals, cands, cell, m.bit_length()):
+                        return False
+                    changed = True
+            for unit in self.units:
+                for d in range(1, self.size + 1):
+                    bit = 1 << (d - 1)
+                    where = [c for c in unit if cands[c] & bit]
+                    if not where:
+                        return False
+                    if len(where) == 1 and vals[where[0]] == 0:
+                        if not self._assign(vals, cands, where[0], d):
+                            return False
+                        changed = True
+        return True
+
+    def start(self, grid: list[int]) -> tuple[list[int], list[int]] | None:
+        vals = [0] * len(grid)
+        cands = [self.full] * len(grid)
+        for cell, d in enumerate(grid):
+            if d and not self._assign(vals, cands, cell, d):
+                return None
+        return vals, cands
+
+    def run(self, vals: list[int], cands: list[int], limit: int) -> None:
+        if not self._propagate(vals, cands):
+            return
+        open_cells = [c for c, v in enumerate(vals) if v == 0]
+        if not open_cells:
+            self.solutions.append(vals)
+            return
+        cell = min(open_cells, key=lambda c: bin(cands[c]).count("1"))
+        digits = [d for d in range(1, self.size + 1) if cands[cell] >> (d - 1) & 1]
+        if self.rng is not None:
+            self.rng.shuffle(digits)
+        for d in digits:
+            if len(self.solutions) >= limit:
+                return
+            self.guesses += 1
+            v2, c2 = vals[:], cands[:]
+            if self._assign(v2, c2, cell, d):
+                self.run(v2, c2, limit)
+
+
+def solve(grid: list[int], size: int, limit: int = 2, rng: random.Random | None = None) -> tuple[list[list[int]], int]:
+    """Solutions of ``grid`` (0 = blank) up to ``limit``, and the guesses made to find the first one
+    (or all of them when there are fewer than ``limit``)."""
+    search = _Search(size, rng)
+    state = search.start(list(grid))
+    if state is None:
+        return [], 0
+    search.run(*state, limit=limit)
+    return search.solutions, search.guesses
+
+
+def difficulty_guesses(grid: list[int], size: int) -> int:
+    """Guesses the deterministic propagate-then-guess solver makes before the first solution."""
+    _, guesses = solve(grid, size, limit=1)
+    return guesses
+
+
+class Sudoku(Task):
+    name = "sudoku"
+
+    def __init__(self, size: int = 6, min_givens: int = 0):
+        geometry(size)  # validates the size
+        self.size = size
+        self.min_givens = min_givens
+        self.vocab_size = size + 2
+        self.seq_len = size * size
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "min_givens": self.min_givens}
+
+    # grids here are lists of digits, 0 = blank
+    def _tokens(self, grid: list[int]) -> tuple[int, ...]:
+        return tuple(d + 1 if d else BLANK for d in grid)
+
+    def _grid(self, tokens) -> list[int]:
+        return [int(t) - 1 if int(t) > BLANK else 0 for t in tokens]
+
+    def _sample(self, rng: random.Random) -> Puzzle:
+        n = self.size
+        solutions, _ = solve([0] * (n * n), n, limit=1, rng=rng)
+        solution = solutions[0]
+        grid = solution[:]
+        order = list(range(n * n))
+        rng.shuffle(order)
+        givens = n * n
+        for cell in order:
+            if givens <= self.min_givens:
+                break
+            keep = grid[cell]
+            grid[cell] = 0
+            if len(solve(grid, n, limit=2)[0]) != 1:
+                grid[cell] = keep
+            else:
+                givens -= 1
+        return self._puzzle(grid, solution, "")
+
+    def _puzzle(self, grid: list[int], solution: list[int], pid: str, meta: dict | None = None) -> Puzzle:
+        meta = dict(meta or {})
+        meta["givens"] = sum(1 for d in grid if d)
+        meta["difficulty"] = difficulty_guesses(grid, self.size)
+        return Puzzle(self.name, pid, self._tokens(grid), self._tokens(solution), meta)
+
+    def _augment(self, p: Puzzle, rng: random.Random) -> Puzzle:
+        n = self.size
+        br, bc = BOXES[n]
+        relabel = list(range(1, n + 1))
+        rng.shuffle(relabel)
+        bands = list(range(n // br))
+        stacks = list(range(n // bc))
+        rng.shuffle(bands)
+        rng.shuffle(stacks)
+        rows = [b * br + r for b in bands for r in rng.sample(range(br), br)]
+        cols = [s * bc + c for s in stacks for c in rng.sample(range(bc), bc)]
+        transpose = br == bc and rng.random() < 0.5
+
+        def move(grid: list[int]) -> list[int]:
+            out = [grid[rows[r] * n + cols[c]] for r in range(n) for c in range(n)]
+            if transpose:
+                out = [out[c * n + r] for r in range(n) for c in range(n)]
+            return [relabel[d - 1] if d else 0 for d in out]
+
+        grid, sol = move(self._grid(p.inputs)), move(self._grid(p.labels))
+        # The guess count is not invariant under symmetry: drop it rather than keep a stale value.
+        meta = {k: v for k, v in p.meta.items() if k != "difficulty"}
+        return Puzzle(self.name, p.id + "~", self._tokens(grid), self._tokens(sol), meta)
+
+    def answer_mask(self, inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(inputs) == BLANK
+
+    def difficulty(self, p: Puzzle) -> float:
+        return float(difficulty_guesses(self._grid(p.inputs), self.size))
+
+    def is_valid_solution(self, p: Puzzle, prediction) -> bool:
+        """Any grid that keeps the givens and satisfies every unit solves the puzzle."""
+        grid = self._grid(prediction)
+        if any(g and g != d for g, d in zip(self._grid(p.inputs), grid)):
+            return False
+        units, _ = geometry(self.size)
+        want = set(range(1, self.size + 1))
+        return all({grid[c] for c in u} == want for u in units)
+
+    # --- files: digits as characters, '.' (or '0') for a blank ---------------------------------
+    def to_record(self, p: Puzzle) -> dict[str, Any]:
+        as_text = lambda g: "".join(str(d) if d else "." for d in g)  # noqa: E731
+        return {"task": self.name, "id": p.id, "input": as_text(self._grid(p.inputs)),
+                "solution": as_text(self._grid(p.labels)), "meta": p.meta}
+
+    def parse_grid(self, text_or_list) -> list[int]:
+        if isinstance(text_or_list, str):
+            cells = [0 if ch in ".0" else int(ch) for ch in text_or_list.strip()]
+        else:
+            cells = [int(v) for row in text_or_list for v in (row if isinstance(row, list) else [row])]
+        if len(cells) != self.size * self.size or any(not 0 <= d <= self.size for d in cells):
+            raise ValueError(f"expected {self.size * self.size} cells with digits 0..{self.size} "
+                             f"for a {self.size}x{self.size} sudoku, got {len(cells)} cells")
+        return cells
+
+    def from_record(self, rec: dict[str, Any]) -> Puzzle:
+        grid = self.parse_grid(rec["input"])
+        if rec.get("solution") not in (None, ""):
+            solution = self.parse_grid(rec["solution"])
+        else:
+            sols, _ = solve(grid, self.size, limit=1)
+            if not sols:
+                raise ValueError(f"puzzle {rec.get('id')!r} has no solution")
+            solution = sols[0]
+        meta = dict(rec.get("meta") or {})
+        puzzle = self._puzzle(grid, solution, str(rec.get("id", "")), meta)
+        if not self.is_valid_solution(puzzle, puzzle.labels):
+            raise ValueError(f"puzzle {rec.get('id')!r}: the given solution does not solve it")
+        return puzzle
