@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,12 +20,24 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _command_line() -> str:
-    return "harness " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def _command_line(ctx: typer.Context) -> str:
+    """The running command as a reproducible command line: every option that differs from its default."""
+    words = ["harness", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.param_type_name != "option" or value == param.default or value is None:
+            continue
+        if param.is_flag:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            words += [param.opts[0], shlex.quote(str(v))]
+    return " ".join(words)
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     task: str = typer.Option(..., help="Task name: sudoku, maze or arc."),
     out: Path = typer.Option(..., help="Checkpoint folder to write."),
     size: Optional[int] = typer.Option(None, help="Grid size (sudoku 4/6/9, maze odd side, arc canvas)."),
@@ -63,7 +74,7 @@ def train(
         warmup=warmup, iterations=iterations, ema=ema, eval_every=eval_every,
         eval_puzzles=eval_puzzles, threads=threads, max_minutes=max_minutes)
     try:
-        summary = run_training(cfg, out, resume=resume, console=console, command=_command_line())
+        summary = run_training(cfg, out, resume=resume, console=console, command=_command_line(ctx))
     except (FileExistsError, ValueError) as e:
         _fail(str(e))
     last = summary["history"][-1] if summary["history"] else {}
@@ -74,6 +85,7 @@ def train(
 
 @app.command("eval")
 def eval_cmd(
+    ctx: typer.Context,
     model: str = typer.Option(..., help="Zoo model name or checkpoint folder."),
     task: Optional[str] = typer.Option(None, help="Expected task name (checked against the model's)."),
     puzzles: str = typer.Option("1000", help="N held-out puzzles to generate, a puzzle file "
@@ -110,12 +122,12 @@ def eval_cmd(
     with _progress_bar(f"eval {config['name']}", len(items), as_json) as advance:
         res = evaluate(net, model_task, items, d, progress=advance)
     result = {
-        "model": config["name"], "task": model_task.spec(), "puzzles": source,
+        "model": config["name"], "task": model_task.spec(), "puzzle_set": source,
         "params": net.parameter_count(), "macs_per_inference": macs_per_inference(net.cfg, d.T, d.n, d.steps),
         **{k: v for k, v in res.items() if k not in ("predictions", "exact")},
     }
     if write_card:
-        write_model_card(Path(config["path"]), config, result, _command_line())
+        write_model_card(Path(config["path"]), config, result, _command_line(ctx))
     if as_json:
         print(json.dumps(result))
         return

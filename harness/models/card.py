@@ -33,7 +33,7 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         },
         "evaluation": {
             "command": eval_command,
-            "puzzles": result["puzzles"],
+            "puzzle_set": result["puzzle_set"],
             "cell_accuracy": result["cell_accuracy"],
             "exact_accuracy": result["exact_accuracy"],
             "per_step": result["per_step"],
@@ -61,7 +61,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"| MACs per inference at this depth | {card['macs_per_inference']:,} |",
         f"| halting head | {'trained' if m['halting'] else 'none'} (not used in this evaluation: all steps run) |",
         f"| training | {tr['iterations']} iterations, {minutes} on {tr['machine']}, seed {tr['seed']} |",
-        f"| evaluated on | {ev['puzzles']['description']} |",
+        f"| evaluated on | {ev['puzzle_set']['description']} |",
         f"| cell accuracy | {ev['cell_accuracy']:.2%} |",
         f"| puzzle-exact accuracy | {ev['exact_accuracy']:.2%} |",
         "",

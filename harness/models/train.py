@@ -187,8 +187,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             with torch.no_grad():
+                decay = min(cfg.ema, (1 + it) / (10 + it))  # warm-up so short runs are not all init
                 for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - cfg.ema)
+                    pe.lerp_(pm, 1 - decay)
             slots.y, slots.z = y.detach(), z.detach()
             slots.steps += 1
             done = slots.steps >= model.cfg.n_sup

@@ -1,0 +1,63 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ck") / "sudoku4"
+    r = invoke("train", "--task", "sudoku", "--size", "4", "--out", out, "--hidden", "16", "--layers", "1",
+               "--T", "1", "--n", "2", "--n-sup", "2", "--iterations", "40", "--train-puzzles", "32",
+               "--eval-every", "20", "--eval-puzzles", "16", "--warmup", "5")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_eval_json_on_generated_puzzles_and_a_foreign_file(tiny_checkpoint, tmp_path):
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", "20", "--depth", "1,2,3", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["puzzles"] == res["puzzle_set"]["count"] == 20 and len(res["per_step"]) == 3
+    assert 0.0 <= res["exact_accuracy"] <= 1.0 and 0.0 <= res["cell_accuracy"] <= 1.0
+    assert res["macs_per_inference"] > 0 and res["params"] > 0
+    # a CSV made by someone else, '0' for blanks, no solution column values
+    csv = tmp_path / "theirs.csv"
+    csv.write_text("source,q,a,rating\nme,1030040220000001,,0\nme,1004300220430021,,1\n")
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", csv, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["puzzle_set"]["count"] == 2 and res["puzzle_set"]["kind"] == "file"
+
+
+def test_eval_writes_a_model_card(tiny_checkpoint):
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", "10", "--write-card")
+    assert r.exit_code == 0, r.output
+    card = json.loads((tiny_checkpoint / "card.json").read_text())
+    assert card["evaluation"]["puzzle_set"]["count"] == 10
+    assert card["training"]["command"].startswith("harness train --task sudoku")
+    assert "puzzle-exact accuracy" in (tiny_checkpoint / "card.md").read_text()
+
+
+def test_puzzles_command_and_clear_errors(tiny_checkpoint, tmp_path):
+    out = tmp_path / "mazes.jsonl"
+    r = invoke("puzzles", "--task", "maze", "--size", "7", "--n", "4", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 4
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", out)
+    assert r.exit_code != 0  # a maze file for a sudoku model
+    r = invoke("eval", "--model", "no-such-model")
+    assert r.exit_code == 2 and "no checkpoint" in r.output
+    r = invoke("eval", "--model", tiny_checkpoint, "--task", "maze")
+    assert r.exit_code == 2 and "solves 'sudoku'" in r.output
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", "missing.jsonl")
+    assert r.exit_code == 2 and "neither a count" in r.output

@@ -1,0 +1,117 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from harness.models.checkpoint import load_checkpoint, save_checkpoint
+from harness.models.evaluate import Depth, evaluate, halt_steps
+from harness.models.train import TrainConfig, train
+from harness.models.trm import TRM, TRMConfig, apply_rotary, macs_per_inference, macs_per_net, rotary_tables
+from harness.tasks import make_task
+
+
+@pytest.fixture(params=["mlp", "attention"])
+def model(request):
+    torch.manual_seed(0)
+    return TRM(TRMConfig(vocab_size=8, seq_len=36, hidden=16, layers=2, heads=2, mixer=request.param,
+                         T=2, n=2, n_sup=3))
+
+
+def test_forward_trace_shapes_and_carry_count(model):
+    tokens = torch.randint(0, 8, (5, 36))
+    out = model.forward_trace(tokens, T=3, n=2, steps=4)
+    assert out["logits"].shape == (4, 5, 36, 8)
+    assert out["q_halt"].shape == (4, 5)
+    # one carry (y, z) after every cycle of every step
+    assert out["y"].shape == out["z"].shape == (4, 3, 5, 36, 16)
+    # the last cycle's y is what the head read
+    assert torch.allclose(model.head(out["y"][-1, -1]), out["logits"][-1], atol=1e-5)
+
+
+def test_trace_is_the_recursion_run_by_hand(model):
+    tokens = torch.randint(0, 8, (2, 36))
+    out = model.forward_trace(tokens, T=2, n=2, steps=2)
+    with torch.no_grad():
+        x = model.input_embedding(tokens)
+        y, z = model.initial_carry(tokens)
+        for s in range(2):
+            for t in range(2):
+                for _ in range(2):
+                    z = model.net(z, x + y)
+                y = model.net(y, z)
+                assert torch.allclose(out["y"][s, t], y) and torch.allclose(out["z"][s, t], z)
+
+
+def test_blocks_are_post_norm(model):
+    h = torch.randn(3, 36, 16) * 7
+    out = model.blocks[0](h)
+    assert torch.allclose(out.pow(2).mean(-1), torch.ones(3, 36), atol=1e-3)
+
+
+def test_attention_is_not_causal_and_rotary_preserves_norm():
+    cos, sin = rotary_tables(10, 8, 10000.0)
+    t = torch.randn(1, 2, 10, 8)
+    assert torch.allclose(apply_rotary(t, cos, sin).norm(dim=-1), t.norm(dim=-1), atol=1e-5)
+    torch.manual_seed(0)
+    m = TRM(TRMConfig(vocab_size=8, seq_len=10, hidden=8, layers=1, heads=2, mixer="attention"))
+    h = torch.randn(1, 10, 8)
+    base = m.blocks[0].mixer(h)
+    h2 = h.clone()
+    h2[0, -1] += 1.0  # a change at the last position reaches the first
+    assert not torch.allclose(m.blocks[0].mixer(h2)[0, 0], base[0, 0])
+
+
+def test_parameter_and_mac_counts():
+    cfg = TRMConfig(vocab_size=8, seq_len=36, hidden=32, layers=1, expansion=2.0, mixer="mlp", T=2, n=3, n_sup=4)
+    m = TRM(cfg)
+    # embed + (seq mixer 36→144 + 72→36) + (channel 32→128 + 64→32) + head + halting
+    assert m.parameter_count() == 8 * 32 + (36 * 144 + 72 * 36) + (32 * 128 + 64 * 32) + 32 * 8 + 33
+    assert macs_per_net(cfg) == 32 * 3 * 72 * 36 + 36 * 3 * 64 * 32
+    assert macs_per_inference(cfg) == 4 * (2 * 4 * macs_per_net(cfg) + 36 * 32 * 8 + 32)
+    # deeper recursion costs proportionally more
+    assert macs_per_inference(cfg, T=4) > macs_per_inference(cfg, T=2)
+
+
+def test_depth_parsing_and_halting_steps():
+    default = Depth(2, 3, 8)
+    assert Depth.parse(None, default) == default
+    assert Depth.parse("3,6,16,halt", default) == Depth(3, 6, 16, True)
+    with pytest.raises(ValueError, match="T,n,steps"):
+        Depth.parse("3,6", default)
+    q = np.array([[-1.0, 2.0, -1.0], [1.0, -1.0, -1.0], [1.0, 1.0, -1.0]])  # [S=3, B=3]
+    assert halt_steps(q, Depth(1, 1, 3, True)).tolist() == [2, 1, 3]
+    assert halt_steps(q, Depth(1, 1, 3, False)).tolist() == [3, 3, 3]
+
+
+def test_checkpoint_round_trip(model, tmp_path):
+    task = make_task("sudoku", size=6)
+    save_checkpoint(tmp_path / "ck", model, task, {"note": "x"})
+    loaded, loaded_task, config = load_checkpoint(tmp_path / "ck")
+    tokens = torch.randint(0, 8, (2, 36))
+    assert torch.equal(loaded(tokens), model.eval()(tokens))
+    assert loaded_task.spec() == task.spec() and config["note"] == "x"
+
+
+def test_short_training_lowers_the_loss_and_resumes(tmp_path):
+    cfg = TrainConfig(task={"name": "sudoku", "size": 4}, model=dict(hidden=16, layers=1, T=1, n=2, n_sup=2),
+                      train_puzzles=64, batch=32, lr=3e-3, warmup=10, iterations=120, eval_every=60,
+                      eval_puzzles=32, save_every=60)
+    summary = train(cfg, tmp_path / "run")
+    history = summary["history"]
+    assert [h["iteration"] for h in history] == [60, 120]
+    assert history[-1]["loss"] < 1.2  # from ~ln(6)=1.8 at the start
+    assert history[-1]["cell_accuracy"] > 0.3  # chance is 1/4
+    with pytest.raises(FileExistsError):
+        train(cfg, tmp_path / "run")
+    # resuming a finished run changes nothing; a longer one continues from the saved iteration
+    longer = TrainConfig(**{**cfg.__dict__, "iterations": 150})
+    with pytest.raises(ValueError, match="another training config"):
+        train(longer, tmp_path / "run", resume=True)
+    again = train(cfg, tmp_path / "run", resume=True)
+    assert again["iterations"] == 120 and again["history"] == history
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["iterations"] == 120 and record["params"] == summary["params"]
+    model, task, _ = load_checkpoint(tmp_path / "run")
+    res = evaluate(model, task, task.generate(16, seed=5, split="test"), Depth(1, 2, 2))
+    assert len(res["per_step"]) == 2
