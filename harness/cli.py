@@ -163,6 +163,28 @@ def puzzles(
     console.print(f"wrote {len(items)} {split} puzzles to {out}")
 
 
+@app.command()
+def zoo(markdown: bool = typer.Option(False, "--markdown", help="Print the zoo table as Markdown.")):
+    """List the shipped models and the figures on their cards."""
+    from .models.card import zoo_table
+    from .models.checkpoint import ZOO, zoo_names
+
+    cards = []
+    for name in zoo_names():
+        card = ZOO / name / "card.json"
+        if card.exists():
+            cards.append(json.loads(card.read_text()))
+        else:
+            console.print(f"[yellow]{name}: no card yet (harness eval --model {name} --write-card)[/]")
+    text = zoo_table(cards)
+    if markdown:
+        print(text, end="")
+        return
+    from rich.markdown import Markdown
+
+    Console().print(Markdown(text))
+
+
 class _progress_bar:
     """A rich progress bar on stderr (silent with --json), handing out an ``advance(k)`` callable."""
 

@@ -13,8 +13,27 @@ from .checkpoint import atomic_write_text
 
 
 def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eval_command: str) -> dict[str, Any]:
+    """Write the card from a generated held-out evaluation; an evaluation on another puzzle set (a file,
+    ARC-AGI-1) is added to the existing card under ``other_evaluations``, keyed by the set's kind."""
     import torch
 
+    evaluation = {
+        "command": eval_command,
+        "puzzle_set": result["puzzle_set"],
+        "cell_accuracy": result["cell_accuracy"],
+        "exact_accuracy": result["exact_accuracy"],
+        "per_step": result["per_step"],
+    }
+    path = folder / "card.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    kind = result["puzzle_set"]["kind"]
+    if kind != "generated":
+        if not old:
+            raise ValueError(f"write the card from a generated held-out evaluation before adding {kind}")
+        old.setdefault("other_evaluations", {})[kind] = evaluation
+        atomic_write_text(path, json.dumps(old, indent=2) + "\n")
+        atomic_write_text(folder / "card.md", render_markdown(old))
+        return old
     model = config["model"]
     card = {
         "name": config["name"],
@@ -31,13 +50,8 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
             "machine": f"{platform.machine()} CPU, torch {torch.__version__}, "
                        f"{config.get('train', {}).get('threads', '?')} thread(s)",
         },
-        "evaluation": {
-            "command": eval_command,
-            "puzzle_set": result["puzzle_set"],
-            "cell_accuracy": result["cell_accuracy"],
-            "exact_accuracy": result["exact_accuracy"],
-            "per_step": result["per_step"],
-        },
+        "evaluation": evaluation,
+        "other_evaluations": old.get("other_evaluations", {}),
     }
     atomic_write_text(folder / "card.json", json.dumps(card, indent=2) + "\n")
     atomic_write_text(folder / "card.md", render_markdown(card))
@@ -71,12 +85,25 @@ def render_markdown(card: dict[str, Any]) -> str:
         "|---:|---:|---:|",
         *(f"| {r['step']} | {r['cell_accuracy']:.2%} | {r['exact_accuracy']:.2%} |" for r in ev["per_step"]),
         "",
-        "Reproduce:",
-        "",
-        "```",
-        tr["command"] or "(training command not recorded)",
-        ev["command"],
-        "```",
-        "",
     ]
+    for other in card.get("other_evaluations", {}).values():
+        lines += [f"On {other['puzzle_set']['description']}: cell {other['cell_accuracy']:.2%}, "
+                  f"puzzle-exact {other['exact_accuracy']:.2%}.", ""]
+    commands = [tr["command"] or "(training command not recorded)", ev["command"]]
+    commands += [o["command"] for o in card.get("other_evaluations", {}).values()]
+    lines += ["Reproduce:", "", "```", *commands, "```", ""]
     return "\n".join(lines)
+
+
+def zoo_table(cards: list[dict[str, Any]]) -> str:
+    """Markdown table of the zoo, one row per card."""
+    rows = ["| model | task | mixer | params | MACs/inference | depth (T,n,steps) | training | "
+            "cell acc. | puzzle-exact |", "|---|---|---|---:|---:|---|---:|---:|---:|"]
+    for c in cards:
+        t, ev = c["task"], c["evaluation"]
+        task = t["name"] + " " + "×".join([str(t["size"])] * 2) if "size" in t else t["name"]
+        minutes = f"{c['training']['seconds'] / 60:.0f} min" if c["training"].get("seconds") else "?"
+        rows.append(f"| {c['name']} | {task} | {c['model']['mixer']} | {c['params']:,} | "
+                    f"{c['macs_per_inference']:,} | {c['depth']['T']},{c['depth']['n']},{c['depth']['steps']} | "
+                    f"{minutes} | {ev['cell_accuracy']:.1%} | {ev['exact_accuracy']:.1%} |")
+    return "\n".join(rows) + "\n"
