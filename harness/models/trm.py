@@ -15,13 +15,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MIXERS = ("mlp", "attention")
+
+# A quantization point: every tensor that the integer model stores as int8 passes through
+# point(name, tensor). The float model uses the identity; harness.compress plugs in observers (to
+# calibrate scales) and fake quantizers (to study and to train recipes). Names:
+#   x              input embedding (scaled)
+#   h              input of the shared network: z + x + y, or y + z
+#   norm           every RMSNorm output, hence the carry y, z and their initial values
+#   b{l}.mix.*     token mixer of block l: gate, up, act, prod, out (mlp) or q, k, v, attn, out
+#   b{l}.ffn.*     channel SwiGLU of block l: gate, up, act, prod, out
+#   logits         output head
+Point = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+def identity(name: str, t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 @dataclass
@@ -68,9 +83,11 @@ class SwiGLU(nn.Module):
         self.gate_up = nn.Linear(width, 2 * inner, bias=False)
         self.down = nn.Linear(inner, width, bias=False)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
         gate, up = self.gate_up(h).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        gate, up = point(f"{name}.gate", gate), point(f"{name}.up", up)
+        act = point(f"{name}.act", F.silu(gate))
+        return point(f"{name}.out", self.down(point(f"{name}.prod", act * up)))
 
 
 class SequenceMLP(nn.Module):
@@ -80,8 +97,8 @@ class SequenceMLP(nn.Module):
         super().__init__()
         self.mlp = SwiGLU(seq_len, expansion)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # h [B, L, D]
-        return self.mlp(h.transpose(1, 2)).transpose(1, 2)
+    def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:  # h [B, L, D]
+        return self.mlp(h.transpose(1, 2), point, name).transpose(1, 2)
 
 
 def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,13 +126,15 @@ class Attention(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
         B, L, D = h.shape
         q, k, v = self.qkv(h).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = apply_rotary(q, self.rope_cos, self.rope_sin)
-        k = apply_rotary(k, self.rope_cos, self.rope_sin)
-        a = F.scaled_dot_product_attention(q, k, v)  # [B, H, L, hd]
-        return self.out(a.transpose(1, 2).reshape(B, L, D))
+        q, k, v = point(f"{name}.q", q), point(f"{name}.k", k), point(f"{name}.v", v)
+        # q and k keep their scale through the rotation (it preserves the norm of each pair)
+        q = point(f"{name}.q", apply_rotary(q, self.rope_cos, self.rope_sin))
+        k = point(f"{name}.k", apply_rotary(k, self.rope_cos, self.rope_sin))
+        a = point(f"{name}.attn", F.scaled_dot_product_attention(q, k, v))  # [B, H, L, hd]
+        return point(f"{name}.out", self.out(a.transpose(1, 2).reshape(B, L, D)))
 
 
 class Block(nn.Module):
@@ -125,9 +144,9 @@ class Block(nn.Module):
         self.mixer = SequenceMLP(cfg.seq_len, cfg.expansion) if cfg.mixer == "mlp" else Attention(cfg)
         self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = rms_norm(h + self.mixer(h), self.eps)
-        return rms_norm(h + self.mlp(h), self.eps)
+    def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
+        h = point("norm", rms_norm(h + self.mixer(h, point, f"{name}.mix"), self.eps))
+        return point("norm", rms_norm(h + self.mlp(h, point, f"{name}.ffn"), self.eps))
 
 
 class TRM(nn.Module):
@@ -156,36 +175,36 @@ class TRM(nn.Module):
         shape = (B, L, self.cfg.hidden)
         return self.y_init.expand(shape).clone(), self.z_init.expand(shape).clone()
 
-    def net(self, h: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
-        h = h + injection
-        for block in self.blocks:
-            h = block(h)
+    def net(self, h: torch.Tensor, injection: torch.Tensor, point: Point = identity) -> torch.Tensor:
+        h = point("h", h + injection)
+        for l, block in enumerate(self.blocks):
+            h = block(h, point, f"b{l}")
         return h
 
-    def cycle(self, x, y, z, n: int):
+    def cycle(self, x, y, z, n: int, point: Point = identity):
         for _ in range(n):
-            z = self.net(z, x + y)
-        y = self.net(y, z)
+            z = self.net(z, x + y, point)
+        y = self.net(y, z, point)
         return y, z
 
-    def readout(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def readout(self, y: torch.Tensor, point: Point = identity) -> tuple[torch.Tensor, torch.Tensor]:
         """Token logits [B, L, V] and halting logit [B] from the answer state y."""
-        return self.head(y), self.halt(y.mean(dim=1)).squeeze(-1)
+        return point("logits", self.head(y)), self.halt(y.mean(dim=1)).squeeze(-1)
 
     # --- one supervision step (training: gradient through the last cycle only) ----------------
-    def step(self, x, y, z, T: int | None = None, n: int | None = None):
+    def step(self, x, y, z, T: int | None = None, n: int | None = None, point: Point = identity):
         T = T or self.cfg.T
         n = n or self.cfg.n
         with torch.no_grad():
             for _ in range(T - 1):
-                y, z = self.cycle(x, y, z, n)
-        y, z = self.cycle(x, y, z, n)
-        logits, q_halt = self.readout(y)
+                y, z = self.cycle(x, y, z, n, point)
+        y, z = self.cycle(x, y, z, n, point)
+        logits, q_halt = self.readout(y, point)
         return y, z, logits, q_halt
 
     @torch.no_grad()
     def forward_trace(self, tokens: torch.Tensor, T: int | None = None, n: int | None = None,
-                      steps: int | None = None) -> dict[str, torch.Tensor]:
+                      steps: int | None = None, point: Point = identity) -> dict[str, torch.Tensor]:
         """Run ``steps`` supervision steps of ``T`` cycles and keep everything a study needs.
 
         Returns logits [S, B, L, V], q_halt [S, B], and the carry after every cycle of every step:
@@ -193,16 +212,16 @@ class TRM(nn.Module):
         T = T or self.cfg.T
         n = n or self.cfg.n
         steps = steps or self.cfg.n_sup
-        x = self.input_embedding(tokens)
-        y, z = self.initial_carry(tokens)
+        x = point("x", self.input_embedding(tokens))
+        y, z = (point("norm", c) for c in self.initial_carry(tokens))
         logits, q_halt, ys, zs = [], [], [], []
         for _ in range(steps):
             step_y, step_z = [], []
             for _ in range(T):
-                y, z = self.cycle(x, y, z, n)
+                y, z = self.cycle(x, y, z, n, point)
                 step_y.append(y)
                 step_z.append(z)
-            lg, q = self.readout(y)
+            lg, q = self.readout(y, point)
             logits.append(lg)
             q_halt.append(q)
             ys.append(torch.stack(step_y))

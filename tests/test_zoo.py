@@ -1,0 +1,46 @@
+"""The shipped zoo: every checkpoint has a card whose figures match the model, and (slow) a fresh
+held-out set with another seed reproduces the card's puzzle-exact accuracy within 2 points."""
+import json
+
+import pytest
+import torch
+
+from harness.models.checkpoint import ZOO, zoo_names
+from harness.models.evaluate import Depth, evaluate
+from harness.models.trm import macs_per_inference
+
+REQUIRED = [f"{task}-{mixer}" for task in ("sudoku6", "maze7", "arc6") for mixer in ("mlp", "attention")]
+LIMIT_PARAMS, LIMIT_MACS = 300_000, 400_000_000
+
+
+def card(name):
+    return json.loads((ZOO / name / "card.json").read_text())
+
+
+def test_the_six_required_models_ship_with_cards():
+    missing = [n for n in REQUIRED if n not in zoo_names() or not (ZOO / n / "card.json").exists()]
+    assert not missing, f"zoo models without checkpoint or card: {missing}"
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_card_matches_the_model_and_fits_the_budget(name, zoo_model):
+    model, task, config = zoo_model(name)
+    c = card(name)
+    assert c["params"] == model.parameter_count() <= LIMIT_PARAMS
+    d = c["depth"]
+    assert c["macs_per_inference"] == macs_per_inference(model.cfg, d["T"], d["n"], d["steps"]) <= LIMIT_MACS
+    assert c["task"] == task.spec()
+    assert c["evaluation"]["puzzle_set"]["count"] >= 1000
+    assert c["training"]["command"].startswith("harness train")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo_names())
+def test_fresh_heldout_set_reproduces_the_card(name, zoo_model):
+    torch.set_num_threads(2)
+    model, task, _ = zoo_model(name)
+    c = card(name)
+    seed = c["evaluation"]["puzzle_set"]["seed"] + 7919
+    d = c["depth"]
+    res = evaluate(model, task, task.generate(1000, seed=seed, split="test"), Depth(d["T"], d["n"], d["steps"]))
+    assert abs(res["exact_accuracy"] - c["evaluation"]["exact_accuracy"]) <= 0.02
