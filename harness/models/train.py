@@ -12,7 +12,6 @@ Carries in flight at the interruption are not saved: the resumed run starts its 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
 import time
@@ -27,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..tasks import Puzzle, Task, make_task, stack
 from ..tasks.files import read_puzzles, write_jsonl
-from .checkpoint import atomic_write_text, save_checkpoint
+from .checkpoint import save_checkpoint
 from .evaluate import Depth, evaluate
 from .trm import TRM, TRMConfig, macs_per_inference
 
@@ -214,6 +213,4 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
             if over_time:
                 break
     save()
-    summary = {**record, "iterations": it, "train_seconds": round(elapsed, 1), "history": history}
-    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return {**record, "iterations": it, "train_seconds": round(elapsed, 1), "history": history}
