@@ -1,0 +1,199 @@
+"""Model blob writer and reader (docs/model-blob.md, format version 1).
+
+``to_blob(int_model)`` gives the bytes the firmware reads in place; ``from_blob(data)`` validates them
+and rebuilds the integer model, so the round trip is checked on the host with the golden reference."""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..golden import arith
+from ..golden.model import IntModel, QAttention, QBlock, QLinear, QSwiGLU
+
+MAGIC = b"TRMB"
+VERSION = 1
+HEADER = struct.Struct("<4sHHII HHHBBBBHH BBBBH Ii 3h 2h I f H")
+ENTRY = struct.Struct("<16sBBHHHII")
+ALIGN = 16
+DTYPES = {0: ("int8", 1), 1: ("int4", None), 2: ("int16", 2), 3: ("int32", 4)}
+DTYPE_CODE = {name: code for code, (name, _) in DTYPES.items()}
+NP = {"int8": np.int8, "int16": np.int16, "int32": np.int32}
+assert HEADER.size == 64 and ENTRY.size == 32
+
+
+class BlobError(ValueError):
+    """A blob that fails validation; ``code`` matches the firmware's error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass
+class Tensor:
+    name: str
+    dtype: str
+    data: np.ndarray          # values (int4: the unpacked values)
+
+    def payload(self) -> bytes:
+        if self.dtype == "int4":
+            return arith.pack_int4(np.atleast_2d(self.data)).tobytes()
+        return np.ascontiguousarray(self.data, dtype=NP[self.dtype]).tobytes()
+
+    def shape(self) -> tuple[int, int]:
+        d = np.atleast_2d(self.data) if self.data.ndim == 2 else self.data.reshape(-1, 1)
+        return int(d.shape[0]), int(d.shape[1])
+
+
+def _mn(lin: QLinear) -> np.ndarray:
+    return np.stack([lin.M, lin.n], axis=1).astype(np.int64)
+
+
+def _linear(name: str, lin: QLinear) -> list[Tensor]:
+    return [Tensor(name, "int4" if lin.bits == 4 else "int8", lin.w), Tensor(name + ".mn", "int32", _mn(lin))]
+
+
+def _swiglu(prefix: str, s: QSwiGLU) -> list[Tensor]:
+    return [*_linear(f"{prefix}.gu", s.gate_up), Tensor(f"{prefix}.silu", "int8", s.silu),
+            Tensor(f"{prefix}.prod", "int32", np.array([s.prod_M, s.prod_n])), *_linear(f"{prefix}.down", s.down)]
+
+
+def tensors(m: IntModel) -> list[Tensor]:
+    out = [Tensor("embed", "int8", m.embed), Tensor("y_init", "int8", m.y_init), Tensor("z_init", "int8", m.z_init)]
+    for l, b in enumerate(m.blocks):
+        if isinstance(b.mixer, QSwiGLU):
+            out += _swiglu(f"b{l}.mix", b.mixer)
+        else:
+            a = b.mixer
+            out += [*_linear(f"b{l}.att.qkv", a.qkv), Tensor(f"b{l}.att.cos", "int16", a.rope_cos),
+                    Tensor(f"b{l}.att.sin", "int16", a.rope_sin),
+                    Tensor(f"b{l}.att.sm", "int32", np.array([a.score_M, a.score_n, a.pv_M, a.pv_n])),
+                    *_linear(f"b{l}.att.out", a.out)]
+        out += [Tensor(f"b{l}.mix.res", "int32", np.array(b.mix_res)), *_swiglu(f"b{l}.ffn", b.ffn),
+                Tensor(f"b{l}.ffn.res", "int32", np.array(b.ffn_res))]
+    out += [*_linear("head", m.head), Tensor("halt", "int8", m.halt_w)]
+    return out
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
+    c = m.config
+    ts = tensors(m)
+    table_end = HEADER.size + ENTRY.size * len(ts)
+    offset = _align(table_end)
+    entries, payloads = [], []
+    for t in ts:
+        data = t.payload()
+        rows, cols = t.shape()
+        name = t.name.encode("ascii")
+        if len(name) > 15:
+            raise ValueError(f"tensor name {t.name!r} longer than 15 characters")
+        entries.append(ENTRY.pack(name, DTYPE_CODE[t.dtype], 2 if t.data.ndim == 2 else 1, 0, rows, cols,
+                                  offset, len(data)))
+        payloads.append((offset, data))
+        offset = _align(offset + len(data))
+    total = offset
+    bits = m.head.bits
+    mix_inner = m.blocks[0].mixer.gate_up.w.shape[0] // 2 if isinstance(m.blocks[0].mixer, QSwiGLU) else 0
+    ffn_inner = m.blocks[0].ffn.gate_up.w.shape[0] // 2
+    header = HEADER.pack(MAGIC, VERSION, HEADER.size, total, 0,
+                         c["vocab_size"], c["seq_len"], c["hidden"], c["layers"],
+                         0 if c["mixer"] == "mlp" else 1, c["heads"], bits, mix_inner, ffn_inner,
+                         c["T"], c["n"], c["n_sup"], 1 if embeddings_to_ram else 0, len(ts),
+                         m.norm_const, m.halt_threshold, *m.z_in, *m.y_in, 0, m.carry_scale, 0)
+    buf = bytearray(total)
+    buf[:HEADER.size] = header
+    buf[HEADER.size:table_end] = b"".join(entries)
+    for off, data in payloads:
+        buf[off:off + len(data)] = data
+    struct.pack_into("<I", buf, 12, zlib.crc32(bytes(buf[16:])) & 0xFFFFFFFF)
+    return bytes(buf)
+
+
+def parse(data: bytes, max_size: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Validate a blob and return (header fields, tensors by name as arrays; int4 unpacked)."""
+    if len(data) < HEADER.size:
+        raise BlobError("BLOB_TRUNCATED", f"{len(data)} bytes is shorter than the 64-byte header")
+    f = HEADER.unpack_from(data)
+    magic, version, hsize, total, crc = f[:5]
+    if magic != MAGIC:
+        raise BlobError("BLOB_MAGIC", f"magic is {magic!r}, expected {MAGIC!r}: not a model blob")
+    if version != VERSION:
+        raise BlobError("BLOB_VERSION", f"format version {version}, this reader knows {VERSION}")
+    if hsize != HEADER.size or total > len(data) or total < HEADER.size:
+        raise BlobError("BLOB_TRUNCATED", f"header says {total} bytes, {len(data)} available")
+    if max_size is not None and total > max_size:
+        raise BlobError("BLOB_TOO_BIG", f"{total} bytes do not fit the {max_size}-byte blob region")
+    if zlib.crc32(bytes(data[16:total])) & 0xFFFFFFFF != crc:
+        raise BlobError("BLOB_CRC", "CRC-32 mismatch: the blob is corrupt")
+    keys = ("vocab_size", "seq_len", "hidden", "layers", "mixer", "heads", "weight_bits", "mix_inner",
+            "ffn_inner", "T", "n", "n_sup", "flags", "tensor_count", "norm_const", "halt_threshold",
+            "z_in0", "z_in1", "z_in2", "y_in0", "y_in1", "reserved", "carry_scale", "reserved2")
+    header = dict(zip(keys, f[5:]))
+    found = {}
+    for i in range(header["tensor_count"]):
+        at = HEADER.size + i * ENTRY.size
+        if at + ENTRY.size > total:
+            raise BlobError("BLOB_TABLE", "tensor table runs past the end of the blob")
+        raw, code, ndim, _, rows, cols, off, size = ENTRY.unpack_from(data, at)
+        name = raw.rstrip(b"\0").decode("ascii", "replace")
+        if code not in DTYPES:
+            raise BlobError("BLOB_TABLE", f"tensor {name!r} has unknown dtype {code}")
+        dtype, width = DTYPES[code]
+        want = rows * ((cols + 1) // 2) if dtype == "int4" else rows * cols * width
+        if off % ALIGN or off + size > total or size != want:
+            raise BlobError("BLOB_TABLE", f"tensor {name!r}: offset {off} size {size} (expected {want}) "
+                                          f"is misaligned or outside the blob")
+        raw_bytes = np.frombuffer(data, np.uint8, size, off)
+        if dtype == "int4":
+            arr = arith.unpack_int4(raw_bytes.reshape(rows, -1), cols)
+        else:
+            arr = raw_bytes.view(NP[dtype]).astype(np.int64).reshape(rows, cols)
+        found[name] = arr if ndim == 2 else arr.reshape(-1)
+    return header, found
+
+
+def from_blob(data: bytes) -> IntModel:
+    """Rebuild the integer model from a blob (validating it as the firmware does)."""
+    h, t = parse(data)
+
+    def need(name: str) -> np.ndarray:
+        if name not in t:
+            raise BlobError("BLOB_MISSING", f"tensor {name!r} is missing")
+        return t[name]
+
+    bits = h["weight_bits"]
+
+    def lin(name: str, lo=arith.INT8_MIN, hi=arith.INT8_MAX) -> QLinear:
+        mn = need(name + ".mn")
+        w = need(name)
+        return QLinear(w, bits, mn[:, 0], mn[:, 1], np.full(w.shape[0], np.nan), lo, hi)
+
+    def swiglu(p: str) -> QSwiGLU:
+        prod = need(f"{p}.prod")
+        return QSwiGLU(lin(f"{p}.gu"), need(f"{p}.silu"), int(prod[0]), int(prod[1]), lin(f"{p}.down"))
+
+    blocks = []
+    for l in range(h["layers"]):
+        if h["mixer"] == 0:
+            mixer = swiglu(f"b{l}.mix")
+        else:
+            sm = need(f"b{l}.att.sm")
+            mixer = QAttention(lin(f"b{l}.att.qkv"), h["heads"], need(f"b{l}.att.cos"), need(f"b{l}.att.sin"),
+                               int(sm[0]), int(sm[1]), int(sm[2]), int(sm[3]), lin(f"b{l}.att.out"))
+        mr, fr = need(f"b{l}.mix.res"), need(f"b{l}.ffn.res")
+        blocks.append(QBlock(mixer, (int(mr[0]), int(mr[1])), swiglu(f"b{l}.ffn"), (int(fr[0]), int(fr[1]))))
+    config = {"vocab_size": h["vocab_size"], "seq_len": h["seq_len"], "hidden": h["hidden"], "layers": h["layers"],
+              "mixer": "mlp" if h["mixer"] == 0 else "attention", "heads": h["heads"],
+              "T": h["T"], "n": h["n"], "n_sup": h["n_sup"]}
+    return IntModel(config=config, embed=need("embed"), y_init=need("y_init"), z_init=need("z_init"),
+                    z_in=(h["z_in0"], h["z_in1"], h["z_in2"]), y_in=(h["y_in0"], h["y_in1"]), blocks=blocks,
+                    norm_const=h["norm_const"], head=lin("head", arith.INT16_MIN, arith.INT16_MAX),
+                    halt_w=need("halt"), halt_threshold=h["halt_threshold"],
+                    scales={"norm": float(h["carry_scale"])})
