@@ -90,13 +90,15 @@ def eval_cmd(
     task: Optional[str] = typer.Option(None, help="Expected task name (checked against the model's)."),
     puzzles: str = typer.Option("1000", help="N held-out puzzles to generate, a puzzle file "
                                               "(.jsonl, or sudoku .csv 'source,q,a,rating'), or 'arc-agi-1'."),
+    recipe: Optional[str] = typer.Option(None, help="Compression recipe (fp32, int8, int4-pc, …, or "
+                                               "FILE.toml:NAME); adds carry-trajectory fidelity to fp32."),
     depth: Optional[str] = typer.Option(None, help="T,n,steps[,halt]; default: the model's."),
     seed: int = typer.Option(1000, help="Seed of generated held-out puzzles."),
     threads: int = typer.Option(2, help="Torch CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     write_card: bool = typer.Option(False, help="Write card.json and card.md into the checkpoint folder."),
 ):
-    """Evaluate a model: cell and puzzle-exact accuracy after each supervision step."""
+    """Evaluate a model, optionally compressed: cell and puzzle-exact accuracy after each step."""
     import torch
 
     from .models.card import write_card as write_model_card
@@ -119,13 +121,32 @@ def eval_cmd(
         _fail(str(e))
     if not items:
         _fail(f"no puzzles to evaluate in {puzzles!r}")
-    with _progress_bar(f"eval {config['name']}", len(items), as_json) as advance:
-        res = evaluate(net, model_task, items, d, progress=advance)
-    result = {
-        "model": config["name"], "task": model_task.spec(), "puzzle_set": source,
-        "params": net.parameter_count(), "macs_per_inference": macs_per_inference(net.cfg, d.T, d.n, d.steps),
-        **{k: v for k, v in res.items() if k not in ("predictions", "exact")},
-    }
+    if recipe is None:
+        with _progress_bar(f"eval {config['name']}", len(items), as_json) as advance:
+            res = evaluate(net, model_task, items, d, progress=advance)
+        result = {"model": config["name"], "task": model_task.spec(), "puzzle_set": source,
+                  "params": net.parameter_count(),
+                  "macs_per_inference": macs_per_inference(net.cfg, d.T, d.n, d.steps)}
+    else:
+        from .compress.recipes import apply, get_recipe
+        from .compress.study import evaluate_compressed
+
+        try:
+            r = get_recipe(recipe)
+            console.print(f"applying recipe {r.name}: {r.description}")
+            comp = apply(r, net, model_task)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e))
+        with _progress_bar(f"eval {config['name']} {r.name}", len(items), as_json) as advance:
+            res = evaluate_compressed(comp, net, model_task, items, d, progress=advance)
+        result = {"model": config["name"], "task": model_task.spec(), "puzzle_set": source,
+                  "recipe": r.to_dict(), "evaluated_by": "golden" if comp.int_model is not None else "torch",
+                  "params": comp.params(), "weight_bytes": comp.weight_bytes(),
+                  "macs_per_inference": comp.macs(d), **comp.info,
+                  **{k: res[k] for k in ("fidelity_final", "fidelity_auc", "fidelity_per_cycle")}}
+        if write_card:
+            _fail("--write-card describes the fp32 model: leave out --recipe")
+    result.update({k: v for k, v in res.items() if k not in ("predictions", "exact", "cosine")})
     if write_card:
         write_model_card(Path(config["path"]), config, result, _command_line(ctx))
     if as_json:
@@ -140,6 +161,40 @@ def eval_cmd(
     Console().print(f"final ({d.label()}): cell {result['cell_accuracy']:.2%}, puzzle-exact "
                     f"{result['exact_accuracy']:.2%}, mean steps {result['mean_steps']:.2f}, "
                     f"{result['params']:,} params, {result['macs_per_inference']:,} MACs per puzzle")
+    if recipe is not None:
+        Console().print(f"recipe {recipe} ({result['evaluated_by']}): {result['weight_bytes']:,} weight bytes, "
+                        f"carry fidelity to fp32: final {result['fidelity_final']:.4f}, AUC {result['fidelity_auc']:.4f}")
+
+
+@app.command()
+def study(
+    ctx: typer.Context,
+    models: str = typer.Option("all", help="Comma-separated zoo models or checkpoint folders, or 'all'."),
+    recipes: str = typer.Option("fp32,fp16,bf16,int8,int8-pt,int4-naive,int4-pc,w8a16,w4a16,"
+                                "prune-50,prune-75,prune-90,prune-50s,distill,linattn,qat-int4",
+                                help="Comma-separated recipes (built-in names or FILE.toml:NAME)."),
+    depths: str = typer.Option("default", help="Semicolon-separated depths 'T,n,steps[,halt]'; "
+                                               "'default' is the model's own; the first is the reference."),
+    puzzles: int = typer.Option(500, help="Held-out puzzles per model."),
+    seed: int = typer.Option(2000), threads: int = typer.Option(2),
+    out: Path = typer.Option(..., help="Folder for study.csv, study.parquet, summary.md."),
+):
+    """Sweep models × recipes × depths on the host (golden reference for integer recipes)."""
+    import torch
+    from rich.progress import Progress
+
+    from .compress.study import StudyPlan, run_study, write_study
+    from .models.checkpoint import zoo_names
+
+    torch.set_num_threads(threads)
+    plan = StudyPlan(models=zoo_names() if models == "all" else models.split(","),
+                     recipes=recipes.split(","),
+                     depths=[None if d.strip() == "default" else d.strip() for d in depths.split(";")],
+                     puzzles=puzzles, seed=seed)
+    with Progress(console=console, transient=True) as progress:
+        df = run_study(plan, progress, log=lambda m: progress.console.print(m))
+    write_study(df, out, _command_line(ctx), plan)
+    console.print(f"wrote {len(df)} rows to {out}/study.csv, study.parquet and summary.md")
 
 
 @app.command()

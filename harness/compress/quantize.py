@@ -156,8 +156,12 @@ def fake_quant_point(scales: dict[str, float], ste: bool = False):
 
 
 def activation_scales(model: TRM, cal: Calibration, method: str = "max") -> dict[str, float]:
-    scales = {name: cal.scale(name, method) for name in cal.amax if name != "logits"}
+    """Int8 scale of every point from calibration; the input embedding's comes from the whole table
+    (every token's row is known, so none may saturate), the logits' is int16."""
+    scales = {name: cal.scale(name, method) for name in cal.amax if name not in ("logits", "x")}
     scales["logits"] = cal.scale("logits", "max", arith.INT16_MAX)
+    table = model.input_embedding(torch.arange(model.cfg.vocab_size)).detach().abs().max().item()
+    scales["x"] = max(table, 1e-8) / 127
     return scales
 
 
@@ -198,6 +202,9 @@ def _qswiglu(mod: SwiGLU, name: str, point: str, qw, bits: int, s_in: float, sca
 
 def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], recipe: dict | None = None) -> IntModel:
     cfg = model.cfg
+    if cfg.attention_kernel != "softmax":
+        raise ValueError(f"the integer model has softmax attention only; this model uses "
+                         f"{cfg.attention_kernel!r} attention")
     D, L = cfg.hidden, cfg.seq_len
     s_n, s_h, s_x = scales["norm"], scales["h"], scales["x"]
     embed = model.input_embedding(torch.arange(cfg.vocab_size)).detach().numpy()

@@ -71,24 +71,31 @@ def halt_steps(q_halt: np.ndarray, depth: Depth) -> np.ndarray:
     return np.where(positive.any(0), first, S)
 
 
-def evaluate(model: TRM, task: Task, puzzles: list[Puzzle], depth: Depth, batch_size: int = 256,
-             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Cell and puzzle-exact accuracy after each step, and at the step each puzzle halts at."""
-    inputs, labels = stack(puzzles)
-    out = predict(model, inputs, depth, batch_size, progress)
-    per_step = []
-    for s, pred in enumerate(out["per_step"], start=1):
+def accuracy_report(task: Task, inputs: np.ndarray, labels: np.ndarray, per_step: np.ndarray,
+                    halt_step: np.ndarray, depth: Depth) -> dict[str, Any]:
+    """Cell and puzzle-exact accuracy after each step ([S, B, L] predictions) and at the step each
+    puzzle stops at (1-based ``halt_step``)."""
+    per = []
+    for s, pred in enumerate(per_step, start=1):
         sc = score(task, inputs, labels, pred)
-        per_step.append({"step": s, "cell_accuracy": sc["cell_accuracy"], "exact_accuracy": sc["exact_accuracy"]})
-    final_pred = out["per_step"][out["halt_step"] - 1, np.arange(len(puzzles))]
+        per.append({"step": s, "cell_accuracy": sc["cell_accuracy"], "exact_accuracy": sc["exact_accuracy"]})
+    final_pred = per_step[halt_step - 1, np.arange(len(inputs))]
     final = score(task, inputs, labels, final_pred)
     return {
-        "puzzles": len(puzzles),
+        "puzzles": len(inputs),
         "depth": {"T": depth.T, "n": depth.n, "steps": depth.steps, "halting": depth.halting},
         "cell_accuracy": final["cell_accuracy"],
         "exact_accuracy": final["exact_accuracy"],
-        "mean_steps": float(out["halt_step"].mean()),
-        "per_step": per_step,
+        "mean_steps": float(halt_step.mean()),
+        "per_step": per,
         "predictions": final_pred,
         "exact": final["exact"],
     }
+
+
+def evaluate(model: TRM, task: Task, puzzles: list[Puzzle], depth: Depth, batch_size: int = 256,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Cell and puzzle-exact accuracy of a torch model after each step, and at the halting step."""
+    inputs, labels = stack(puzzles)
+    out = predict(model, inputs, depth, batch_size, progress)
+    return accuracy_report(task, inputs, labels, out["per_step"], out["halt_step"], depth)

@@ -8,6 +8,11 @@ fresh augmented training puzzle and a fresh carry. So each optimizer step sees p
 Checkpoints (EMA weights, as served) are written to ``out/`` every ``save_every`` iterations together
 with ``train_state.pt`` (raw weights, optimizer, EMA, iteration, RNG), from which ``--resume`` goes on.
 Carries in flight at the interruption are not saved: the resumed run starts its slots afresh.
+
+The same loop fine-tunes and distils compressed models (``harness.compress.train_recipes``): ``init``
+starts from a given model, whose linear layers may carry parametrizations (fake-quantized weights: they
+are trained through them, and checkpoints hold the float weights underneath); ``point`` fake-quantizes
+activations; ``teacher`` adds distillation losses. Gradients only ever see training-split puzzles.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import copy
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..tasks import Puzzle, Task, make_task, stack
 from ..tasks.files import read_puzzles, write_jsonl
 from .checkpoint import save_checkpoint
 from .evaluate import Depth, evaluate
-from .trm import TRM, TRMConfig, macs_per_inference
+from .trm import TRM, Point, TRMConfig, identity, macs_per_inference
 
 STATE = "train_state.pt"
 POOL = "train_pool.jsonl"
@@ -52,6 +59,11 @@ class TrainConfig:
     save_every: int = 250
     threads: int = 1
     max_minutes: float = 0.0                 # stop (and save) after this long; 0 = no limit
+    # Loss weights with a teacher (distillation); without one the loss is the label cross-entropy alone.
+    # KL(teacher ‖ student) on the scored positions at temperature 1; carry: MSE of y and z after the step.
+    distill_ce: float = 0.5
+    distill_kl: float = 1.0
+    distill_carry: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -60,6 +72,39 @@ class TrainConfig:
 
 def build_model(cfg: TrainConfig, task: Task) -> TRM:
     return TRM(TRMConfig(vocab_size=task.vocab_size, seq_len=task.seq_len, **cfg.model))
+
+
+def _check_fits(model: TRM, task: Task, role: str) -> None:
+    c = model.cfg
+    if (c.vocab_size, c.seq_len) != (task.vocab_size, task.seq_len):
+        raise ValueError(f"the {role} model (vocabulary {c.vocab_size}, sequence {c.seq_len}) was not made for "
+                         f"task {task.spec()} (vocabulary {task.vocab_size}, sequence {task.seq_len}): "
+                         f"give a model of this task")
+
+
+def _served(model: TRM) -> TRM:
+    """The model as checkpoints hold it: without parametrizations (which only shape training, e.g. fake
+    quantization), with the float weights underneath them."""
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return model
+    # A plain model built anew: removing the parametrizations from a copy would also strip the
+    # parametrized class, which the copy shares with the model being trained.
+    state = {}
+    for key, value in model.state_dict().items():
+        module, parametrized, rest = key.partition(".parametrizations.")
+        if not parametrized:
+            state[key] = value
+        elif rest.endswith(".original"):
+            state[f"{module}.{rest.removesuffix('.original')}"] = value
+    plain = TRM(model.cfg)
+    plain.load_state_dict(state)
+    return plain
+
+
+def _initial_carry(model: TRM, tokens: torch.Tensor, point: Point) -> tuple[torch.Tensor, torch.Tensor]:
+    # the initial carry is stored like every carry, in the RMSNorm output format
+    y, z = model.initial_carry(tokens)
+    return point("norm", y), point("norm", z)
 
 
 def _pool(cfg: TrainConfig, task: Task, out: Path, progress: Progress) -> list[Puzzle]:
@@ -80,13 +125,17 @@ def _pool(cfg: TrainConfig, task: Task, out: Path, progress: Progress) -> list[P
 
 
 class _Slots:
-    """The batch of puzzles in flight, each with its own carry and step count."""
+    """The batch of puzzles in flight, each with its own carry (and the teacher's) and step count."""
 
-    def __init__(self, model: TRM, task: Task, pool: list[Puzzle], batch: int, rng: random.Random):
+    def __init__(self, model: TRM, task: Task, pool: list[Puzzle], batch: int, rng: random.Random,
+                 point: Point, teacher: TRM | None):
         self.model, self.task, self.pool, self.rng = model, task, pool, rng
+        self.point, self.teacher = point, teacher
         fresh = [self._draw() for _ in range(batch)]
         self.inputs, self.labels = (torch.as_tensor(a) for a in stack(fresh))
-        self.y, self.z = model.initial_carry(self.inputs)
+        self.y, self.z = _initial_carry(model, self.inputs, point)
+        if teacher is not None:
+            self.ty, self.tz = teacher.initial_carry(self.inputs)
         self.steps = torch.zeros(batch, dtype=torch.long)
 
     def scored(self) -> torch.Tensor:
@@ -105,8 +154,9 @@ class _Slots:
         fresh = [self._draw() for _ in idx]
         x, lab = (torch.as_tensor(a) for a in stack(fresh))
         self.inputs[idx], self.labels[idx] = x, lab
-        y0, z0 = self.model.initial_carry(x)
-        self.y[idx], self.z[idx] = y0, z0
+        self.y[idx], self.z[idx] = _initial_carry(self.model, x, self.point)
+        if self.teacher is not None:
+            self.ty[idx], self.tz[idx] = self.teacher.initial_carry(x)
         self.steps[idx] = 0
 
 
@@ -118,7 +168,20 @@ def _lr_at(cfg: TrainConfig, it: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, frac))))
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, command: str = "") -> dict[str, Any]:
+def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, command: str = "", *,
+          init: TRM | None = None, point: Point = identity, teacher: TRM | None = None,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in ``out`` and return its record (sizes, iterations, history).
+
+    init      start from a copy of this model instead of a fresh one from ``cfg.model`` (then unused)
+    point     quantization point applied in every training step (e.g. fake quantization with a
+              straight-through gradient); the held-out evaluations in the history run the EMA model
+              without it, in float activations (its weights as any parametrization makes them)
+    teacher   distil from this model: it runs the same slots with its own carries, without gradient,
+              and the loss weights are cfg.distill_*; its hidden size must equal the student's
+    progress  show the bars in this rich Progress (it stays the caller's) instead of a new one on
+              ``console``; a disabled Progress keeps training quiet
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / STATE).exists() and not resume:
@@ -128,13 +191,23 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     task = make_task(**cfg.task)
-    model = build_model(cfg, task)
+    if init is not None:
+        _check_fits(init, task, "initial")
+        model = copy.deepcopy(init).train()
+    else:
+        model = build_model(cfg, task)
+    if teacher is not None:
+        _check_fits(teacher, task, "teacher")
+        if teacher.cfg.hidden != model.cfg.hidden:
+            raise ValueError(f"distillation matches the carries, so the teacher's hidden size "
+                             f"({teacher.cfg.hidden}) must equal the student's ({model.cfg.hidden})")
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     it, elapsed, history = 0, 0.0, []
     if resume and (out / STATE).exists():
         state = torch.load(out / STATE, weights_only=False)
-        if state["config"] != asdict(cfg):
+        # through from_dict, so that a run saved before a config field existed gets its default
+        if TrainConfig.from_dict(state["config"]) != cfg:
             raise ValueError(f"{out / STATE} was made with another training config; resume needs the same one")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -158,14 +231,16 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
                     "history": history, "rng": rng.getstate(), "torch_rng": torch.get_rng_state()},
                    out / (STATE + ".tmp"))
         os.replace(out / (STATE + ".tmp"), out / STATE)
-        save_checkpoint(out, ema, task, {**record, "iterations": it, "train_seconds": round(elapsed, 1),
-                                          "history": history})
+        save_checkpoint(out, _served(ema), task, {**record, "iterations": it, "train_seconds": round(elapsed, 1),
+                                                  "history": history})
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
+    own_progress = progress is None
+    bars = Progress(*columns, console=console, transient=False) if own_progress else nullcontext(progress)
+    with bars as progress:
         pool = _pool(cfg, task, out, progress)
-        slots = _Slots(model, task, pool, cfg.batch, rng)
+        slots = _Slots(model, task, pool, cfg.batch, rng, point, teacher)
         bar = progress.add_task(f"training {task.name} {model.cfg.mixer}", total=cfg.iterations,
                                 completed=it, status="")
         started = time.monotonic() - elapsed
@@ -174,13 +249,22 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
             model.train()
             for group in opt.param_groups:
                 group["lr"] = _lr_at(cfg, it)
-            x = model.input_embedding(slots.inputs)
-            y, z, logits, q_halt = model.step(x, slots.y, slots.z)
+            x = point("x", model.input_embedding(slots.inputs))
+            y, z, logits, q_halt = model.step(x, slots.y, slots.z, point=point)
             mask = slots.scored()
             ce = F.cross_entropy(logits[mask], slots.labels[mask])
             correct = ((logits.argmax(-1) == slots.labels) | ~mask).all(-1)
             bce = F.binary_cross_entropy_with_logits(q_halt, correct.float()) if model.cfg.halting else 0.0
-            loss = ce + 0.5 * bce
+            if teacher is None:
+                loss = ce + 0.5 * bce
+            else:
+                with torch.no_grad():
+                    ty, tz, t_logits, _ = teacher.step(teacher.input_embedding(slots.inputs), slots.ty, slots.tz)
+                kl = F.kl_div(F.log_softmax(logits[mask], -1), F.log_softmax(t_logits[mask], -1),
+                              log_target=True, reduction="batchmean")
+                carry = F.mse_loss(y, ty) + F.mse_loss(z, tz)
+                loss = cfg.distill_ce * ce + cfg.distill_kl * kl + cfg.distill_carry * carry + 0.5 * bce
+                slots.ty, slots.tz = ty, tz
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -212,5 +296,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
                 save()
             if over_time:
                 break
+        if not own_progress:
+            progress.remove_task(bar)
     save()
     return {**record, "iterations": it, "train_seconds": round(elapsed, 1), "history": history}

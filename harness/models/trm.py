@@ -9,7 +9,8 @@ Vocabulary of this file (the same words are used in the firmware and the reports
 
 The network is a stack of post-norm blocks, h <- norm(h + mixer(h)); h <- norm(h + swiglu(h)), with
 RMSNorm without weight or bias. The token mixer is a SwiGLU over the sequence axis (``mlp``) or
-non-causal self-attention with rotary positions (``attention``).
+non-causal self-attention with rotary positions (``attention``), whose kernel is the usual softmax or
+linear attention (cost linear in the sequence length; float models only, the integer model has none).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MIXERS = ("mlp", "attention")
+ATTENTION_KERNELS = ("softmax", "linear")
 
 # A quantization point: every tensor that the integer model stores as int8 passes through
 # point(name, tensor). The float model uses the identity; harness.compress plugs in observers (to
@@ -52,14 +54,29 @@ class TRMConfig:
     T: int = 2               # cycles per supervision step
     n_sup: int = 8           # supervision steps (the default depth at inference)
     halting: bool = True     # train a halting head; at inference halting is optional
+    mix_inner: int = 0       # explicit SwiGLU inner widths (0: expansion × width); set by structured
+    ffn_inner: int = 0       # pruning, which shrinks them
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
+    attention_kernel: str = "softmax"  # attention mixer: "softmax" | "linear"
 
     def __post_init__(self):
         if self.mixer not in MIXERS:
             raise ValueError(f"mixer must be one of {MIXERS}, got {self.mixer!r}")
+        if self.attention_kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention_kernel must be one of {ATTENTION_KERNELS}, got {self.attention_kernel!r}")
         if self.mixer == "attention" and self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+
+    @property
+    def mix_width(self) -> int:
+        """Inner width of the sequence-mixing SwiGLU (mlp mixer)."""
+        return self.mix_inner or max(1, round(self.expansion * self.seq_len))
+
+    @property
+    def ffn_width(self) -> int:
+        """Inner width of the channel SwiGLU."""
+        return self.ffn_inner or max(1, round(self.expansion * self.hidden))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,9 +94,8 @@ def rms_norm(h: torch.Tensor, eps: float) -> torch.Tensor:
 class SwiGLU(nn.Module):
     """down(silu(gate(h)) * up(h)) over the last axis."""
 
-    def __init__(self, width: int, expansion: float):
+    def __init__(self, width: int, inner: int):
         super().__init__()
-        inner = max(1, round(expansion * width))
         self.gate_up = nn.Linear(width, 2 * inner, bias=False)
         self.down = nn.Linear(inner, width, bias=False)
 
@@ -93,9 +109,9 @@ class SwiGLU(nn.Module):
 class SequenceMLP(nn.Module):
     """Token mixing: a SwiGLU applied along the sequence axis, shared by all channels."""
 
-    def __init__(self, seq_len: int, expansion: float):
+    def __init__(self, seq_len: int, inner: int):
         super().__init__()
-        self.mlp = SwiGLU(seq_len, expansion)
+        self.mlp = SwiGLU(seq_len, inner)
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:  # h [B, L, D]
         return self.mlp(h.transpose(1, 2), point, name).transpose(1, 2)
@@ -113,11 +129,22 @@ def apply_rotary(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Non-causal linear attention over [B, H, L, hd] with the feature map phi(t) = elu(t) + 1:
+    out_i = phi(q_i) · S / (phi(q_i) · s + eps) with S = Σ_j phi(k_j)^T v_j and s = Σ_j phi(k_j).
+    Building S and applying it cost L·hd² each per head, instead of L² · hd for the scores."""
+    fq, fk = F.elu(q) + 1, F.elu(k) + 1
+    kv = fk.transpose(-2, -1) @ v                            # [B, H, hd, hd]
+    norm = fq @ fk.sum(dim=-2).unsqueeze(-1)                 # [B, H, L, 1]
+    return (fq @ kv) / (norm + eps)
+
+
 class Attention(nn.Module):
-    """Non-causal multi-head self-attention with rotary positions."""
+    """Non-causal multi-head self-attention with rotary positions (softmax or linear kernel)."""
 
     def __init__(self, cfg: TRMConfig):
         super().__init__()
+        self.kernel = F.scaled_dot_product_attention if cfg.attention_kernel == "softmax" else linear_attention
         self.heads = cfg.heads
         self.head_dim = cfg.hidden // cfg.heads
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
@@ -133,7 +160,7 @@ class Attention(nn.Module):
         # q and k keep their scale through the rotation (it preserves the norm of each pair)
         q = point(f"{name}.q", apply_rotary(q, self.rope_cos, self.rope_sin))
         k = point(f"{name}.k", apply_rotary(k, self.rope_cos, self.rope_sin))
-        a = point(f"{name}.attn", F.scaled_dot_product_attention(q, k, v))  # [B, H, L, hd]
+        a = point(f"{name}.attn", self.kernel(q, k, v))  # [B, H, L, hd]
         return point(f"{name}.out", self.out(a.transpose(1, 2).reshape(B, L, D)))
 
 
@@ -141,8 +168,8 @@ class Block(nn.Module):
     def __init__(self, cfg: TRMConfig):
         super().__init__()
         self.eps = cfg.norm_eps
-        self.mixer = SequenceMLP(cfg.seq_len, cfg.expansion) if cfg.mixer == "mlp" else Attention(cfg)
-        self.mlp = SwiGLU(cfg.hidden, cfg.expansion)
+        self.mixer = SequenceMLP(cfg.seq_len, cfg.mix_width) if cfg.mixer == "mlp" else Attention(cfg)
+        self.mlp = SwiGLU(cfg.hidden, cfg.ffn_width)
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
         h = point("norm", rms_norm(h + self.mixer(h, point, f"{name}.mix"), self.eps))
@@ -241,11 +268,15 @@ class TRM(nn.Module):
 def macs_per_net(cfg: TRMConfig) -> int:
     """Multiply-accumulates of one application of the shared network to one puzzle."""
     L, D = cfg.seq_len, cfg.hidden
-    channel = L * 3 * round(cfg.expansion * D) * D
+    channel = L * 3 * cfg.ffn_width * D
     if cfg.mixer == "mlp":
-        mixer = D * 3 * round(cfg.expansion * L) * L
-    else:
+        mixer = D * 3 * cfg.mix_width * L
+    elif cfg.attention_kernel == "softmax":
         mixer = L * 4 * D * D + 2 * L * L * D  # qkv + out projections, scores and weighted sum
+    else:
+        # qkv + out projections; per head Σ phi(k)^T v and phi(q) times it (L·hd² each, so 2·L·D·hd
+        # over the heads); the normaliser phi(q) · Σ phi(k) (L·D)
+        mixer = L * 4 * D * D + 2 * L * D * (D // cfg.heads) + L * D
     return cfg.layers * (mixer + channel)
 
 

@@ -1,0 +1,169 @@
+"""Host-side study: every model × recipe × depth on the same held-out puzzles, with accuracy, size,
+MACs and carry-trajectory fidelity against the fp32 model at the same depth."""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..golden.fidelity import cosine_per_cycle, spearman, summarize
+from ..models.evaluate import Depth, accuracy_report
+from ..models.trm import TRM
+from ..tasks import Puzzle, Task, stack
+from .recipes import BUILTIN, Compressed, Recipe, apply
+
+
+def evaluate_compressed(comp: Compressed, reference: TRM, task: Task, puzzles: list[Puzzle], depth: Depth,
+                        batch: int = 128, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Accuracy of ``comp`` at ``depth`` and the fidelity of its carries to the fp32 ``reference``."""
+    fp32 = Compressed(BUILTIN["fp32"], reference, torch_model=reference)
+    inputs, labels = stack(puzzles)
+    per_step, halt_step, cos = [], [], []
+    for i in range(0, len(inputs), batch):
+        x = inputs[i:i + batch]
+        out = comp.run(x, depth, batch)
+        ref = fp32.run(x, depth, batch)
+        per_step.append(out["per_step"])
+        halt_step.append(out["halt_step"])
+        cos.append(cosine_per_cycle(ref, out))
+        if progress:
+            progress(len(x))
+    report = accuracy_report(task, inputs, labels, np.concatenate(per_step, axis=1),
+                             np.concatenate(halt_step), depth)
+    cos = np.concatenate(cos)
+    return {**report, **summarize(cos), "cosine": cos}
+
+
+@dataclass
+class StudyPlan:
+    models: list[str]
+    recipes: list[str]
+    depths: list[str | None]          # 'T,n,steps[,halt]'; None = the model's default depth
+    puzzles: int = 500
+    seed: int = 2000
+
+
+def row(model_name: str, task: Task, comp: Compressed, res: dict[str, Any], depth: Depth,
+        puzzle_hash: str, seed: int) -> dict[str, Any]:
+    cfg = comp.base.cfg
+    return {
+        "model": model_name, "task": task.name, "mixer": cfg.mixer, "recipe": comp.recipe.name,
+        "recipe_kind": comp.recipe.kind, "evaluated_by": "golden" if comp.int_model is not None else "torch",
+        "depth": depth.label(), "T": depth.T, "n": depth.n, "steps": depth.steps, "halting": depth.halting,
+        "params": comp.params(), "nonzero_params": comp.nonzero_params(), "weight_bytes": comp.weight_bytes(),
+        "macs": comp.macs(depth), "puzzles": res["puzzles"], "puzzle_set_hash": puzzle_hash, "seed": seed,
+        "cell_accuracy": res["cell_accuracy"], "exact_accuracy": res["exact_accuracy"],
+        "mean_steps": res["mean_steps"],
+        "exact_per_step": json.dumps([round(r["exact_accuracy"], 6) for r in res["per_step"]]),
+        "fidelity_final": res["fidelity_final"], "fidelity_auc": res["fidelity_auc"],
+        "fidelity_per_cycle": json.dumps([round(v, 6) for v in res["fidelity_per_cycle"]]),
+    }
+
+
+def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print) -> pd.DataFrame:
+    from ..models.checkpoint import load_checkpoint
+    from ..models.evaluate import default_depth
+    from ..tasks.puzzle_source import puzzle_set_hash
+    from .recipes import get_recipe
+
+    rows = []
+    for name in plan.models:
+        model, task, _ = load_checkpoint(name)
+        puzzles = task.generate(plan.puzzles, seed=plan.seed, split="test")
+        phash = puzzle_set_hash(puzzles)
+        depths = [Depth.parse(d, default_depth(model)) for d in plan.depths]
+        for recipe_name in plan.recipes:
+            recipe = get_recipe(recipe_name)
+            try:
+                comp = apply(recipe, model, task)
+            except ValueError as e:       # e.g. linattn on an mlp model
+                log(f"skip {name} × {recipe_name}: {e}")
+                continue
+            for depth in depths:
+                bar = progress.add_task(f"{name} {recipe_name} {depth.label()}", total=len(puzzles)) if progress else None
+                res = evaluate_compressed(comp, model, task, puzzles, depth,
+                                          progress=(lambda k, b=bar: progress.advance(b, k)) if progress else None)
+                if progress:
+                    progress.remove_task(bar)
+                rows.append(row(name, task, comp, res, depth, phash, plan.seed))
+                log(f"{name:18s} {recipe_name:11s} {depth.label():10s} cell {res['cell_accuracy']:.3f} "
+                    f"exact {res['exact_accuracy']:.3f} fidelity {res['fidelity_final']:.4f}")
+    return pd.DataFrame(rows)
+
+
+# --- the summary: the paper's claims, stated as the numbers fall ------------------------------------
+def _pick(df: pd.DataFrame, model: str, recipe: str, depth: str) -> pd.Series | None:
+    sel = df[(df.model == model) & (df.recipe == recipe) & (df.depth == depth)]
+    return sel.iloc[0] if len(sel) else None
+
+
+def claims(df: pd.DataFrame) -> str:
+    """Markdown summary in the shape of the paper's claims. Each statement is computed from ``df``."""
+    lines = ["# Study summary", ""]
+    default = df.groupby("model").depth.first().to_dict()  # the first depth listed is the default
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+
+    lines += ["## Does naive INT4 keep cell accuracy while puzzle-exact accuracy collapses?", ""]
+    for m, d in default.items():
+        fp, nv = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d)
+        if fp is None or nv is None:
+            continue
+        d_cell, d_exact = nv.cell_accuracy - fp.cell_accuracy, nv.exact_accuracy - fp.exact_accuracy
+        verdict = ("yes: cell accuracy held within 2 points while puzzle-exact fell by more than 10"
+                   if d_cell > -0.02 and d_exact < -0.10 else
+                   "both fell" if d_cell <= -0.02 and d_exact < -0.10 else "no collapse")
+        lines.append(f"- {m} ({fp.mixer}): cell {pct(fp.cell_accuracy)} → {pct(nv.cell_accuracy)}, "
+                     f"puzzle-exact {pct(fp.exact_accuracy)} → {pct(nv.exact_accuracy)}: {verdict}.")
+    for label, recipe in (("per-channel calibrated INT4 (int4-pc) recover it without retraining", "int4-pc"),
+                          ("QAT (qat-int4) recover it", "qat-int4")):
+        lines += ["", f"## Does {label}?", ""]
+        for m, d in default.items():
+            fp, nv, r = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d), _pick(df, m, recipe, d)
+            if fp is None or r is None:
+                continue
+            gap = r.exact_accuracy - fp.exact_accuracy
+            versus = f" (int4-naive {pct(nv.exact_accuracy)})" if nv is not None else ""
+            verdict = "recovered (within 2 points of fp32)" if gap >= -0.02 else f"{-100 * gap:.1f} points below fp32"
+            lines.append(f"- {m}: puzzle-exact {pct(r.exact_accuracy)} vs fp32 {pct(fp.exact_accuracy)}{versus}: {verdict}.")
+    lines += ["", "## Which depth reaches full-depth accuracy at the fewest MACs (fp32)?", ""]
+    for m in default:
+        sub = df[(df.model == m) & (df.recipe == "fp32")]
+        if len(sub) < 2:
+            continue
+        full = sub.loc[sub.macs.idxmax()]
+        ok = sub[sub.exact_accuracy >= full.exact_accuracy - 0.01].sort_values("macs")
+        best = ok.iloc[0]
+        lines.append(f"- {m}: {best.depth} reaches {pct(best.exact_accuracy)} with {best.macs:,} MACs "
+                     f"(deepest studied, {full.depth}: {pct(full.exact_accuracy)} with {full.macs:,} MACs).")
+    lines += ["", "## Does carry-trajectory fidelity rank the damage?", ""]
+    at_default = df[df.apply(lambda r: r.depth == default[r.model], axis=1)]
+    rho = spearman(at_default.fidelity_final, at_default.exact_accuracy)
+    rho_auc = spearman(at_default.fidelity_auc, at_default.exact_accuracy)
+    lines.append(f"- Spearman rank correlation over {len(at_default)} model × recipe pairs at the default depth: "
+                 f"final-cycle fidelity vs puzzle-exact accuracy ρ = {rho:.3f}; fidelity AUC vs puzzle-exact ρ = {rho_auc:.3f}.")
+    for mixer, sub in at_default.groupby("mixer"):
+        lines.append(f"- {mixer} models only ({len(sub)} pairs): ρ = {spearman(sub.fidelity_final, sub.exact_accuracy):.3f}.")
+    lines += ["", "## All rows at the default depth", "",
+              "| model | recipe | by | weight bytes | MACs | cell | puzzle-exact | fidelity final | fidelity AUC |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for _, r in at_default.iterrows():
+        lines.append(f"| {r.model} | {r.recipe} | {r.evaluated_by} | {r.weight_bytes:,} | {r.macs:,} | "
+                     f"{pct(r.cell_accuracy)} | {pct(r.exact_accuracy)} | {r.fidelity_final:.4f} | {r.fidelity_auc:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study(df: pd.DataFrame, out: Path, command: str, plan: StudyPlan) -> None:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "study.csv", index=False)
+    df.to_parquet(out / "study.parquet", index=False)
+    provenance = {"command": command, "plan": plan.__dict__, "python": platform.python_version(),
+                  "torch": torch.__version__, "numpy": np.__version__, "machine": platform.machine()}
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    (out / "summary.md").write_text(claims(df) + f"\nMade by:\n\n```\n{command}\n```\n")
