@@ -1,0 +1,72 @@
+/* The attention token mixer (qkv projection, rotary positions, integer softmax, probability-weighted
+ * values, output projection) fused with the residual RMSNorm that follows it.
+ *
+ * Scratch layout (4-byte aligned): scores int32 [L] | k int8 [L][D] | v int8 [L][D] | q [D] | a [D] |
+ * m [D]. Keys and values of all positions are computed first; then, for each query position i, its
+ * query comes from h[i] (still the block input), the mixer output row m is formed, and
+ * rmsnorm(h[i] * a + m * b) overwrites h[i]. So no [L][D] copy of the input or of the mixer output
+ * is needed: a post-norm residual is row-wise. */
+#include "dot.h"
+#include "kernels.h"
+
+size_t trm_attention_s8_scratch_bytes(const trm_attention *p, int L, int D)
+{
+    if (!p || L < 1 || D < 1)
+        return 0u;
+    return 4u * (size_t)L + 2u * (size_t)L * (size_t)D + 3u * (size_t)D;
+}
+
+trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual *res, int8_t *h, int L,
+                                     int D, void *scratch)
+{
+    if (!p || !res || !h || !scratch || L < 1 || D < 1 || ((uintptr_t)scratch & 3u) || p->heads < 1 ||
+        D % p->heads || (D / p->heads) % 2 || !p->cos || !p->sin || p->qkv.rows != 3 * D ||
+        p->qkv.cols != D || p->out.rows != D || p->out.cols != D)
+        return TRM_ERR_ARG;
+    const int hd = D / p->heads, half = hd / 2;
+    const size_t LD = (size_t)L * (size_t)D;
+    int32_t *score = (int32_t *)scratch;
+    int8_t *key = (int8_t *)(score + L);
+    int8_t *val = key + LD;
+    int8_t *q = val + LD;
+    int8_t *a = q + D;
+    int8_t *m = a + D;
+    const trm_mat Wq = trm_mat_rows(&p->qkv, 0, D);
+    const trm_mat Wk = trm_mat_rows(&p->qkv, D, D);
+    const trm_mat Wv = trm_mat_rows(&p->qkv, 2 * D, D);
+    trm_status st = TRM_OK;
+
+    for (int j = 0; j < L && st == TRM_OK; ++j) {
+        int8_t *kj = key + (size_t)j * (size_t)D;
+        st = trm_linear(&Wk, h + (size_t)j * (size_t)D, kj);
+        if (st == TRM_OK)
+            st = trm_linear(&Wv, h + (size_t)j * (size_t)D, val + (size_t)j * (size_t)D);
+        for (int g = 0; g < p->heads && st == TRM_OK; ++g)
+            st = trm_rope_s8(kj + g * hd, hd, p->cos + (size_t)j * (size_t)half, p->sin + (size_t)j * (size_t)half);
+    }
+    for (int i = 0; i < L && st == TRM_OK; ++i) {
+        int8_t *hi = h + (size_t)i * (size_t)D;
+        st = trm_linear(&Wq, hi, q);
+        for (int g = 0; g < p->heads && st == TRM_OK; ++g) {
+            const int off = g * hd;
+            st = trm_rope_s8(q + off, hd, p->cos + (size_t)i * (size_t)half, p->sin + (size_t)i * (size_t)half);
+            for (int j = 0; j < L && st == TRM_OK; ++j)
+                score[j] = trm_dot_s8(q + off, key + (size_t)j * (size_t)D + off, hd);
+            if (st == TRM_OK)
+                st = trm_softmax_q15(score, L, p->score_M, p->score_n);
+            for (int c = 0; c < hd && st == TRM_OK; ++c) {
+                /* sum_j P[j] <= 2^15 + L/2 and |v| <= 128: the sum stays below 2^31 */
+                int32_t acc = 0;
+                const int8_t *vc = val + off + c;
+                for (int j = 0; j < L; ++j)
+                    acc += score[j] * (int32_t)vc[(size_t)j * (size_t)D];
+                a[off + c] = (int8_t)trm_requantize(acc, p->pv_M, p->pv_n, TRM_INT8_MIN, TRM_INT8_MAX);
+            }
+        }
+        if (st == TRM_OK)
+            st = trm_linear(&p->out, a, m);
+        if (st == TRM_OK)
+            st = trm_residual_rmsnorm_s8(hi, m, D, res, hi);
+    }
+    return st;
+}

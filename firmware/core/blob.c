@@ -1,0 +1,338 @@
+/* Model blob parser: validation in the order of harness/export/blob.py, then name resolution. */
+#include <string.h>
+
+#include "blob.h"
+
+/* ---- little-endian field readers (the header need not be aligned for these) ------------------ */
+
+static uint16_t rd_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t rd_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static int16_t rd_i16(const uint8_t *p)
+{
+    const int32_t v = rd_u16(p);
+    return (int16_t)(v >= 0x8000 ? v - 0x10000 : v);
+}
+static int32_t rd_i32(const uint8_t *p)
+{
+    uint32_t u = rd_u32(p);
+    return u & 0x80000000u ? -(int32_t)(~u) - 1 : (int32_t)u;
+}
+
+/* ---- the tensor table -------------------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *data;
+    uint8_t dtype;
+    uint16_t rows;
+    uint16_t cols;
+} trm_tensor;
+
+typedef struct {
+    const uint8_t *blob;
+    uint32_t total;
+    uint16_t count;
+    int check;          /* 0: presence only (BLOB_MISSING); 1: dtypes, shapes and values too */
+    trm_status st;      /* first error */
+} loader;
+
+enum { K_I8, K_I16, K_I32, K_W /* int8 or int4 weights */ };
+#define ANY_DIM UINT32_MAX /* need(): do not check this dimension */
+
+/* The 16-byte NUL-padded field equals `name` (as Python's raw.rstrip(b"\0") == name). */
+static int name_is(const uint8_t *field, const char *name)
+{
+    int i = 0;
+    for (; i < 16 && name[i]; ++i)
+        if (field[i] != (uint8_t)name[i])
+            return 0;
+    if (i == 16 && name[i])
+        return 0;
+    for (; i < 16; ++i)
+        if (field[i])
+            return 0;
+    return 1;
+}
+
+/* "b<layer><suffix>" */
+static const char *block_name(char *buf, int layer, const char *suffix)
+{
+    char digits[4];
+    int nd = 0, i = 0;
+    do {
+        digits[nd++] = (char)('0' + layer % 10);
+        layer /= 10;
+    } while (layer && nd < 3);
+    buf[i++] = 'b';
+    while (nd)
+        buf[i++] = digits[--nd];
+    while (*suffix && i < 23)
+        buf[i++] = *suffix++;
+    buf[i] = '\0';
+    return buf;
+}
+
+/* Find `name` (the last entry of that name wins, as in the Python reader's dict); check it when
+ * ld->check. Returns 1 when found (and, when checking, valid). */
+static int need(loader *ld, const char *name, int kind, uint32_t rows, uint32_t cols, trm_tensor *t)
+{
+    if (ld->st != TRM_OK)
+        return 0;
+    int found = 0;
+    for (uint32_t i = 0; i < ld->count; ++i) {
+        const uint8_t *e = ld->blob + TRM_BLOB_HEADER_SIZE + TRM_BLOB_ENTRY_SIZE * i;
+        if (name_is(e, name)) {
+            found = 1;
+            t->dtype = e[16];
+            t->rows = rd_u16(e + 20);
+            t->cols = rd_u16(e + 22);
+            t->data = ld->blob + rd_u32(e + 24);
+        }
+    }
+    if (!found) {
+        ld->st = TRM_BLOB_MISSING;
+        return 0;
+    }
+    if (!ld->check)
+        return 1;
+    int dtype_ok = kind == K_I8    ? t->dtype == TRM_DTYPE_INT8
+                 : kind == K_I16   ? t->dtype == TRM_DTYPE_INT16
+                 : kind == K_I32   ? t->dtype == TRM_DTYPE_INT32
+                 : (t->dtype == TRM_DTYPE_INT8 || t->dtype == TRM_DTYPE_INT4);
+    if (!dtype_ok || (rows != ANY_DIM && t->rows != rows) || (cols != ANY_DIM && t->cols != cols)) {
+        ld->st = TRM_BLOB_SHAPE;
+        return 0;
+    }
+    return 1;
+}
+
+static int mn_ok(const int32_t *mn, uint32_t pairs)
+{
+    for (uint32_t i = 0; i < pairs; ++i)
+        if (mn[2 * i] < 0 || mn[2 * i + 1] < 1 || mn[2 * i + 1] > TRM_MN_MAX_SHIFT)
+            return 0;
+    return 1;
+}
+
+/* A weight matrix `name` [rows][cols] and its `name.mn` [rows][2]. rows == 0 takes the stored row
+ * count (which must then be even and positive: a gate/up matrix). */
+static void need_mat(loader *ld, const char *name, uint32_t rows, uint32_t cols, trm_mat *W)
+{
+    trm_tensor w = {0}, mn = {0};
+    char mn_name[24];
+    int i = 0;
+    for (; name[i] && i < 20; ++i)
+        mn_name[i] = name[i];
+    memcpy(mn_name + i, ".mn", 4);
+    if (!need(ld, name, K_W, ANY_DIM, ANY_DIM, &w))
+        return;
+    if (ld->check) {
+        if (rows == 0) {
+            rows = w.rows;
+            if (rows == 0 || rows % 2) {
+                ld->st = TRM_BLOB_SHAPE;
+                return;
+            }
+        }
+        if (w.rows != rows || w.cols != cols) {
+            ld->st = TRM_BLOB_SHAPE;
+            return;
+        }
+    }
+    if (!need(ld, mn_name, K_I32, rows, 2, &mn))
+        return;
+    if (!ld->check)
+        return;
+    if (!mn_ok((const int32_t *)(const void *)mn.data, rows)) {
+        ld->st = TRM_BLOB_SHAPE;
+        return;
+    }
+    W->w = w.data;
+    W->mn = (const int32_t *)(const void *)mn.data;
+    W->rows = (uint16_t)rows;
+    W->cols = (uint16_t)cols;
+    W->bits = w.dtype == TRM_DTYPE_INT4 ? 4 : 8;
+}
+
+static void need_swiglu(loader *ld, int layer, const char *part, uint32_t K, uint32_t N, trm_swiglu *s)
+{
+    char name[24], suffix[16];
+    int i = 0;
+    suffix[i++] = '.';
+    for (const char *p = part; *p && i < 8; ++p)
+        suffix[i++] = *p;
+    memcpy(suffix + i, ".gu", 4);
+    need_mat(ld, block_name(name, layer, suffix), 0, K, &s->gate_up);
+    const uint32_t inner = ld->check ? s->gate_up.rows / 2u : 0u;
+    trm_tensor t = {0};
+    memcpy(suffix + i, ".silu", 6);
+    if (need(ld, block_name(name, layer, suffix), K_I8, 256, 1, &t))
+        s->silu = (const int8_t *)t.data;
+    memcpy(suffix + i, ".prod", 6);
+    if (need(ld, block_name(name, layer, suffix), K_I32, 2, 1, &t) && ld->check) {
+        const int32_t *mn = (const int32_t *)(const void *)t.data;
+        if (!mn_ok(mn, 1))
+            ld->st = TRM_BLOB_SHAPE;
+        s->prod_M = mn[0];
+        s->prod_n = mn[1];
+    }
+    memcpy(suffix + i, ".down", 6);
+    need_mat(ld, block_name(name, layer, suffix), N, inner, &s->down);
+    s->inner = (uint16_t)inner;
+}
+
+static void need_residual(loader *ld, int layer, const char *suffix, uint32_t C, trm_residual *r)
+{
+    char name[24];
+    trm_tensor t = {0};
+    if (!need(ld, block_name(name, layer, suffix), K_I32, 2, 1, &t) || !ld->check)
+        return;
+    const int32_t *ab = (const int32_t *)(const void *)t.data;
+    if (ab[0] < TRM_INT16_MIN || ab[0] > TRM_INT16_MAX || ab[1] < TRM_INT16_MIN || ab[1] > TRM_INT16_MAX)
+        ld->st = TRM_BLOB_SHAPE;
+    r->a = ab[0];
+    r->b = ab[1];
+    r->C = C;
+}
+
+/* Resolve every tensor of the model. Pass 0 (ld->check == 0) only looks for names, for any header
+ * (like the Python reader, any mixer other than 0 is attention there); pass 1 runs on a header
+ * already checked against this build's limits and fills *m. */
+static void load(loader *ld, trm_model *m)
+{
+    const uint32_t V = m->vocab, L = m->seq_len, D = m->hidden;
+    const uint32_t hd = m->heads ? D / m->heads : 0;
+    trm_tensor t = {0};
+    if (need(ld, "embed", K_I8, V, D, &t))
+        m->embed = (const int8_t *)t.data;
+    if (need(ld, "y_init", K_I8, D, 1, &t))
+        m->y_init = (const int8_t *)t.data;
+    if (need(ld, "z_init", K_I8, D, 1, &t))
+        m->z_init = (const int8_t *)t.data;
+    for (int l = 0; l < m->layers && ld->st == TRM_OK; ++l) {
+        trm_block b;
+        char name[24];
+        memset(&b, 0, sizeof b);
+        if (m->mixer == TRM_MIXER_MLP) {
+            need_swiglu(ld, l, "mix", L, L, &b.mix);
+        } else {
+            need_mat(ld, block_name(name, l, ".att.qkv"), 3 * D, D, &b.att.qkv);
+            if (need(ld, block_name(name, l, ".att.cos"), K_I16, L, hd / 2, &t))
+                b.att.cos = (const int16_t *)(const void *)t.data;
+            if (need(ld, block_name(name, l, ".att.sin"), K_I16, L, hd / 2, &t))
+                b.att.sin = (const int16_t *)(const void *)t.data;
+            if (need(ld, block_name(name, l, ".att.sm"), K_I32, 4, 1, &t) && ld->check) {
+                const int32_t *sm = (const int32_t *)(const void *)t.data;
+                if (!mn_ok(sm, 2))
+                    ld->st = TRM_BLOB_SHAPE;
+                b.att.score_M = sm[0];
+                b.att.score_n = sm[1];
+                b.att.pv_M = sm[2];
+                b.att.pv_n = sm[3];
+            }
+            need_mat(ld, block_name(name, l, ".att.out"), D, D, &b.att.out);
+            b.att.heads = m->heads;
+        }
+        need_residual(ld, l, ".mix.res", m->norm_const, &b.mix_res);
+        need_swiglu(ld, l, "ffn", D, D, &b.ffn);
+        need_residual(ld, l, ".ffn.res", m->norm_const, &b.ffn_res);
+        if (ld->check && ld->st == TRM_OK)
+            m->blocks[l] = b;
+    }
+    need_mat(ld, "head", V, D, &m->head);
+    if (need(ld, "halt", K_I8, D, 1, &t))
+        m->halt = (const int8_t *)t.data;
+}
+
+/* Header dimensions this build supports (TRM_BLOB_SHAPE otherwise). */
+static int header_ok(const trm_model *m)
+{
+    if (m->vocab < 1 || m->vocab > TRM_MAX_VOCAB || m->seq_len < 1 || m->hidden < 1 ||
+        m->layers > TRM_MAX_LAYERS || m->norm_const >= TRM_NORM_CONST_LIMIT)
+        return 0;
+    if (m->mixer == TRM_MIXER_ATTENTION)
+        return m->heads >= 1 && m->hidden % m->heads == 0 && (m->hidden / m->heads) % 2 == 0;
+    return m->mixer == TRM_MIXER_MLP;
+}
+
+trm_status trm_blob_parse(const uint8_t *data, size_t len, size_t max_size, trm_model *m)
+{
+    if (!m)
+        return TRM_ERR_ARG;
+    memset(m, 0, sizeof *m);
+    if (!data || ((uintptr_t)data & 3u))
+        return TRM_ERR_ARG;
+    if (len < TRM_BLOB_HEADER_SIZE)
+        return TRM_BLOB_TRUNCATED;
+    if (data[0] != 'T' || data[1] != 'R' || data[2] != 'M' || data[3] != 'B')
+        return TRM_BLOB_MAGIC;
+    if (rd_u16(data + 4) != TRM_BLOB_VERSION_1)
+        return TRM_BLOB_VERSION;
+    const uint32_t total = rd_u32(data + 8);
+    if (rd_u16(data + 6) != TRM_BLOB_HEADER_SIZE || total > len || total < TRM_BLOB_HEADER_SIZE)
+        return TRM_BLOB_TRUNCATED;
+    if (max_size && total > max_size)
+        return TRM_BLOB_TOO_BIG;
+    if (trm_crc32(0, data + 16, total - 16u) != rd_u32(data + 12))
+        return TRM_BLOB_CRC;
+
+    const uint16_t count = rd_u16(data + 34);
+    for (uint32_t i = 0; i < count; ++i) {
+        const uint64_t at = TRM_BLOB_HEADER_SIZE + (uint64_t)TRM_BLOB_ENTRY_SIZE * i;
+        if (at + TRM_BLOB_ENTRY_SIZE > total)
+            return TRM_BLOB_TABLE;
+        const uint8_t *e = data + at;
+        const uint8_t dtype = e[16];
+        if (dtype > TRM_DTYPE_INT32)
+            return TRM_BLOB_TABLE;
+        const uint64_t rows = rd_u16(e + 20), cols = rd_u16(e + 22);
+        const uint64_t off = rd_u32(e + 24), size = rd_u32(e + 28);
+        const uint64_t width = dtype == TRM_DTYPE_INT16 ? 2 : dtype == TRM_DTYPE_INT32 ? 4 : 1;
+        const uint64_t want = dtype == TRM_DTYPE_INT4 ? rows * ((cols + 1) / 2) : rows * cols * width;
+        if (off % TRM_BLOB_ALIGN || off + size > total || size != want)
+            return TRM_BLOB_TABLE;
+    }
+
+    m->vocab = rd_u16(data + 16);
+    m->seq_len = rd_u16(data + 18);
+    m->hidden = rd_u16(data + 20);
+    m->layers = data[22];
+    m->mixer = data[23];
+    m->heads = data[24];
+    m->weight_bits = data[25];
+    m->default_T = data[30];
+    m->default_n = data[31];
+    m->default_steps = data[32];
+    m->flags = data[33];
+    m->norm_const = rd_u32(data + 36);
+    m->halt_threshold = rd_i32(data + 40);
+    for (int i = 0; i < 3; ++i)
+        m->z_in[i] = rd_i16(data + 44 + 2 * i);
+    for (int i = 0; i < 2; ++i)
+        m->y_in[i] = rd_i16(data + 50 + 2 * i);
+    m->carry_scale_bits = rd_u32(data + 58);
+    m->blob = data;
+    m->blob_size = total;
+
+    /* Pass 0: every needed tensor present (BLOB_MISSING). load() stores blocks only when checking,
+     * so any layer count is fine here; like the Python reader, any mixer but 0 means attention. */
+    loader ld = {data, total, count, 0, TRM_OK};
+    const uint8_t mixer = m->mixer;
+    if (m->mixer != TRM_MIXER_MLP)
+        m->mixer = TRM_MIXER_ATTENTION;
+    load(&ld, m);
+    m->mixer = mixer;
+    trm_status st = ld.st;
+    if (st == TRM_OK && !header_ok(m))
+        st = TRM_BLOB_SHAPE;
+    if (st == TRM_OK) {
+        ld.check = 1;
+        load(&ld, m);
+        st = ld.st;
+    }
+    if (st != TRM_OK)
+        memset(m, 0, sizeof *m);
+    return st;
+}

@@ -1,0 +1,16 @@
+/* Linear layer dispatch on the weight width. */
+#include "kernels.h"
+
+trm_status trm_linear(const trm_mat *W, const int8_t *x, int8_t *out)
+{
+    if (!W)
+        return TRM_ERR_ARG;
+    return W->bits == 4 ? trm_linear_s4(W, x, out) : trm_linear_s8(W, x, out);
+}
+
+trm_status trm_linear_s16(const trm_mat *W, const int8_t *x, int16_t *out)
+{
+    if (!W)
+        return TRM_ERR_ARG;
+    return W->bits == 4 ? trm_linear_s4_s16(W, x, out) : trm_linear_s8_s16(W, x, out);
+}

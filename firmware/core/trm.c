@@ -1,0 +1,147 @@
+/* The TRM interpreter (see trm.h for the recursion and the workspace layout). */
+#include <string.h>
+
+#include "trm.h"
+
+volatile trm_carry_snapshot_t trm_carry_snapshot;
+
+#if defined(__GNUC__)
+#define TRM_HOOK_ATTR __attribute__((weak, noinline, used))
+#else
+#define TRM_HOOK_ATTR
+#endif
+
+TRM_HOOK_ATTR void trm_cycle_hook(const int8_t *y, const int8_t *z, int step,
+                                                           int cycle)
+{
+    trm_carry_snapshot.y = y;
+    trm_carry_snapshot.z = z;
+    trm_carry_snapshot.step = step;
+    trm_carry_snapshot.cycle = cycle;
+    trm_carry_snapshot.count = trm_carry_snapshot.count + 1u;
+}
+
+static size_t align8(size_t v) { return (v + 7u) & ~(size_t)7u; }
+
+static size_t scratch_bytes(const trm_model *m)
+{
+    const size_t L = m->seq_len, D = m->hidden;
+    size_t need = 2u * (size_t)m->vocab; /* readout: int16 logits */
+    for (int l = 0; l < m->layers; ++l) {
+        const trm_block *b = &m->blocks[l];
+        size_t mix = m->mixer == TRM_MIXER_MLP
+                       ? L * D + trm_swiglu_seq_s8_scratch_bytes(&b->mix, (int)L)
+                       : trm_attention_s8_scratch_bytes(&b->att, (int)L, (int)D);
+        size_t ffn = D + trm_swiglu_s8_scratch_bytes(&b->ffn);
+        if (mix > need)
+            need = mix;
+        if (ffn > need)
+            need = ffn;
+    }
+    return need;
+}
+
+size_t trm_workspace_bytes(const trm_model *m)
+{
+    if (!m || !m->embed)
+        return 0u;
+    return align8(2u * (size_t)m->seq_len * m->hidden) + scratch_bytes(m);
+}
+
+/* h[L][D] <- net(h), in place. */
+static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
+{
+    const int L = m->seq_len, D = m->hidden;
+    trm_status st = TRM_OK;
+    for (int l = 0; l < m->layers && st == TRM_OK; ++l) {
+        const trm_block *b = &m->blocks[l];
+        if (m->mixer == TRM_MIXER_MLP) {
+            int8_t *mix = (int8_t *)scratch;
+            st = trm_swiglu_seq_s8(&b->mix, h, L, D, mix + (size_t)L * (size_t)D, mix);
+            for (int r = 0; r < L && st == TRM_OK; ++r)
+                st = trm_residual_rmsnorm_s8(h + (size_t)r * (size_t)D, mix + (size_t)r * (size_t)D, D, &b->mix_res,
+                                             h + (size_t)r * (size_t)D);
+        } else {
+            st = trm_attention_residual_s8(&b->att, &b->mix_res, h, L, D, scratch);
+        }
+        int8_t *row = (int8_t *)scratch;
+        for (int r = 0; r < L && st == TRM_OK; ++r) {
+            int8_t *hr = h + (size_t)r * (size_t)D;
+            st = trm_swiglu_s8(&b->ffn, hr, row + D, row);
+            if (st == TRM_OK)
+                st = trm_residual_rmsnorm_s8(hr, row, D, &b->ffn_res, hr);
+        }
+    }
+    return st;
+}
+
+trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int steps, int halting,
+                   const trm_workspace *ws, trm_result *out)
+{
+    if (!m || !m->embed || !tokens || !ws || !out || !out->pred || !out->halt_acc || T < 0 || n < 0 ||
+        steps < 0)
+        return TRM_ERR_ARG;
+    const int L = m->seq_len, D = m->hidden;
+    const size_t LD = (size_t)L * (size_t)D;
+    for (int l = 0; l < L; ++l)
+        if (tokens[l] >= m->vocab)
+            return TRM_ERR_ARG;
+    if (!ws->mem || ((uintptr_t)ws->mem & 7u) || ws->size < trm_workspace_bytes(m))
+        return TRM_ERR_WORKSPACE;
+
+    int8_t *y = (int8_t *)ws->mem;
+    int8_t *z = y + LD;
+    uint8_t *scratch = (uint8_t *)ws->mem + align8(2u * LD);
+    for (int l = 0; l < L; ++l) {
+        memcpy(y + (size_t)l * (size_t)D, m->y_init, (size_t)D);
+        memcpy(z + (size_t)l * (size_t)D, m->z_init, (size_t)D);
+    }
+    out->steps_run = 0;
+    trm_status st = TRM_OK;
+    for (int s = 0; s < steps; ++s) {
+        for (int c = 0; c < T; ++c) {
+            for (int r = 0; r < n; ++r) {
+                for (int l = 0; l < L && st == TRM_OK; ++l) {
+                    const int8_t *terms[3] = {z + (size_t)l * (size_t)D, m->embed + (size_t)tokens[l] * (size_t)D,
+                                              y + (size_t)l * (size_t)D};
+                    st = trm_weighted_add_s8(terms, m->z_in, 3, D, z + (size_t)l * (size_t)D);
+                }
+                if (st == TRM_OK)
+                    st = net(m, z, scratch);
+                if (st != TRM_OK)
+                    return st;
+            }
+            const int8_t *terms[2] = {y, z};
+            st = trm_weighted_add_s8(terms, m->y_in, 2, (int)LD, y);
+            if (st == TRM_OK)
+                st = net(m, y, scratch);
+            if (st != TRM_OK)
+                return st;
+            if (out->carries) {
+                int8_t *dst = out->carries + ((size_t)s * (size_t)T + (size_t)c) * 2u * LD;
+                memcpy(dst, y, LD);
+                memcpy(dst + LD, z, LD);
+            }
+            trm_cycle_hook(y, z, s, c);
+        }
+        /* readout: argmax of the int16 logits per position; halt_acc = sum_l sum_d w[d] y[l][d] */
+        int16_t *logits = (int16_t *)(void *)scratch;
+        int64_t halt_acc = 0;
+        for (int l = 0; l < L; ++l) {
+            const int8_t *yl = y + (size_t)l * (size_t)D;
+            st = trm_linear_s16(&m->head, yl, logits);
+            if (st != TRM_OK)
+                return st;
+            out->pred[(size_t)s * (size_t)L + (size_t)l] = (uint8_t)trm_argmax_s16(logits, m->vocab);
+            int32_t row = 0; /* |w * y| <= 2^14, D < 2^16 terms */
+            for (int d = 0; d < D; ++d)
+                row += (int32_t)m->halt[d] * yl[d];
+            halt_acc += row;
+        }
+        out->halt_acc[s] = halt_acc;
+        out->steps_run = s + 1;
+        if (halting && halt_acc > m->halt_threshold)
+            break;
+    }
+    return TRM_OK;
+}

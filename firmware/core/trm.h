@@ -1,0 +1,63 @@
+/* The TRM interpreter: the recursion of docs/integer-inference.md, section 4, over a parsed blob.
+ *
+ *   x = EMBED[token]; y = Y_INIT; z = Z_INIT
+ *   for step: for cycle in T: { n times z = net(wadd(z, x, y)); y = net(wadd(y, z)); hook(y, z) }
+ *             logits = head(y) -> prediction (argmax, lowest index on ties); halt_acc; halted?
+ *
+ * Working memory: every buffer comes from one caller-provided arena of trm_workspace_bytes(model)
+ * bytes (8-byte aligned). Layout: y [L][D] | z [L][D] | pad to 8 | scratch, where scratch is shared
+ * by the phases (the largest of them):
+ *   mlp mixer       m [L][D] + column [L] + gate/up [2I]
+ *   attention mixer scores int32 [L] + k, v [L][D] each + q, a, m rows [D] each
+ *   channel SwiGLU  m row [D] + gate/up [2F]
+ *   readout         int16 logits [V]
+ * x is never materialised (each row is read from the embedding table by its token, in flash), the
+ * network input h is formed in place in the carry it replaces (z = net(wadd(z, x, y)) overwrites z;
+ * likewise y), and post-norm residuals are written over h row by row. The theoretical minimum of
+ * the brief (carries x, y, z + network input h + largest working buffer = 4·L·D + W) is thus cut to
+ * 2·L·D + W: y and z must persist, and the mlp mixer's output must coexist with its whole input
+ * (each output row depends on every input row), so W >= L·D there. For sudoku6-mlp (L = 36, D = 32,
+ * I = 72): 2304 + 1152 + 36 + 144 = 3636 bytes.
+ */
+#ifndef TRM_TRM_H
+#define TRM_TRM_H
+
+#include "blob.h"
+
+typedef struct {
+    void *mem;      /* 8-byte aligned */
+    size_t size;    /* >= trm_workspace_bytes(model) */
+} trm_workspace;
+
+typedef struct {
+    uint8_t *pred;        /* required: [steps][L] predictions after every step run */
+    int64_t *halt_acc;    /* required: [steps] halting accumulators (int32 by the contract's ranges) */
+    int8_t *carries;      /* optional (NULL): [steps][T][2][L][D], y then z after every cycle */
+    int steps_run;        /* out: steps executed (< steps when halting stopped early) */
+} trm_result;
+
+/* Exact arena size trm_run needs for this model (0 for NULL). */
+size_t trm_workspace_bytes(const trm_model *m);
+
+/* Run one puzzle: tokens[L] (< vocab), T cycles of n z-updates and one y-update per step, `steps`
+ * steps, stopping after the first step whose halt_acc > threshold when `halting`. Entries of
+ * out->pred / halt_acc / carries for steps not run are left untouched. */
+trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int steps, int halting,
+                   const trm_workspace *ws, trm_result *out);
+
+/* Called after every cycle with the carries (each [L][D], in the workspace), the 0-based step and
+ * cycle. A stable, never-inlined, externally visible symbol for a debug probe to break on. The weak
+ * default records its arguments in trm_carry_snapshot; a target may override it. */
+void trm_cycle_hook(const int8_t *y, const int8_t *z, int step, int cycle);
+
+typedef struct {
+    const int8_t *y;
+    const int8_t *z;
+    int32_t step;
+    int32_t cycle;
+    uint32_t count;       /* hooks seen since start-up */
+} trm_carry_snapshot_t;
+
+extern volatile trm_carry_snapshot_t trm_carry_snapshot;
+
+#endif /* TRM_TRM_H */

@@ -1,0 +1,131 @@
+/* Stand-alone driver of the core for sanitizer runs (built by harness/native.py or the Makefile):
+ *
+ *   trm_check run BLOB TOKENS OUT T n steps halting
+ *       TOKENS: B*L bytes; OUT gets, per puzzle, int32 steps_run, uint8 pred[steps][L],
+ *       int64 halt_acc[steps], int8 carries[steps][T][2][L][D]. Exit status 0, or 2 + status.
+ *   trm_check parse BLOB...
+ *       prints the status name of each blob; blobs that parse are also run on one all-zero puzzle
+ *       for one step (T = n = 1) to exercise the kernels on whatever values they hold.
+ *
+ * The blob, tokens and workspace are heap buffers of exactly the size needed, so AddressSanitizer
+ * catches any access past them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/trm.h"
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1u); /* malloc: 16-byte aligned */
+    if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = n > 0 ? (size_t)n : 0u;
+    return buf;
+}
+
+static int run_one_puzzle(const trm_model *m)
+{
+    size_t wsb = trm_workspace_bytes(m);
+    void *ws_mem = malloc(wsb ? wsb : 1u);
+    uint8_t *tok = calloc(m->seq_len, 1);
+    uint8_t *pred = malloc(m->seq_len);
+    int64_t acc = 0;
+    trm_workspace ws = {ws_mem, wsb};
+    trm_result r = {pred, &acc, NULL, 0};
+    int st = trm_run(m, tok, 1, 1, 1, 0, &ws, &r);
+    free(ws_mem);
+    free(tok);
+    free(pred);
+    return st;
+}
+
+static int cmd_parse(int argc, char **argv)
+{
+    for (int i = 2; i < argc; ++i) {
+        size_t len = 0;
+        uint8_t *blob = read_file(argv[i], &len);
+        if (!blob) {
+            printf("IO_ERROR\n");
+            continue;
+        }
+        trm_model m;
+        int st = trm_blob_parse(blob, len, 0, &m);
+        int run = st == TRM_OK ? run_one_puzzle(&m) : -1;
+        printf("%s %s\n", trm_status_name(st), run < 0 ? "-" : trm_status_name(run));
+        free(blob);
+    }
+    return 0;
+}
+
+static int cmd_run(char **argv)
+{
+    size_t blen = 0, tlen = 0;
+    uint8_t *blob = read_file(argv[2], &blen);
+    uint8_t *tokens = read_file(argv[3], &tlen);
+    if (!blob || !tokens) {
+        fprintf(stderr, "cannot read inputs\n");
+        return 1;
+    }
+    const int T = atoi(argv[5]), n = atoi(argv[6]), steps = atoi(argv[7]), halting = atoi(argv[8]);
+    trm_model m;
+    int st = trm_blob_parse(blob, blen, 0, &m);
+    if (st != TRM_OK) {
+        fprintf(stderr, "blob: %s\n", trm_status_name(st));
+        return 2 + st;
+    }
+    const size_t L = m.seq_len, LD = L * m.hidden;
+    const size_t B = tlen / L;
+    const size_t wsb = trm_workspace_bytes(&m);
+    void *ws_mem = malloc(wsb);
+    uint8_t *pred = malloc((size_t)steps * L + 1u);
+    int64_t *acc = malloc(sizeof(int64_t) * ((size_t)steps + 1u));
+    int8_t *carries = malloc((size_t)steps * (size_t)T * 2u * LD + 1u);
+    FILE *out = fopen(argv[4], "wb");
+    if (!ws_mem || !pred || !acc || !carries || !out) {
+        fprintf(stderr, "cannot allocate or open the output\n");
+        return 1;
+    }
+    trm_workspace ws = {ws_mem, wsb};
+    for (size_t b = 0; b < B && st == TRM_OK; ++b) {
+        memset(pred, 0, (size_t)steps * L);
+        memset(acc, 0, sizeof(int64_t) * (size_t)steps);
+        memset(carries, 0, (size_t)steps * (size_t)T * 2u * LD);
+        trm_result r = {pred, acc, carries, 0};
+        st = trm_run(&m, tokens + b * L, T, n, steps, halting, &ws, &r);
+        int32_t sr = r.steps_run;
+        fwrite(&sr, sizeof sr, 1, out);
+        fwrite(pred, 1, (size_t)steps * L, out);
+        fwrite(acc, sizeof(int64_t), (size_t)steps, out);
+        fwrite(carries, 1, (size_t)steps * (size_t)T * 2u * LD, out);
+    }
+    fclose(out);
+    free(ws_mem);
+    free(pred);
+    free(acc);
+    free(carries);
+    free(tokens);
+    free(blob);
+    if (st != TRM_OK)
+        fprintf(stderr, "run: %s\n", trm_status_name(st));
+    return st == TRM_OK ? 0 : 2 + st;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 9 && !strcmp(argv[1], "run"))
+        return cmd_run(argv);
+    if (argc >= 3 && !strcmp(argv[1], "parse"))
+        return cmd_parse(argc, argv);
+    fprintf(stderr, "usage: trm_check run BLOB TOKENS OUT T n steps halting | trm_check parse BLOB...\n");
+    return 1;
+}
