@@ -44,7 +44,7 @@ def test_eval_writes_a_model_card(tiny_checkpoint):
     assert r.exit_code == 0, r.output
     card = json.loads((tiny_checkpoint / "card.json").read_text())
     assert card["evaluation"]["puzzle_set"]["count"] == 10
-    assert card["training"]["command"].startswith("harness train --task sudoku")
+    assert card["training"]["commands"][0].startswith("harness train --task sudoku")
     assert "puzzle-exact accuracy" in (tiny_checkpoint / "card.md").read_text()
 
 

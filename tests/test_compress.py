@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from harness.compress import quantize as Q
-from harness.compress.recipes import BUILTIN, Recipe, _calibration_tokens, apply, get_recipe, load_recipes
+from harness.compress.compressed import _calibration_tokens
+from harness.compress.recipes import BUILTIN, Recipe, apply, get_recipe, load_recipes
 from harness.compress.study import evaluate_compressed
 from harness.golden.fidelity import cosine_per_cycle, spearman, summarize
 from harness.models.evaluate import Depth
 from harness.models.train import TrainConfig, train
-from harness.models.trm import TRM, TRMConfig, macs_per_inference
+from harness.models.trm import TRM, macs_per_inference
 from harness.tasks import score, split_of, stack
 
 

@@ -104,14 +104,17 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path):
     assert history[-1]["cell_accuracy"] > 0.3  # chance is 1/4
     with pytest.raises(FileExistsError):
         train(cfg, tmp_path / "run")
-    # resuming a finished run changes nothing; a longer one continues from the saved iteration
-    longer = TrainConfig(**{**cfg.__dict__, "iterations": 150})
-    with pytest.raises(ValueError, match="another training config"):
-        train(longer, tmp_path / "run", resume=True)
+    # resuming a finished run changes nothing; another config is refused; more iterations extend it
     again = train(cfg, tmp_path / "run", resume=True)
     assert again["iterations"] == 120 and again["history"] == history
+    with pytest.raises(ValueError, match="another training config"):
+        train(TrainConfig(**{**cfg.__dict__, "lr": 1e-3}), tmp_path / "run", resume=True)
+    longer = train(TrainConfig(**{**cfg.__dict__, "iterations": 150}), tmp_path / "run", resume=True,
+                   command="extend")
+    assert longer["iterations"] == 150 and longer["history"][:2] == history
+    assert longer["train_commands"][-1] == "extend"
     record = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert record["iterations"] == 120 and record["params"] == summary["params"]
+    assert record["iterations"] == 150 and record["params"] == summary["params"]
     model, task, _ = load_checkpoint(tmp_path / "run")
     res = evaluate(model, task, task.generate(16, seed=5, split="test"), Depth(1, 2, 2))
     assert len(res["per_step"]) == 2

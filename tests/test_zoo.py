@@ -5,11 +5,13 @@ import json
 import pytest
 import torch
 
+from harness.compress.compressed import _calibration_tokens
+
 from harness.models.checkpoint import ZOO, zoo_names
 from harness.models.evaluate import Depth, evaluate
 from harness.models.trm import macs_per_inference
 
-REQUIRED = [f"{task}-{mixer}" for task in ("sudoku6", "maze7", "arc6") for mixer in ("mlp", "attention")]
+REQUIRED = [f"{task}-{mixer}" for task in ("sudoku6", "maze7", "arc1x12") for mixer in ("mlp", "attention")]
 LIMIT_PARAMS, LIMIT_MACS = 300_000, 400_000_000
 
 
@@ -31,7 +33,7 @@ def test_card_matches_the_model_and_fits_the_budget(name, zoo_model):
     assert c["macs_per_inference"] == macs_per_inference(model.cfg, d["T"], d["n"], d["steps"]) <= LIMIT_MACS
     assert c["task"] == task.spec()
     assert c["evaluation"]["puzzle_set"]["count"] >= 1000
-    assert c["training"]["command"].startswith("harness train")
+    assert c["training"]["commands"][0].startswith("harness train")
 
 
 @pytest.mark.slow
@@ -44,3 +46,27 @@ def test_fresh_heldout_set_reproduces_the_card(name, zoo_model):
     d = c["depth"]
     res = evaluate(model, task, task.generate(1000, seed=seed, split="test"), Depth(d["T"], d["n"], d["steps"]))
     assert abs(res["exact_accuracy"] - c["evaluation"]["exact_accuracy"]) <= 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["int8", "int4-pc"])
+@pytest.mark.parametrize("name", zoo_names())
+def test_golden_and_fake_quant_agree_on_accuracy(name, recipe, zoo_model):
+    """docs/integer-inference.md §7: within 1 point of puzzle-exact accuracy on 500 puzzles."""
+    from harness.compress import quantize as Q
+    from harness.compress import recipes as R
+    from harness.tasks import score, stack
+
+    torch.set_num_threads(2)
+    model, task, _ = zoo_model(name)
+    c, r = model.cfg, R.BUILTIN[recipe]
+    x, y = stack(task.generate(500, seed=2000, split="test"))
+    cal = Q.calibrate(model, _calibration_tokens(task, r), c.T, c.n, c.n_sup)
+    qw = Q.quantized_weights(model, Q.WeightSpec(r.weight_bits, r.per_channel, r.weight_clip), cal)
+    scales = Q.activation_scales(model, cal, r.act_calibration)
+    with torch.no_grad():
+        fq = Q.with_weights(model, qw).forward_trace(torch.as_tensor(x), point=Q.fake_quant_point(scales))
+    golden = Q.build_int_model(model, qw, r.weight_bits, scales).run(x, c.T, c.n, c.n_sup, keep_carries=False)
+    a = score(task, x, y, fq["logits"][-1].argmax(-1).numpy())["exact_accuracy"]
+    b = score(task, x, y, golden["per_step"][-1])["exact_accuracy"]
+    assert abs(a - b) <= 0.01, f"fake-quant {a:.3f} vs golden {b:.3f}"

@@ -15,7 +15,8 @@ from ..golden.fidelity import cosine_per_cycle, spearman, summarize
 from ..models.evaluate import Depth, accuracy_report
 from ..models.trm import TRM
 from ..tasks import Puzzle, Task, stack
-from .recipes import BUILTIN, Compressed, Recipe, apply
+from .compressed import Compressed
+from .recipes import BUILTIN, apply, get_recipe
 
 
 def evaluate_compressed(comp: Compressed, reference: TRM, task: Task, puzzles: list[Puzzle], depth: Depth,
@@ -69,7 +70,6 @@ def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print
     from ..models.checkpoint import load_checkpoint
     from ..models.evaluate import default_depth
     from ..tasks.puzzle_source import puzzle_set_hash
-    from .recipes import get_recipe
 
     rows = []
     for name in plan.models:

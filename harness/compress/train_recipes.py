@@ -37,7 +37,7 @@ from ..models.train import TrainConfig, train
 from ..models.trm import TRM, Point, identity
 from ..tasks import Task
 from . import quantize as Q
-from .recipes import Compressed, Recipe, _calibration_tokens, quantize
+from .compressed import Compressed, Recipe, _calibration_tokens, quantize
 
 TRAINED: dict[str, Recipe] = {r.name: r for r in [
     Recipe("qat-int4", "integer", weight_bits=4, per_channel=True, weight_clip="mse",

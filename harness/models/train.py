@@ -17,11 +17,12 @@ activations; ``teacher`` adds distillation losses. Gradients only ever see train
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..tasks import Puzzle, Task, make_task, stack
 from ..tasks.files import read_puzzles, write_jsonl
-from .checkpoint import save_checkpoint
+from .checkpoint import CONFIG, save_checkpoint
 from .evaluate import Depth, evaluate
 from .trm import TRM, Point, TRMConfig, identity, macs_per_inference
 
@@ -203,12 +204,17 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
                              f"({teacher.cfg.hidden}) must equal the student's ({model.cfg.hidden})")
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    it, elapsed, history = 0, 0.0, []
+    it, elapsed, history, commands = 0, 0.0, [], []
     if resume and (out / STATE).exists():
         state = torch.load(out / STATE, weights_only=False)
         # through from_dict, so that a run saved before a config field existed gets its default
-        if TrainConfig.from_dict(state["config"]) != cfg:
-            raise ValueError(f"{out / STATE} was made with another training config; resume needs the same one")
+        saved = TrainConfig.from_dict(state["config"])
+        extended = replace(saved, iterations=cfg.iterations) == cfg and cfg.iterations > saved.iterations
+        if saved != cfg and not extended:
+            raise ValueError(f"{out / STATE} was made with another training config; resume needs the same "
+                             f"one (only --iterations may grow, to extend a run)")
+        previous = json.loads((out / CONFIG).read_text()) if (out / CONFIG).exists() else {}
+        commands = previous.get("train_commands") or [c for c in [previous.get("train_command")] if c]
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -222,7 +228,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
         "params": model.parameter_count(),
         "macs_per_inference": macs_per_inference(model.cfg),
         "train": asdict(cfg),
-        "train_command": command,
+        # every invocation that made this checkpoint, in order (an extension resumes with more iterations
+        # and recomputes the cosine schedule for the new length from where it stands)
+        "train_commands": [*commands, command] if command else commands,
     }
 
     def save() -> None:
