@@ -112,7 +112,7 @@ def zoo_table(cards: list[dict[str, Any]]) -> str:
             "cell acc. | puzzle-exact |", "|---|---|---|---:|---:|---|---:|---:|---:|"]
     for c in cards:
         t, ev = c["task"], c["evaluation"]
-        task = t["name"] + " " + "×".join([str(t["size"])] * 2) if "size" in t else t["name"]
+        task = f"{t['name']} {t.get('rows') or t['size']}×{t['size']}" if "size" in t else t["name"]
         minutes = f"{c['training']['seconds'] / 60:.0f} min" if c["training"].get("seconds") else "?"
         rows.append(f"| {c['name']} | {task} | {c['model']['mixer']} | {c['params']:,} | "
                     f"{c['macs_per_inference']:,} | {c['depth']['T']},{c['depth']['n']},{c['depth']['steps']} | "
