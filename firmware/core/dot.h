@@ -5,6 +5,9 @@
 
 #include <stdint.h>
 
+#include "arith.h"
+#include "kernels.h"
+
 static inline int32_t trm_dot_s8(const int8_t *x, const int8_t *w, int K)
 {
     int32_t acc = 0;
@@ -30,6 +33,15 @@ static inline int32_t trm_dot_s4(const int8_t *x, const uint8_t *w, int K)
     if (K & 1) /* odd row: the high nibble of the last byte is padding */
         acc += (int32_t)x[K - 1] * trm_nibble_s4(w[pairs] & 0x0Fu);
     return acc;
+}
+
+/* Requantize row o's accumulator with its (M, n) pair and store it at the output's width. */
+static inline void trm_store_row(trm_out out, int o, int32_t acc, const int32_t *mn)
+{
+    if (out.s16)
+        out.s16[o] = (int16_t)trm_requantize(acc, mn[2 * o], mn[2 * o + 1], TRM_INT16_MIN, TRM_INT16_MAX);
+    else
+        out.s8[o] = (int8_t)trm_requantize(acc, mn[2 * o], mn[2 * o + 1], TRM_INT8_MIN, TRM_INT8_MAX);
 }
 
 #endif /* TRM_DOT_H */

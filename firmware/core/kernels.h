@@ -70,15 +70,19 @@ typedef struct {
 
 /* ---- linear layers (linear_s8.c, linear_s4.c, linear.c) ------------------------------------- */
 
-/* out[o] = sat8(requantize(sum_k x[k] * W[o][k], M[o], n[o])), o < W->rows; x has W->cols entries.
- * int8 weights (W->bits == 8). out must not overlap x. */
-trm_status trm_linear_s8(const trm_mat *W, const int8_t *x, int8_t *out);
-/* The same to int16 (the logits of the output head). */
-trm_status trm_linear_s8_s16(const trm_mat *W, const int8_t *x, int16_t *out);
-/* Packed int4 weights (W->bits == 4). */
-trm_status trm_linear_s4(const trm_mat *W, const int8_t *x, int8_t *out);
-trm_status trm_linear_s4_s16(const trm_mat *W, const int8_t *x, int16_t *out);
-/* Dispatch on W->bits. */
+/* Where a linear layer writes: int8 activations (s8), or int16 logits of the output head (s16).
+ * Exactly one of the two is set. */
+typedef struct {
+    int8_t *s8;
+    int16_t *s16;
+} trm_out;
+
+/* out[o] = sat(requantize(sum_k x[k] * W[o][k], M[o], n[o])), o < W->rows, saturated to int8 or
+ * int16 as the output says; x has W->cols entries and must not overlap the output.
+ * trm_linear_s8: int8 weights (W->bits == 8); trm_linear_s4: packed int4 weights (W->bits == 4). */
+trm_status trm_linear_s8(const trm_mat *W, const int8_t *x, trm_out out);
+trm_status trm_linear_s4(const trm_mat *W, const int8_t *x, trm_out out);
+/* Dispatch on W->bits, to int8 or to int16. */
 trm_status trm_linear(const trm_mat *W, const int8_t *x, int8_t *out);
 trm_status trm_linear_s16(const trm_mat *W, const int8_t *x, int16_t *out);
 

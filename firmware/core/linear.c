@@ -5,12 +5,14 @@ trm_status trm_linear(const trm_mat *W, const int8_t *x, int8_t *out)
 {
     if (!W)
         return TRM_ERR_ARG;
-    return W->bits == 4 ? trm_linear_s4(W, x, out) : trm_linear_s8(W, x, out);
+    const trm_out to = {out, NULL};
+    return W->bits == 4 ? trm_linear_s4(W, x, to) : trm_linear_s8(W, x, to);
 }
 
 trm_status trm_linear_s16(const trm_mat *W, const int8_t *x, int16_t *out)
 {
     if (!W)
         return TRM_ERR_ARG;
-    return W->bits == 4 ? trm_linear_s4_s16(W, x, out) : trm_linear_s8_s16(W, x, out);
+    const trm_out to = {NULL, out};
+    return W->bits == 4 ? trm_linear_s4(W, x, to) : trm_linear_s8(W, x, to);
 }
