@@ -119,9 +119,14 @@ def claims(df: pd.DataFrame) -> str:
                    "both fell" if d_cell <= -0.02 and d_exact < -0.10 else "no collapse")
         lines.append(f"- {m} ({fp.mixer}): cell {pct(fp.cell_accuracy)} → {pct(nv.cell_accuracy)}, "
                      f"puzzle-exact {pct(fp.exact_accuracy)} → {pct(nv.exact_accuracy)}: {verdict}.")
+    def none_if_empty(heading_at: int, why: str) -> None:
+        if len(lines) == heading_at:
+            lines.append(f"- not answered by this study: {why}.")
+
     for label, recipe in (("per-channel calibrated INT4 (int4-pc) recover it without retraining", "int4-pc"),
                           ("QAT (qat-int4) recover it", "qat-int4")):
         lines += ["", f"## Does {label}?", ""]
+        at = len(lines)
         for m, d in default.items():
             fp, nv, r = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d), _pick(df, m, recipe, d)
             if fp is None or r is None:
@@ -130,7 +135,9 @@ def claims(df: pd.DataFrame) -> str:
             versus = f" (int4-naive {pct(nv.exact_accuracy)})" if nv is not None else ""
             verdict = "recovered (within 2 points of fp32)" if gap >= -0.02 else f"{-100 * gap:.1f} points below fp32"
             lines.append(f"- {m}: puzzle-exact {pct(r.exact_accuracy)} vs fp32 {pct(fp.exact_accuracy)}{versus}: {verdict}.")
+        none_if_empty(at, f"it has no {recipe} rows beside fp32")
     lines += ["", "## Which depth reaches full-depth accuracy at the fewest MACs (fp32)?", ""]
+    at = len(lines)
     for m in default:
         sub = df[(df.model == m) & (df.recipe == "fp32")]
         if len(sub) < 2:
@@ -140,6 +147,7 @@ def claims(df: pd.DataFrame) -> str:
         best = ok.iloc[0]
         lines.append(f"- {m}: {best.depth} reaches {pct(best.exact_accuracy)} with {best.macs:,} MACs "
                      f"(deepest studied, {full.depth}: {pct(full.exact_accuracy)} with {full.macs:,} MACs).")
+    none_if_empty(at, "it ran one depth per model (give several with --depths)")
     lines += ["", "## Does carry-trajectory fidelity rank the damage?", ""]
     at_default = df[df.apply(lambda r: r.depth == default[r.model], axis=1)]
     rho = spearman(at_default.fidelity_final, at_default.exact_accuracy)
