@@ -240,6 +240,145 @@ def zoo(markdown: bool = typer.Option(False, "--markdown", help="Print the zoo t
     Console().print(Markdown(text))
 
 
+@app.command()
+def export(
+    model: str = typer.Option(..., help="Zoo model name or checkpoint folder."),
+    recipe: str = typer.Option("int8", help="Integer recipe (int8, int8-pt, int4-naive, int4-pc, qat-int4, …)."),
+    out: Path = typer.Option(..., help="Where to write the model blob."),
+    target: Optional[str] = typer.Option(None, help="Check that the blob fits this target's blob region."),
+):
+    """Compress a model with an integer recipe and write its model blob (docs/model-blob.md)."""
+    import hashlib
+
+    from .export.exporter import export_blob
+
+    try:
+        data = export_blob(model, recipe)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if target:
+        t = _target(target)
+        if len(data) > t.blob.size:
+            _fail(f"the blob ({len(data):,} bytes) does not fit {t.name}'s blob region ({t.blob.size:,} bytes)")
+    out.write_bytes(data)
+    console.print(f"wrote {out} ({len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}…)")
+
+
+def _target(name: str):
+    from .targets import TargetError, load_target
+    try:
+        return load_target(name)
+    except TargetError as e:
+        _fail(str(e))
+
+
+def _open_board(board: str, target, blob: bytes, log_dir: Optional[Path]):
+    if board == "qemu":
+        from .boards.qemu import QemuBoard, qemu_missing
+        from .firmware import FirmwareError
+        if (msg := qemu_missing()):
+            _fail(msg)
+        try:
+            return QemuBoard(target, blob, log_dir=log_dir)
+        except (FirmwareError, ValueError) as e:
+            _fail(str(e))
+    if board == "host":
+        from .boards.host import HostBoard
+        return HostBoard(target, blob)
+    _fail(f"--board {board!r}: this version runs 'qemu' or 'host' (renode and serial boards are not built yet)")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    board: str = typer.Option("qemu", help="Backend: qemu or host."),
+    target: str = typer.Option("mps2-an386", help="Target (targets/*.toml)."),
+    model: str = typer.Option(..., help="Zoo model name or checkpoint folder."),
+    recipe: str = typer.Option("int8", help="Integer recipe."),
+    puzzles: str = typer.Option("20", help="N held-out puzzles, or a puzzle file."),
+    depth: Optional[str] = typer.Option(None, help="T,n,steps[,halt]; default: the model's."),
+    seed: int = typer.Option(1000, help="Seed of generated held-out puzzles."),
+    embed_ram: bool = typer.Option(False, help="Copy the embedding table to RAM for each run."),
+    check: bool = typer.Option(True, help="Compare every puzzle with the golden reference, bit for bit."),
+    log_dir: Optional[Path] = typer.Option(None, help="Keep the board's log here."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Solve puzzles on a board running the prebuilt firmware: per-puzzle rows and a summary."""
+    from .boards.runner import provenance, run_puzzles
+    from .export.exporter import export_blob
+    from .models.checkpoint import load_checkpoint
+    from .models.evaluate import Depth, default_depth
+    from .tasks.puzzle_source import load_puzzle_source
+
+    t = _target(target)
+    try:
+        net, task, config = load_checkpoint(model)
+        d = Depth.parse(depth, default_depth(net))
+        source, items = load_puzzle_source(task, puzzles, seed)
+        blob = export_blob(model, recipe)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if len(blob) > t.blob.size:
+        _fail(f"does not fit: the blob ({len(blob):,} bytes) exceeds {t.name}'s blob region ({t.blob.size:,} bytes)")
+    b = _open_board(board, t, blob, log_dir)
+    with b, _progress_bar(f"{config['name']} {recipe} on {b.describe()}", len(items), as_json) as advance:
+        out = run_puzzles(b, blob, task, items, d, progress=advance, check=check, embed_ram=embed_ram)
+    result = {"model": config["name"], "recipe": recipe, "depth": d.label(), "puzzle_set": source,
+              "command": _command_line(ctx), **provenance(b, blob), "summary": out["summary"], "rows": out["rows"]}
+    for r in result["rows"]:
+        r.update(model=config["name"], recipe=recipe, depth=d.label(), target=t.name, board=b.id)
+    if as_json:
+        print(json.dumps(result))
+        return
+    s = out["summary"]
+    table = Table(title=f"{config['name']} {recipe} {d.label()} on {b.describe()}")
+    for k in ("puzzles", "exact_accuracy", "cell_accuracy", "mean_steps", "golden_match", "instructions_mean",
+              "ms_at_clock_estimate", "cycles_mean", "stack_bytes_max", "arena_bytes", "blob_bytes",
+              "flash_bytes_read_mean", "energy_uj_estimate"):
+        if k in s:
+            v = s[k]
+            table.add_row(k, f"{v:.2%}" if k.endswith("accuracy") else f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
+    Console().print(table)
+    Console().print(s["counter_note"] + (f"; estimate assumes {s['estimate_assumption']}" if "estimate_assumption" in s else ""))
+    if check and s.get("golden_match") != s["puzzles"]:
+        console.print(f"[bold red]{s['puzzles'] - s['golden_match']} puzzle(s) differ from the golden reference[/]")
+        raise typer.Exit(1)
+
+
+firmware_app = typer.Typer(help="Build and verify the prebuilt Cortex-M firmware (firmware-bin/).", no_args_is_help=True)
+app.add_typer(firmware_app, name="firmware")
+
+
+@firmware_app.command("build")
+def firmware_build(target: Optional[list[str]] = typer.Option(None, help="Target(s); default: all.")):
+    """Cross-compile the firmware into firmware-bin/<target>/ with a manifest."""
+    from .firmware import FirmwareError, build
+    from .targets import target_names
+    for name in target or target_names():
+        try:
+            b = build(_target(name))
+        except FirmwareError as e:
+            _fail(str(e))
+        s = b.manifest["sections"]
+        console.print(f"{name}: flash {s['flash']:,} B (text {s['text']:,}), RAM {s['ram']:,} B "
+                      f"(bss {s['bss']:,}, stack {s['stack']:,}), elf sha256 {b.manifest['files']['firmware.elf']['sha256'][:16]}…")
+
+
+@firmware_app.command("verify")
+def firmware_verify(target: Optional[list[str]] = typer.Option(None, help="Target(s); default: all.")):
+    """Rebuild every target and compare with firmware-bin/ byte for byte (exit 1 on a difference)."""
+    from .firmware import FirmwareError, verify
+    try:
+        problems = verify(target or None)
+    except FirmwareError as e:
+        _fail(str(e))
+    for p in problems:
+        console.print(f"[bold red]{p}[/]")
+    if problems:
+        raise typer.Exit(1)
+    console.print("firmware-bin/ matches a fresh build byte for byte")
+
+
 class _progress_bar:
     """A rich progress bar on stderr (silent with --json), handing out an ``advance(k)`` callable."""
 

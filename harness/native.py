@@ -160,6 +160,10 @@ def library(path: str | None = None) -> ctypes.CDLL:
     lib.trm_host_run_batch.argtypes = [_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                        ctypes.c_int, _P, _SZ, _P, _P, _P, _P]
     lib.trm_host_run_batch.restype = ctypes.c_int
+    lib.trm_host_server_open.argtypes = [_P, _SZ, _SZ]
+    lib.trm_host_server_open.restype = ctypes.c_int
+    lib.trm_host_server_feed.argtypes = [_P, _SZ, _P, _SZ]
+    lib.trm_host_server_feed.restype = _SZ
     lib.trm_status_name.argtypes = [ctypes.c_int]
     lib.trm_status_name.restype = ctypes.c_char_p
     if lib.trm_host_abi_version() != 1:
@@ -253,3 +257,30 @@ class NativeModel:
 
 def status_name(status: int) -> str:
     return library().trm_status_name(status).decode()
+
+
+class NativeServer:
+    """The firmware's protocol server (``firmware/core/server.c``) running in this process: wire bytes
+    in, wire bytes out, exactly what a board's UART would carry. One per process (the C side is a
+    single static server); opening another replaces it."""
+
+    REGION = 4 << 20
+
+    def __init__(self, blob: bytes, region: int | None = None, arena_bytes: int = 1 << 16,
+                 lib: ctypes.CDLL | None = None):
+        self.lib = lib or library()
+        region = region or self.REGION
+        # the blob region as on a board: the blob, then erased flash (0xFF) up to the region size
+        data = bytes(blob)[:region]
+        self._mem = np.full(max(region, 16), 0xFF, dtype=np.uint8)
+        self._mem[:len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self.blob_status = self.lib.trm_host_server_open(self._mem.ctypes.data, region, arena_bytes)
+
+    def feed(self, wire: bytes) -> bytes:
+        src = np.frombuffer(bytes(wire), dtype=np.uint8) if wire else np.zeros(1, np.uint8)
+        cap = 1 << 16
+        out = np.empty(cap, dtype=np.uint8)
+        n = self.lib.trm_host_server_feed(src.ctypes.data, len(wire), out.ctypes.data, cap)
+        if n == ctypes.c_size_t(-1).value:
+            raise RuntimeError("responses larger than the host buffer")
+        return out[:n].tobytes()

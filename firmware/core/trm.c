@@ -48,6 +48,27 @@ size_t trm_workspace_bytes(const trm_model *m)
     return align8(2u * (size_t)m->seq_len * m->hidden) + scratch_bytes(m);
 }
 
+static size_t mat_bytes(const trm_mat *W)
+{
+    return (size_t)W->rows * (trm_mat_row_bytes(W) + 2u * sizeof(int32_t));
+}
+
+/* Blob bytes one evaluation of the network reads: every kernel call reads its whole matrix. */
+static uint64_t net_flash_bytes(const trm_model *m)
+{
+    const uint64_t L = m->seq_len, D = m->hidden;
+    uint64_t bytes = 0;
+    for (int l = 0; l < m->layers; ++l) {
+        const trm_block *b = &m->blocks[l];
+        if (m->mixer == TRM_MIXER_MLP)
+            bytes += D * (mat_bytes(&b->mix.gate_up) + mat_bytes(&b->mix.down));
+        else
+            bytes += L * (mat_bytes(&b->att.qkv) + mat_bytes(&b->att.out));
+        bytes += L * (mat_bytes(&b->ffn.gate_up) + mat_bytes(&b->ffn.down));
+    }
+    return bytes;
+}
+
 /* h[L][D] <- net(h), in place. */
 static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
 {
@@ -97,6 +118,12 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
         memcpy(z + (size_t)l * (size_t)D, m->z_init, (size_t)D);
     }
     out->steps_run = 0;
+    out->flash_bytes = 0;
+    const uint64_t per_net = net_flash_bytes(m);
+    const int embed_in_blob = (const uint8_t *)m->embed >= m->blob && (const uint8_t *)m->embed < m->blob + m->blob_size;
+    /* per z-update: the network plus L embedding rows; per y-update: the network */
+    const uint64_t per_cycle = (uint64_t)(n + 1) * per_net + (embed_in_blob ? (uint64_t)n * LD : 0u);
+    const uint64_t per_readout = (uint64_t)L * (mat_bytes(&m->head) + (size_t)D);
     trm_status st = TRM_OK;
     for (int s = 0; s < steps; ++s) {
         for (int c = 0; c < T; ++c) {
@@ -140,6 +167,7 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
         }
         out->halt_acc[s] = halt_acc;
         out->steps_run = s + 1;
+        out->flash_bytes += (uint64_t)T * per_cycle + per_readout;
         if (halting && halt_acc > m->halt_threshold)
             break;
     }

@@ -34,6 +34,9 @@ typedef struct {
     int64_t *halt_acc;    /* required: [steps] halting accumulators (int32 by the contract's ranges) */
     int8_t *carries;      /* optional (NULL): [steps][T][2][L][D], y then z after every cycle */
     int steps_run;        /* out: steps executed (< steps when halting stopped early) */
+    uint64_t flash_bytes; /* out: blob bytes the kernels read (weights with their (M, n), embedding
+                             rows, head, halting weights; lookup tables not counted). Embedding rows
+                             count only while the table is the blob's (not a RAM copy). */
 } trm_result;
 
 /* Exact arena size trm_run needs for this model (0 for NULL). */

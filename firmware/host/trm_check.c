@@ -41,7 +41,7 @@ static int run_one_puzzle(const trm_model *m)
     uint8_t *pred = malloc(m->seq_len);
     int64_t acc = 0;
     trm_workspace ws = {ws_mem, wsb};
-    trm_result r = {pred, &acc, NULL, 0};
+    trm_result r = {pred, &acc, NULL, 0, 0};
     int st = trm_run(m, tok, 1, 1, 1, 0, &ws, &r);
     free(ws_mem);
     free(tok);
@@ -100,7 +100,7 @@ static int cmd_run(char **argv)
         memset(pred, 0, (size_t)steps * L);
         memset(acc, 0, sizeof(int64_t) * (size_t)steps);
         memset(carries, 0, (size_t)steps * (size_t)T * 2u * LD);
-        trm_result r = {pred, acc, carries, 0};
+        trm_result r = {pred, acc, carries, 0, 0};
         st = trm_run(&m, tokens + b * L, T, n, steps, halting, &ws, &r);
         int32_t sr = r.steps_run;
         fwrite(&sr, sizeof sr, 1, out);

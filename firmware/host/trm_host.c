@@ -1,6 +1,8 @@
 /* Host-side entry points of libtrm_host.so (loaded by harness/native.py through ctypes): the core
  * plus a batch loop and a few accessors so Python never needs the C struct layouts. */
+#define _POSIX_C_SOURCE 199309L
 #include <string.h>
+#include <time.h>
 
 #include "trm_host.h"
 
@@ -48,11 +50,68 @@ TRM_HOST_API int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, i
     const trm_workspace ws = {ws_mem, ws_size};
     for (int b = 0; b < B; ++b) {
         const size_t bb = (size_t)b;
-        trm_result r = {pred + bb * S * L, halt_acc + bb * S, carries ? carries + bb * S * TT * 2u * LD : NULL, 0};
+        trm_result r = {pred + bb * S * L, halt_acc + bb * S, carries ? carries + bb * S * TT * 2u * LD : NULL, 0, 0};
         trm_status st = trm_run(m, tokens + (size_t)b * L, T, n, steps, halting, &ws, &r);
         if (st != TRM_OK)
             return st;
         steps_run[b] = r.steps_run;
     }
     return TRM_OK;
+}
+
+/* --- the protocol server ------------------------------------------------------------------------- */
+
+enum { HOST_RX = 1024, HOST_TX = 16384, HOST_ARENA_MAX = 1 << 20 };
+static trm_server host_server;
+static uint8_t host_rx[HOST_RX];
+static uint8_t host_tx[HOST_TX] __attribute__((aligned(8)));
+static uint8_t host_arena[HOST_ARENA_MAX] __attribute__((aligned(8)));
+static trm_link host_link = {host_rx, HOST_RX, 0, 0};
+
+static uint64_t host_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static const trm_port host_port = {"host", "host", 0, TRM_UNIT_NANOSECONDS, 1000000000u, host_ns, NULL, NULL};
+
+TRM_HOST_API int trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes)
+{
+    if (arena_bytes > HOST_ARENA_MAX)
+        return TRM_ERR_ARG;
+    trm_server_init(&host_server, &host_port, blob, region, host_arena, arena_bytes);
+    host_link.len = 0;
+    host_link.overflow = 0;
+    return (int)host_server.blob_status;
+}
+
+typedef struct {
+    uint8_t *out;
+    size_t cap;
+    size_t len;
+    int full;
+} sink;
+
+static void put_sink(void *ctx, const uint8_t *data, size_t n)
+{
+    sink *k = ctx;
+    if (k->len + n > k->cap) {
+        k->full = 1;
+        return;
+    }
+    memcpy(k->out + k->len, data, n);
+    k->len += n;
+}
+
+TRM_HOST_API size_t trm_host_server_feed(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+{
+    sink k = {out, cap, 0, 0};
+    for (size_t i = 0; i < n; ++i) {
+        const size_t r = trm_link_feed(&host_link, &host_server, in[i], host_tx, sizeof host_tx);
+        if (r)
+            trm_cobs_write(host_tx, r, put_sink, &k);
+    }
+    return k.full ? (size_t)-1 : k.len;
 }

@@ -2,7 +2,7 @@
 #ifndef TRM_HOST_H
 #define TRM_HOST_H
 
-#include "../core/trm.h"
+#include "../core/server.h"
 
 int trm_host_abi_version(void);
 /* sizeof(trm_model): Python allocates the parsed model as an opaque buffer. */
@@ -17,5 +17,13 @@ void trm_host_model_info(const trm_model *m, int64_t *info);
 int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, int B, int T, int n, int steps, int halting,
                        void *ws_mem, size_t ws_size, uint8_t *pred, int64_t *halt_acc, int32_t *steps_run,
                        int8_t *carries);
+
+/* The firmware's protocol server on the host (the same core/server.c as on the boards): open it on a
+ * blob (the caller keeps `blob` alive and 8-byte aligned; region = bytes reserved for it), then feed
+ * it wire bytes; the responses come back as wire bytes (COBS + 0x00). The counter is the host's
+ * monotonic clock in nanoseconds; there is no stack measurement. One server per process. */
+int trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes);
+/* Returns the bytes written to out, or (size_t)-1 when out[cap] is too small. */
+size_t trm_host_server_feed(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
 
 #endif /* TRM_HOST_H */

@@ -1,0 +1,62 @@
+/* The cycle counter. Silicon: DWT CYCCNT (core cycles). QEMU models no DWT (CYCCNT reads 0), so
+ * there: SysTick from the processor clock, 24 bits, with an interrupt counting wraps. Under QEMU
+ * -icount shift=0 one instruction advances virtual time 1 ns, so SysTick ticks are instructions
+ * divided by 1e9 / CORE_HZ: deterministic, an instruction count and not a cycle count. */
+#include "../core/protocol.h"
+#include "port.h"
+
+#define DEMCR (*(volatile uint32_t *)0xE000EDFCu)
+#define DWT_CTRL (*(volatile uint32_t *)0xE0001000u)
+#define DWT_CYCCNT (*(volatile uint32_t *)0xE0001004u)
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+
+static volatile uint32_t systick_wraps;
+static volatile uint32_t cyccnt_high;
+static uint32_t cyccnt_last;
+static uint8_t unit;
+
+void SysTick_Handler(void);
+void SysTick_Handler(void)
+{
+    systick_wraps = systick_wraps + 1u;
+}
+
+void counter_init(void)
+{
+    DEMCR |= 1u << 24;  /* TRCENA */
+    DWT_CYCCNT = 0;
+    DWT_CTRL |= 1u;     /* CYCCNTENA */
+    for (volatile int i = 0; i < 64; ++i) {
+    }
+    if (DWT_CYCCNT != 0) {
+        unit = TRM_UNIT_CYCLES;
+        return;
+    }
+    unit = TRM_UNIT_SYSTICK;
+    SYST_RVR = 0x00FFFFFFu;
+    SYST_CVR = 0;
+    SYST_CSR = 7u;      /* enable, interrupt on wrap, processor clock */
+}
+
+uint8_t counter_unit(void) { return unit; }
+
+uint64_t counter_read(void)
+{
+    if (unit == TRM_UNIT_CYCLES) {
+        /* 32-bit CYCCNT extended by watching for wraps between reads (reads are < 2^32 cycles apart
+         * around a run of at most a few seconds at 480 MHz) */
+        const uint32_t now = DWT_CYCCNT;
+        if (now < cyccnt_last)
+            cyccnt_high = cyccnt_high + 1u;
+        cyccnt_last = now;
+        return (uint64_t)cyccnt_high << 32 | now;
+    }
+    uint32_t wraps, value;
+    do {
+        wraps = systick_wraps;
+        value = SYST_CVR;
+    } while (wraps != systick_wraps);
+    return ((uint64_t)wraps << 24) + (0x00FFFFFFu - value);
+}

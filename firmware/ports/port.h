@@ -1,0 +1,27 @@
+/* What a Cortex-M port provides to main.c. The target's values come from targets/<name>.toml as -D
+ * definitions (harness/firmware.py): TRM_TARGET, TRM_BUILD_ID, CORE_HZ, UART_BASE, BLOB_ADDR,
+ * BLOB_REGION, ARENA_BYTES, RX_BYTES, TX_BYTES. */
+#ifndef TRM_PORT_H
+#define TRM_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* uart_cmsdk.c or uart_stm32.c: polled, 115200 8N1 on silicon. */
+void uart_init(void);
+uint8_t uart_getc(void);                       /* blocks until a byte arrives */
+void uart_write(const uint8_t *data, size_t n);
+
+/* counter.c: DWT CYCCNT where it counts (silicon), else SysTick with a wrap counter. */
+void counter_init(void);
+uint64_t counter_read(void);
+uint8_t counter_unit(void);                    /* TRM_UNIT_CYCLES or TRM_UNIT_SYSTICK */
+
+/* stack.c: stack painting between the linker symbols __stack_bottom and __stack_top. */
+void stack_paint(void);
+uint32_t stack_high_water(void);
+
+/* clock.c: bring the core to CORE_HZ where the port has to (STM32 PLL); bounded waits. */
+void clock_init(void);
+
+#endif /* TRM_PORT_H */

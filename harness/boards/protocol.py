@@ -1,0 +1,181 @@
+"""Host side of the board protocol (docs/protocol.md): COBS framing, CRC, request and response layouts.
+
+The firmware's side is ``firmware/core/protocol.c`` and ``server.c``; a frame is
+``version u8 | type u8 | seq u16 | payload | crc32 u32`` (little-endian), COBS-encoded and ended by 0x00.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+VERSION = 1
+PING, INFO, RUN, RELOAD = 0x01, 0x02, 0x03, 0x04
+PONG, INFO_RSP, RESULT, ERROR = 0x81, 0x82, 0x83, 0xFF
+RUN_HALTING, RUN_CARRIES, RUN_EMBED_RAM = 1, 2, 4
+ERRORS = {1: "COBS", 2: "TRUNCATED", 3: "CRC", 4: "VERSION", 5: "OVERSIZE", 6: "COMMAND", 7: "ARGS",
+          8: "PUZZLE", 9: "BLOB", 10: "RUN", 11: "RESPONSE", 12: "FAULT"}
+UNITS = {0: "none", 1: "cycles", 2: "systick", 3: "ns"}
+BLOB_STATUS = {0: "ok", 1: "BLOB_TRUNCATED", 2: "BLOB_MAGIC", 3: "BLOB_VERSION", 4: "BLOB_TOO_BIG", 5: "BLOB_CRC",
+               6: "BLOB_TABLE", 7: "BLOB_MISSING", 8: "BLOB_SHAPE", 9: "TRM_ERR_ARG", 10: "TRM_ERR_WORKSPACE"}
+
+
+class ProtocolError(RuntimeError):
+    """A frame the host cannot read (bad COBS or CRC, wrong version, unexpected type)."""
+
+
+class BoardError(RuntimeError):
+    """The firmware answered with an ERROR frame."""
+
+    def __init__(self, code: int, detail: int, message: str):
+        self.code, self.detail = code, detail
+        self.name = ERRORS.get(code, f"ERROR_{code}")
+        super().__init__(f"{self.name} ({detail}): {message}")
+
+
+# --- COBS ---------------------------------------------------------------------------------------------
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS without the delimiter: blocks of up to 254 non-zero bytes, each led by its length + 1; a
+    block shorter than 254 stands for a zero after it (except at the very end)."""
+    out, i, n = bytearray(), 0, len(data)
+    ended_by_zero = True  # an empty input, or one ending in 0x00, still needs a final block
+    while i < n or ended_by_zero:
+        run = 0
+        while i + run < n and data[i + run] != 0 and run < 254:
+            run += 1
+        out.append(run + 1)
+        out += data[i:i + run]
+        i += run
+        ended_by_zero = False
+        if run < 254 and i < n:  # the block ended at a zero byte
+            i += 1
+            ended_by_zero = i == n
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    out, i = bytearray(), 0
+    while i < len(data):
+        code = data[i]
+        if code == 0 or i + code > len(data):
+            raise ProtocolError("bad COBS block")
+        block = data[i + 1:i + code]
+        if 0 in block:
+            raise ProtocolError("zero byte inside a COBS block")
+        out += block
+        i += code
+        if code != 0xFF and i < len(data):
+            out.append(0)
+    return bytes(out)
+
+
+def frame(kind: int, seq: int, payload: bytes = b"", version: int = VERSION) -> bytes:
+    """The wire bytes of a request: COBS(header + payload + CRC) + 0x00."""
+    body = struct.pack("<BBH", version, kind, seq & 0xFFFF) + payload
+    return cobs_encode(body + struct.pack("<I", zlib.crc32(body))) + b"\x00"
+
+
+def unframe(wire: bytes) -> tuple[int, int, bytes]:
+    """(type, seq, payload) of one received frame (without its 0x00)."""
+    body = cobs_decode(wire)
+    if len(body) < 8:
+        raise ProtocolError(f"frame of {len(body)} bytes is shorter than header + CRC")
+    if zlib.crc32(body[:-4]) != struct.unpack("<I", body[-4:])[0]:
+        raise ProtocolError("CRC mismatch in a frame from the board")
+    version, kind, seq = struct.unpack("<BBH", body[:4])
+    if version != VERSION:
+        raise ProtocolError(f"board speaks protocol version {version}, the host {VERSION}")
+    return kind, seq, body[4:-4]
+
+
+# --- messages -------------------------------------------------------------------------------------------
+
+def run_payload(tokens: np.ndarray, T: int, n: int, steps: int, halting: bool = False, carries: bool = False,
+                embed_ram: bool = False) -> bytes:
+    tokens = np.asarray(tokens, dtype=np.uint8)
+    flags = (RUN_HALTING if halting else 0) | (RUN_CARRIES if carries else 0) | (RUN_EMBED_RAM if embed_ram else 0)
+    return struct.pack("<BBBBH", T, n, steps, flags, len(tokens)) + tokens.tobytes()
+
+
+@dataclass
+class Info:
+    blob_status: str
+    counter_unit: str
+    mixer: str
+    layers: int
+    core_hz: int
+    counter_hz: int
+    blob_size: int
+    blob_crc: int
+    blob_region: int
+    arena_bytes: int
+    workspace_bytes: int
+    vocab: int
+    seq_len: int
+    hidden: int
+    weight_bits: int
+    max_steps: int
+    target: str
+    build_id: str
+    firmware: str
+    default_depth: tuple[int, int, int]
+
+
+def parse_info(p: bytes) -> Info:
+    (status, unit, mixer, layers, core_hz, counter_hz, blob_size, blob_crc, region, arena, ws, vocab, L, D, bits,
+     max_steps) = struct.unpack_from("<BBBBIIIIIIIHHHBB", p)
+    off, strings = 40, []
+    for _ in range(3):
+        n = p[off]
+        strings.append(p[off + 1:off + 1 + n].decode("ascii", "replace"))
+        off += 1 + n
+    return Info(BLOB_STATUS.get(status, str(status)), UNITS.get(unit, str(unit)), ("mlp", "attention")[mixer] if mixer < 2 else str(mixer),
+                layers, core_hz, counter_hz, blob_size, blob_crc, region, arena, ws, vocab, L, D, bits, max_steps,
+                *strings, tuple(p[off:off + 3]))
+
+
+@dataclass
+class Result:
+    steps_run: int
+    flags: int
+    counter: int
+    counter_unit: str
+    counter_hz: int
+    stack_bytes: int
+    arena_bytes: int
+    flash_bytes: int
+    halt_acc: np.ndarray             # [steps_run] int64
+    per_step: np.ndarray             # [steps_run, L] predictions after every step
+    y: np.ndarray | None = None      # final carries [L, D] int8 (RUN_CARRIES)
+    z: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def prediction(self) -> np.ndarray:
+        return self.per_step[-1]
+
+
+def parse_result(p: bytes, hidden: int) -> Result:
+    steps, flags, L, unit = struct.unpack_from("<BBHB", p)
+    counter_hz, counter, stack, arena, flash = struct.unpack_from("<IQIIQ", p, 8)
+    off = 36
+    halt = np.frombuffer(p, dtype="<i8", count=steps, offset=off).astype(np.int64)
+    off += 8 * steps
+    per_step = np.frombuffer(p, dtype=np.uint8, count=steps * L, offset=off).reshape(steps, L).astype(np.int64)
+    off += steps * L
+    y = z = None
+    if flags & RUN_CARRIES:
+        LD = L * hidden
+        y = np.frombuffer(p, dtype=np.int8, count=LD, offset=off).reshape(L, hidden).copy()
+        z = np.frombuffer(p, dtype=np.int8, count=LD, offset=off + LD).reshape(L, hidden).copy()
+        off += 2 * LD
+    if off != len(p):
+        raise ProtocolError(f"RESULT payload has {len(p)} bytes, its fields {off}")
+    return Result(steps, flags, counter, UNITS.get(unit, str(unit)), counter_hz, stack, arena, flash, halt, per_step, y, z)
+
+
+def parse_error(p: bytes) -> BoardError:
+    return BoardError(p[0], p[1], p[2:].decode("ascii", "replace"))

@@ -1,0 +1,57 @@
+"""From a zoo model and a recipe to a model blob (``harness export``), with a cache.
+
+Compressing (calibration on 128 training-split puzzles) takes seconds; the blob for a given
+checkpoint, recipe and version of the compression/export code is cached under
+``$HARNESS_CACHE/blobs/`` (default ``~/.cache/harness``) so runs and tests reuse it. The golden model
+of an exported blob is ``harness.export.blob.from_blob(blob)``: exactly what the firmware reads.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from ..models.checkpoint import load_checkpoint, resolve
+from . import blob as B
+
+PKG = Path(__file__).resolve().parent.parent
+CODE = ("compress", "golden", "export", "models")
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")) / "blobs"
+
+
+def _key(model: str, recipe) -> str:
+    h = hashlib.sha256()
+    folder = resolve(model)
+    for p in sorted(folder.iterdir()):
+        if p.suffix in (".safetensors", ".json"):
+            h.update(p.name.encode() + p.read_bytes())
+    h.update(repr(sorted(asdict(recipe).items())).encode())
+    for sub in CODE:
+        for p in sorted((PKG / sub).glob("*.py")):
+            h.update(p.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def export_blob(model: str, recipe_name: str, cache: bool = True) -> bytes:
+    """The model blob of ``model`` (zoo name or checkpoint folder) compressed with an integer recipe."""
+    from ..compress.recipes import apply, get_recipe
+    recipe = get_recipe(recipe_name)
+    path = _cache_dir() / f"{_key(model, recipe)}.bin"
+    if cache and path.exists():
+        return path.read_bytes()
+    net, task, _ = load_checkpoint(model)
+    compressed = apply(recipe, net, task)
+    if compressed.int_model is None:
+        raise ValueError(f"recipe {recipe_name!r} is not an integer recipe: only integer models run on the "
+                         "firmware (try int8, int8-pt, int4-naive, int4-pc, qat-int4, or a pruned integer recipe)")
+    data = B.to_blob(compressed.int_model)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return data
