@@ -350,13 +350,15 @@ app.add_typer(firmware_app, name="firmware")
 
 
 @firmware_app.command("build")
-def firmware_build(target: Optional[list[str]] = typer.Option(None, help="Target(s); default: all.")):
+def firmware_build(target: Optional[list[str]] = typer.Option(None, help="Target(s); default: all."),
+                   portable: bool = typer.Option(False, help="The comparison variant with the portable C linear "
+                                                 "kernels (-DTRM_PORTABLE_KERNELS), into build/firmware-portable/.")):
     """Cross-compile the firmware into firmware-bin/<target>/ with a manifest."""
     from .firmware import FirmwareError, build
     from .targets import target_names
     for name in target or target_names():
         try:
-            b = build(_target(name))
+            b = build(_target(name), portable=portable)
         except FirmwareError as e:
             _fail(str(e))
         s = b.manifest["sections"]

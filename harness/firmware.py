@@ -7,6 +7,10 @@ definitions, the memory layout. Outputs in ``firmware-bin/<target>/``: ``firmwar
 symbols and debug info), ``firmware.bin`` (raw image at the flash origin), ``firmware.map`` and
 ``manifest.json`` (sha256 of each, toolchain, flags, source hash, section sizes).
 
+``build(target, portable=True)`` is the comparison variant: the same sources with
+``-DTRM_PORTABLE_KERNELS`` (the linear kernels' portable C instead of their DSP/Helium paths), built
+into ``build/firmware-portable/<target>/`` and never into ``firmware-bin/``.
+
 Reproducible: compiled in a scratch folder with relative object names, ``-ffile-prefix-map`` for
 source paths, no build id, no timestamps: the same sources and toolchain give the same bytes, which
 ``verify`` checks.
@@ -26,6 +30,8 @@ from .targets import Target, load_target, target_names
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
 BIN = REPO / "firmware-bin"
+PORTABLE_BIN = REPO / "build" / "firmware-portable"
+PORTABLE_DEFINE = "-DTRM_PORTABLE_KERNELS"
 CC = "arm-none-eabi-gcc"
 PORT_SOURCES = ("startup.c", "main.c", "counter.c", "stack.c")
 WARN = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wvla", "-Wconversion", "-Wsign-conversion",
@@ -90,17 +96,18 @@ class Build:
     manifest: dict
 
 
-def build(target: Target | str, out: Path | None = None) -> Build:
-    """Build the firmware for one target into ``out`` (default ``firmware-bin/<target>/``)."""
+def build(target: Target | str, out: Path | None = None, portable: bool = False) -> Build:
+    """Build the firmware for one target into ``out`` (default ``firmware-bin/<target>/``, or
+    ``build/firmware-portable/<target>/`` for the ``portable`` comparison variant)."""
     if isinstance(target, str):
         target = load_target(target)
     if (msg := toolchain_missing()):
         raise FirmwareError(msg)
-    out = Path(out) if out else BIN / target.name
+    out = Path(out) if out else (PORTABLE_BIN if portable else BIN) / target.name
     digest = source_hash(target)
     build_id = digest[:16]
     cflags = [*target.cflags, *COMMON, *WARN, f"-ffile-prefix-map={FIRMWARE}=firmware"]
-    defs = defines(target, build_id)
+    defs = defines(target, build_id) + ([PORTABLE_DEFINE] if portable else [])
     ldflags = ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections", "-Wl,--build-id=none",
                "-Wl,-Map=firmware.map", "-T", "link.ld"]
     with tempfile.TemporaryDirectory(prefix="trm-fw-") as tmp:
@@ -136,7 +143,7 @@ def build(target: Target | str, out: Path | None = None) -> Build:
         "build_id": build_id,
         "sections": sizes,
         "files": files,
-        "rebuild": f"harness firmware build --target {target.name}",
+        "rebuild": f"harness firmware build --target {target.name}" + (" --portable" if portable else ""),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Build(target, out, manifest)
@@ -181,6 +188,15 @@ def verify(names: list[str] | None = None) -> list[str]:
                 elif on_disk != want["files"][fname]["sha256"]:
                     problems.append(f"{name}: firmware-bin/{name}/{fname} does not match its manifest")
     return problems
+
+
+def portable_elf(target: str) -> Path:
+    """The portable-kernels variant's ELF for ``target``, built (or rebuilt when the sources changed)
+    into ``build/firmware-portable/<target>/`` on demand."""
+    manifest = PORTABLE_BIN / target / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text())["source_hash"] != source_hash(load_target(target)):
+        build(target, portable=True)
+    return PORTABLE_BIN / target / "firmware.elf"
 
 
 def firmware_elf(target: str) -> Path:

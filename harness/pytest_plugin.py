@@ -18,3 +18,75 @@ def zoo_model():
         return cache[name]
 
     return load
+
+
+# --- boards ------------------------------------------------------------------------------------------
+
+BACKENDS = ("qemu", "host", "renode", "serial")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("harness")
+    group.addoption("--board", default=None,
+                    help="Board backend for device tests: qemu (default when qemu-system-arm is installed), "
+                         "host (the firmware core built natively), renode, serial.")
+    group.addoption("--target", action="append", default=None,
+                    help="Target(s) for device tests (targets/*.toml); default: every target.")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "board: a test that runs the firmware on a board (see --board)")
+    board = config.getoption("--board", default=None)
+    if board is None:
+        return
+    kind = board.split(":", 1)[0]
+    if kind not in BACKENDS:
+        raise pytest.UsageError(f"--board {board!r}: expected one of {', '.join(BACKENDS)}")
+    if kind == "qemu":
+        from harness.boards.qemu import qemu_missing
+        if (msg := qemu_missing()):
+            raise pytest.UsageError(f"--board qemu: {msg}")
+    if kind in ("renode", "serial"):
+        import shutil
+        if kind == "renode" and shutil.which("renode") is None:
+            raise pytest.UsageError("--board renode: `renode` is not on PATH. Install Renode "
+                                    "(https://renode.io, e.g. its Debian package or portable tarball) or use "
+                                    "--board qemu.")
+        raise pytest.UsageError(f"--board {kind}: this backend is not built yet; use --board qemu or --board host")
+
+
+@pytest.fixture(scope="session")
+def board_kind(request) -> str:
+    """The backend device tests run on: --board, else qemu when installed (tests skip otherwise)."""
+    board = request.config.getoption("--board")
+    if board:
+        return board.split(":", 1)[0]
+    from harness.boards.qemu import qemu_missing
+    if qemu_missing():
+        pytest.skip("no board: qemu-system-arm is not installed and --board was not given")
+    return "qemu"
+
+
+@pytest.fixture(scope="session")
+def board_targets(request) -> list[str]:
+    from harness.targets import target_names
+    return request.config.getoption("--target") or target_names()
+
+
+@pytest.fixture(scope="session")
+def open_board(board_kind):
+    """``with open_board(target, blob) as board:`` a started board of the selected backend."""
+    from harness.targets import load_target
+
+    def make(target: str, blob: bytes | None, **kw):
+        t = load_target(target)
+        if board_kind == "qemu":
+            from harness.boards.qemu import QemuBoard
+            from harness.firmware import BIN
+            if not (BIN / target / "firmware.elf").exists():
+                pytest.fail(f"no prebuilt firmware for {target}: run `harness firmware build --target {target}`")
+            return QemuBoard(t, blob, **kw)
+        from harness.boards.host import HostBoard
+        return HostBoard(t, blob)
+
+    return make

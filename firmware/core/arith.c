@@ -5,7 +5,13 @@ extern inline int32_t trm_clamp(int64_t v, int32_t lo, int32_t hi);
 extern inline int32_t trm_sat8(int64_t v);
 extern inline int32_t trm_sat16(int64_t v);
 extern inline int64_t trm_round_shift(int64_t v, int n);
+extern inline int32_t trm_round_shift_high(int32_t acc, int32_t M, int32_t n);
 extern inline int32_t trm_requantize(int32_t acc, int32_t M, int32_t n, int32_t lo, int32_t hi);
+
+int32_t trm_requantize_wide(int32_t acc, int32_t M, int32_t n, int32_t lo, int32_t hi)
+{
+    return trm_clamp(trm_round_shift((int64_t)acc * M, (int)n), lo, hi);
+}
 
 int trm_bit_length_u64(uint64_t v)
 {

@@ -44,11 +44,26 @@ inline int64_t trm_round_shift(int64_t v, int n)
     return (v + ((int64_t)1 << (n - 1))) >> n;
 }
 
+/* requantize for any n in [1, 62], with the 64-bit rounding shift (arith.c). */
+int32_t trm_requantize_wide(int32_t acc, int32_t M, int32_t n, int32_t lo, int32_t hi);
+
+/* round_shift(acc * M, n) for n > 32 (the usual case), from the product's high word h = floor(acc * M
+ * / 2^32) alone, without a 64-bit addition and variable 64-bit shifts on 32-bit cores:
+ * round_shift(v, n) = (floor(v / 2^(n-1)) + 1) >> 1, and floor(v / 2^(n-1)) = h >> (n - 33) (floors of
+ * floors; |h| < 2^30, so h + 1 cannot overflow). */
+inline int32_t trm_round_shift_high(int32_t acc, int32_t M, int32_t n)
+{
+    return (((int32_t)(((int64_t)acc * M) >> 32) >> (n - 33)) + 1) >> 1;
+}
+
 /* requantize(acc, M, n) = clamp(round_shift(acc * M, n), lo, hi) with the product in int64.
- * |acc| < 2^31 and 0 <= M < 2^31, so |acc * M| < 2^62. */
+ * |acc| < 2^31 and 0 <= M < 2^31, so |acc * M| < 2^62. Shifts up to 32 take the out-of-line general
+ * form, which keeps this one short where it is inlined. */
 inline int32_t trm_requantize(int32_t acc, int32_t M, int32_t n, int32_t lo, int32_t hi)
 {
-    return trm_clamp(trm_round_shift((int64_t)acc * M, (int)n), lo, hi);
+    if (n > 32)
+        return trm_clamp(trm_round_shift_high(acc, M, n), lo, hi);
+    return trm_requantize_wide(acc, M, n, lo, hi);
 }
 
 /* Number of bits of v (position of the highest set bit plus one; 0 for 0). */

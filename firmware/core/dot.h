@@ -1,5 +1,6 @@
 /* Internal: integer dot products of an int8 vector with one weight row (int32 accumulators: the
- * contract bounds |sum| below 2^26 for K <= 4096; K <= 65535 still stays below 2^31). */
+ * contract bounds |sum| below 2^26 for K <= 4096; K <= 65535 still stays below 2^31), the stores of
+ * requantized rows, and the helpers of the linear kernels' Helium and DSP paths. */
 #ifndef TRM_DOT_H
 #define TRM_DOT_H
 
@@ -43,5 +44,201 @@ static inline void trm_store_row(trm_out out, int o, int32_t acc, const int32_t 
     else
         out.s8[o] = (int8_t)trm_requantize(acc, mn[2 * o], mn[2 * o + 1], TRM_INT8_MIN, TRM_INT8_MAX);
 }
+
+/* Rows o .. o + n - 1 from their accumulators acc[0..n). */
+static inline void trm_store_rows(trm_out out, int o, const int32_t *acc, int n, const int32_t *mn)
+{
+    for (int j = 0; j < n; ++j)
+        trm_store_row(out, o + j, acc[j], mn);
+}
+
+#if TRM_LINEAR_PATH == TRM_LINEAR_MVE
+#include <arm_mve.h>
+#include <string.h>
+
+/* (a0, a1, a2, a3) as one vector, straight from the core registers. */
+static inline int32x4_t trm_lanes4(int32_t a0, int32_t a1, int32_t a2, int32_t a3)
+{
+    int32x4_t v;
+    __asm("vmov %q[v][2], %q[v][0], %[a0], %[a2]\n\t"
+          "vmov %q[v][3], %q[v][1], %[a1], %[a3]"
+          : [v] "=w"(v)
+          : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3));
+    return v;
+}
+
+/* Rows o .. o + 3 from their accumulators at once: per lane trm_round_shift_high, VMULH giving the
+ * product's high word and VRSHL by 32 - n the rounding shift (h + 2^(n-33)) >> (n - 32); rows with
+ * n <= 32 (rare) are then stored again by trm_store_row. */
+static inline void trm_store_rows4(trm_out out, int o, int32x4_t acc, const int32_t *mn)
+{
+    const int32x4x2_t p = vld2q_s32(mn + 2 * o); /* M, n of the 4 rows */
+    const int32x4_t v = vrshlq_s32(vmulhq_s32(acc, p.val[0]), vsubq_s32(vdupq_n_s32(32), p.val[1]));
+    if (out.s16)
+        vstrhq_s32(out.s16 + o, vmaxq_s32(vminq_s32(v, vdupq_n_s32(TRM_INT16_MAX)), vdupq_n_s32(TRM_INT16_MIN)));
+    else
+        vstrbq_s32(out.s8 + o, vmaxq_s32(vminq_s32(v, vdupq_n_s32(TRM_INT8_MAX)), vdupq_n_s32(TRM_INT8_MIN)));
+    if (vcmpleq_n_s32(p.val[1], 32) != 0) {
+        int32_t a[4];
+        vst1q_s32(a, acc);
+        for (int j = 0; j < 4; ++j)
+            if (mn[2 * (o + j) + 1] <= 32)
+                trm_store_row(out, o + j, a[j], mn);
+    }
+}
+#endif
+
+#if TRM_LINEAR_PATH == TRM_LINEAR_DSP
+/* ---- helpers of the DSP paths (Cortex-M4/M7: SMLAD does two 16x16 MACs, SXTB16 sign-extends bytes
+ * 0 and 2 of a word to two int16 lanes) ------------------------------------------------------------- */
+#include <arm_acle.h>
+
+/* The widest rows the DSP paths take; wider matrices use the portable path. The input vector is
+ * arranged once per call into int16 lane pairs on the stack (2 bytes per column: 512 bytes; the zoo's
+ * widest rows have 128 columns), and the int4 path accumulates 4096 x the sum, exact while
+ * |sum| <= 8 * 128 * K stays below 2^19, i.e. for K < 512. */
+#define TRM_DSP_MAX_COLS 256
+/* Below this many columns (or with a single row) the portable loop is about as fast. */
+#define TRM_DSP_MIN_COLS 16
+#define TRM_DSP_X_WORDS ((TRM_DSP_MAX_COLS + 7) / 8 * 4)
+/* Rows per block: accumulators of rows the loop does not requantize itself wait in a stack array. */
+#define TRM_DSP_BLOCK 32
+
+/* The DSP paths' assembly loop over pairs of rows (linear_s8.c, linear_s4.c), TRM_DSP_PAIRS: for each
+ * pair (p0, p1 = p0 + stride) the accumulators start at 0, 32 columns per iteration (STEPS) until xp
+ * reaches xe, then a group of columns at a time (GROUP) until st->xg, then TAIL; then each row is requantized
+ * and stored at st->y (int8): when its shift n >= FAST_N, as trm_round_shift_high and SSAT (the
+ * accumulator may be 4096 x the sum: FAST_N = 21 then, the shifts 12 less); otherwise (rare, or every
+ * row when st->mn points at zeros) its accumulator goes to st->acc[row in the block] and the row to
+ * st->rows, C finishing those rows. p0 moves to p1's end + skip; the loop ends when st->y
+ * reaches st->y_end. The state that does not fit the 14 registers lives here, read at these offsets. */
+typedef struct {
+    const int32_t *mn;      /* 0: (M, n) of the pair's first row (advanced by the loop) */
+    int8_t *y;              /* 4: its output (advanced) */
+    uint32_t stride;        /* 8: bytes from a pair's first row to its second */
+    uint32_t skip;          /* 12: bytes from where the second row's words end to the next pair */
+    const uint32_t *xs;     /* 16: the arranged x */
+    const uint32_t *xg;     /* 20: end of the arranged x the loop uses */
+    int32_t zero[2];        /* 24: loaded to clear both accumulators */
+    const int8_t *y_end;    /* 32: the loop ends when y reaches this */
+    const int8_t *y_block;  /* 36: y of the block's first row */
+    int32_t left;           /* 40: how many rows were left to C */
+    const uint32_t *xe;     /* 44: end of the 32-column steps in the arranged x (C only) */
+    int variant;            /* 48: which assembly the kernel runs (C only) */
+    int32_t acc[TRM_DSP_BLOCK];  /* 52: accumulators of the rows left to C, by row in the block */
+    int32_t rows[TRM_DSP_BLOCK]; /* 180: those rows (in the block), in order */
+} trm_dsp_pairs;
+_Static_assert(TRM_DSP_BLOCK == 32 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs) == 308,
+               "trm_dsp_pairs offsets are fixed");
+
+/* Requantize the accumulator in register A of the row whose (M, n) is at w0 and output at w1 (both
+ * advanced); labels SLOW (forward) and BACK. Scratch: xa, xb, t, xp. */
+#define TRM_DSP_ROW(A, FAST_N, SLOW, BACK)                                                                \
+    "ldrd %[xa], %[xb], [%[w0]], #8\n\t"                                                                  \
+    "subs %[xb], %[xb], #" #FAST_N "\n\t"                                                                 \
+    "bmi " #SLOW "f\n\t"                                                                                  \
+    "smull %[t], %[" A "], %[" A "], %[xa]\n\t"                                                           \
+    "asr %[" A "], %[" A "], %[xb]\n\t"                                                                   \
+    "add %[" A "], %[" A "], #1\n\t"                                                                      \
+    "ssat %[" A "], #8, %[" A "], asr #1\n" #BACK ":\n\t"                                                \
+    "strb %[" A "], [%[w1]], #1\n\t"
+#define TRM_DSP_ROW_SLOW(A, SLOW, BACK)                                                                   \
+    #SLOW ":\n\t"                                                                                         \
+    "ldr %[t], [%[st], #36]\n\t"                                                                          \
+    "sub %[t], %[w1], %[t]\n\t"                                                                           \
+    "add %[xp], %[st], %[t], lsl #2\n\t"                                                                  \
+    "str %[" A "], [%[xp], #52]\n\t"                                                                      \
+    "ldr %[xa], [%[st], #40]\n\t"                                                                         \
+    "add %[xp], %[st], %[xa], lsl #2\n\t"                                                                 \
+    "str %[t], [%[xp], #180]\n\t"                                                                         \
+    "add %[xa], %[xa], #1\n\t"                                                                            \
+    "str %[xa], [%[st], #40]\n\t"                                                                         \
+    "b " #BACK "b\n"
+#define TRM_DSP_PAIRS(STEPS, GROUP, TAIL, FAST_N)                                                         \
+    "0:\n\t"                                                                                               \
+    "ldrd %[a0], %[a1], [%[st], #24]\n\t"                                                                  \
+    "ldr %[xp], [%[st], #16]\n\t"                                                                          \
+    "cmp %[xp], %[xe]\n\t"                                                                                 \
+    "beq 2f\n"                                                                                             \
+    "1:\n\t" STEPS "cmp %[xp], %[xe]\n\t"                                                                  \
+    "bne 1b\n"                                                                                             \
+    "2:\n\t"                                                                                               \
+    "ldr %[t], [%[st], #20]\n\t"                                                                           \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "beq 4f\n"                                                                                             \
+    "3:\n\t" GROUP "ldr %[t], [%[st], #20]\n\t"                                                            \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "bne 3b\n"                                                                                             \
+    "4:\n\t" TAIL                                                                                          \
+    "ldrd %[w0], %[w1], [%[st]]\n\t" TRM_DSP_ROW("a0", FAST_N, 5, 6) TRM_DSP_ROW("a1", FAST_N, 7, 8)        \
+    "strd %[w0], %[w1], [%[st]]\n\t"                                                                       \
+    "ldrd %[a0], %[a1], [%[st], #8]\n\t"                                                                   \
+    "add %[p0], %[p1], %[a1]\n\t"                                                                          \
+    "add %[p1], %[p0], %[a0]\n\t"                                                                          \
+    "ldr %[t], [%[st], #32]\n\t"                                                                           \
+    "cmp %[w1], %[t]\n\t"                                                                                  \
+    "bne 0b\n\t"                                                                                           \
+    "b 9f\n" TRM_DSP_ROW_SLOW("a0", 5, 6) TRM_DSP_ROW_SLOW("a1", 7, 8) "9:"
+
+/* (M, n) = (0, 0) for a block: every row left to C (linear.c). */
+extern const int32_t trm_dsp_no_mn[2 * TRM_DSP_BLOCK];
+
+/* The loop over pairs for a block of rows, the first at p0; returns where the next pair starts. */
+typedef const uint8_t *(*trm_dsp_pairs_fn)(const uint8_t *p0, trm_dsp_pairs *st);
+/* The final accumulator of row r from the loop's: the columns the loop does not cover added. */
+typedef int32_t (*trm_dsp_finish_fn)(const trm_mat *W, const int8_t *x, int r, int32_t acc);
+
+/* All rows of W (rows >= 2) through `pairs`, in blocks of whole pairs; an odd last row is computed
+ * with the row before it, which is computed and stored twice. `covered`: the loop covers every column
+ * (else each row is finished in C); int16 outputs are requantized in C too. */
+static inline void trm_dsp_rows(const trm_mat *W, const int8_t *x, trm_out out, trm_dsp_pairs *st,
+                                trm_dsp_pairs_fn pairs, trm_dsp_finish_fn finish, int covered)
+{
+    int8_t scratch[TRM_DSP_BLOCK];
+    const int rows = W->rows, fused = covered && out.s8;
+    const size_t row_bytes = trm_mat_row_bytes(W);
+    const uint8_t *p0 = (const uint8_t *)W->w;
+    for (int o = 0; o < rows;) {
+        int n = rows - o < TRM_DSP_BLOCK ? rows - o : TRM_DSP_BLOCK;
+        if (n == 1) { /* the odd last row, with the one before */
+            --o;
+            p0 -= row_bytes;
+            n = 2;
+        }
+        n &= ~1;
+        int8_t *y = fused ? out.s8 + o : scratch;
+        st->mn = fused ? W->mn + 2 * o : trm_dsp_no_mn;
+        st->y = y;
+        st->y_block = y;
+        st->y_end = y + n;
+        st->left = 0;
+        p0 = pairs(p0, st);
+        for (int k = 0; k < st->left; ++k) {
+            const int j = st->rows[k];
+            trm_store_row(out, o + j, finish(W, x, o + j, st->acc[j]), W->mn);
+        }
+        o += n;
+    }
+}
+
+static inline uint32_t trm_load32(const void *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, sizeof v); /* one LDR (unaligned words are fine on Armv7-M), also freestanding */
+    return v;
+}
+
+/* SXTB16: bytes 0 and 2 of a word sign-extended to two int16 lanes. */
+static inline uint32_t trm_sxtb16(uint32_t v) { return (uint32_t)__sxtb16((int32_t)v); }
+
+/* SXTB16 of bytes 1 and 3 (the rotation is part of the instruction). */
+static inline uint32_t trm_sxtb16_ror8(uint32_t v)
+{
+    uint32_t r;
+    __asm("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+#endif
 
 #endif /* TRM_DOT_H */

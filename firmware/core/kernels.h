@@ -70,6 +70,23 @@ typedef struct {
 
 /* ---- linear layers (linear_s8.c, linear_s4.c, linear.c) ------------------------------------- */
 
+/* The implementation the linear kernels are compiled with, chosen here once from the architecture
+ * macros (BENCH reports it): Helium (MVE) on Armv8.1-M, the DSP extension (SMLAD, SXTB16) on
+ * Cortex-M4/M7, the portable C elsewhere or when TRM_PORTABLE_KERNELS is defined (for comparisons).
+ * Every path computes the same bits. */
+#define TRM_LINEAR_PORTABLE 0
+#define TRM_LINEAR_DSP 1
+#define TRM_LINEAR_MVE 2
+#if defined(TRM_PORTABLE_KERNELS)
+#define TRM_LINEAR_PATH TRM_LINEAR_PORTABLE
+#elif defined(__ARM_FEATURE_MVE)
+#define TRM_LINEAR_PATH TRM_LINEAR_MVE
+#elif defined(__ARM_FEATURE_DSP)
+#define TRM_LINEAR_PATH TRM_LINEAR_DSP
+#else
+#define TRM_LINEAR_PATH TRM_LINEAR_PORTABLE
+#endif
+
 /* Where a linear layer writes: int8 activations (s8), or int16 logits of the output head (s16).
  * Exactly one of the two is set. */
 typedef struct {

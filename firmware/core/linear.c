@@ -1,5 +1,10 @@
 /* Linear layer dispatch on the weight width. */
+#include "dot.h"
 #include "kernels.h"
+
+#if TRM_LINEAR_PATH == TRM_LINEAR_DSP
+const int32_t trm_dsp_no_mn[2 * TRM_DSP_BLOCK] = {0};
+#endif
 
 trm_status trm_linear(const trm_mat *W, const int8_t *x, int8_t *out)
 {

@@ -1,16 +1,191 @@
 /* Linear layer with packed int4 weights (low nibble first): int32 accumulation, per-row
- * requantization. */
+ * requantization.
+ *
+ * Three paths computing the same bits (TRM_LINEAR_PATH, kernels.h). The SIMD paths multiply nibbles
+ * left in place, scaled by a power of two, and shift the exact sum back at the end:
+ *   Helium (Cortex-M55): 4 rows per pass, 32 columns per step. VLD2 splits x into even and odd
+ *     columns; of 16 weight bytes, VSHL #4 gives 16 x the low nibbles and VAND 0xF0 16 x the high ones
+ *     as int8 lanes, each multiplied by its half of x with one VMLADAVA. The last K % 32 columns use a
+ *     zero-padded copy of x and predicated weight loads; the 4 rows are requantized together.
+ *   DSP (Cortex-M4/M7): x is arranged once per call, per 8 columns, into int16 pairs (x0, x4), (x1, x5),
+ *     (x2, x6), (x3, x7); of a weight word, AND 0xF000F000 of the word shifted left by 12, 8, 4 and 0
+ *     puts nibbles (e0, e4), (e1, e5), (e2, e6), (e3, e7) at the top of the two int16 lanes: 4096 x
+ *     their values, 1 AND + 1 SMLAD per 2 MACs. Two rows per pass; the loop over the pairs and the
+ *     int8 requantization run in the assembly (dot.h, TRM_DSP_PAIRS), a last half group of 4 columns
+ *     from halfwords; the last K % 4 columns, int16 outputs and rare shifts are finished in C.
+ *   portable C: one row at a time. */
 #include "dot.h"
 #include "kernels.h"
+
+#if TRM_LINEAR_PATH == TRM_LINEAR_MVE
+
+/* Lane j: sum_k x[k] * W_j[k] for 4 packed rows r0..r3; xt: the last K % 32 columns of x, zero-padded
+ * to 32. The last columns' weight bytes are loaded under a VCTP predicate (nothing read past a row);
+ * lanes past them multiply xt's zeros. */
+static int32x4_t dot4_s4_mve(const uint8_t *r0, const uint8_t *r1, const uint8_t *r2, const uint8_t *r3,
+                             const int8_t *x, const int8_t *xt, int K)
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#define S4_ROW(LOAD, r, a)                                                                                \
+    LOAD " q2, [%[" r "]], #16\n\t"                                                                       \
+    "vshl.i8 q3, q2, #4\n\t"                                                                             \
+    "vand q2, q2, q4\n\t"                                                                                \
+    "vmladava.s8 %[" a "], q0, q3\n\t"                                                                   \
+    "vmladava.s8 %[" a "], q1, q2\n\t"
+#define S4_ROWS(LOAD) S4_ROW(LOAD, "r0", "a0") S4_ROW(LOAD, "r1", "a1") S4_ROW(LOAD, "r2", "a2") S4_ROW(LOAD, "r3", "a3")
+    __asm("vmov.i8 q4, #0xf0\n\t"
+          "wls lr, %[steps], 2f\n"
+          "1:\n\t"
+          "vld20.8 {q0, q1}, [%[x]]\n\t"
+          "vld21.8 {q0, q1}, [%[x]]!\n\t" S4_ROWS("vldrb.8") "le lr, 1b\n"
+          "2:\n\t"
+          "cmp %[tail], #0\n\t"
+          "beq 3f\n\t"
+          "vld20.8 {q0, q1}, [%[xt]]\n\t"
+          "vld21.8 {q0, q1}, [%[xt]]\n\t"
+          "vctp.8 %[tail]\n\t" S4_ROWS("vpst\n\tvldrbt.8") "3:"
+          : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [x] "+r"(x), [r0] "+r"(r0),
+            [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3)
+          : [steps] "r"(K / 32), [xt] "r"(xt), [tail] "r"(((K & 31) + 1) / 2)
+          : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
+#undef S4_ROWS
+#undef S4_ROW
+    return vshrq_n_s32(trm_lanes4(a0, a1, a2, a3), 4);
+}
+
+static void linear_s4_mve(const trm_mat *W, const int8_t *x, trm_out out)
+{
+    const uint8_t *r = (const uint8_t *)W->w;
+    const int K = W->cols, rows = W->rows;
+    const size_t stride = trm_mat_row_bytes(W);
+    int8_t xt[32] = {0};
+    memcpy(xt, x + (K & ~31), (size_t)(K & 31));
+    int o = 0;
+    for (; o + 4 <= rows; o += 4, r += 4 * stride)
+        trm_store_rows4(out, o, dot4_s4_mve(r, r + stride, r + 2 * stride, r + 3 * stride, x, xt, K), W->mn);
+    if (o < rows) { /* the last 1..3 rows, the last one repeated */
+        const size_t last = (size_t)(rows - 1 - o);
+        int32_t acc[4];
+        vst1q_s32(acc, dot4_s4_mve(r, r + (last < 1 ? last : 1) * stride, r + (last < 2 ? last : 2) * stride,
+                                   r + last * stride, x, xt, K));
+        trm_store_rows(out, o, acc, rows - o, W->mn);
+    }
+}
+
+#elif TRM_LINEAR_PATH == TRM_LINEAR_DSP
+
+/* Group c of 8 columns -> xs[4c + j] = (x[8c + j], x[8c + j + 4]), j < 4; a last half group of 4
+ * columns -> (x[8c + j], 0). Columns past those are not arranged. */
+static void arrange_s4(const int8_t *x, int K, uint32_t *xs)
+{
+    int k = 0;
+    for (; k + 8 <= K; k += 8, xs += 4) {
+        const uint32_t v0 = trm_load32(x + k), v1 = trm_load32(x + k + 4);
+        const uint32_t e0 = trm_sxtb16(v0), o0 = trm_sxtb16_ror8(v0); /* (x0, x2), (x1, x3) */
+        const uint32_t e1 = trm_sxtb16(v1), o1 = trm_sxtb16_ror8(v1); /* (x4, x6), (x5, x7) */
+        xs[0] = (e0 & 0xFFFFu) | e1 << 16;
+        xs[1] = (o0 & 0xFFFFu) | o1 << 16;
+        xs[2] = e0 >> 16 | (e1 & 0xFFFF0000u);
+        xs[3] = o0 >> 16 | (o1 & 0xFFFF0000u);
+    }
+    if (k + 4 <= K)
+        for (int j = 0; j < 4; ++j)
+            xs[j] = (uint32_t)x[k + j] & 0xFFFFu;
+}
+
+/* 8 columns of the pair from its weight words w0, w1 and 4 words of arranged x; m = 0xF000F000. */
+#define S4_MACS                                                                                           \
+    "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                                  \
+    "and %[t], %[m], %[w0], lsl #12\n\t"                                                                  \
+    "smlad %[a0], %[t], %[xa], %[a0]\n\t"                                                                 \
+    "and %[t], %[m], %[w1], lsl #12\n\t"                                                                  \
+    "smlad %[a1], %[t], %[xa], %[a1]\n\t"                                                                 \
+    "and %[t], %[m], %[w0], lsl #8\n\t"                                                                   \
+    "smlad %[a0], %[t], %[xb], %[a0]\n\t"                                                                 \
+    "and %[t], %[m], %[w1], lsl #8\n\t"                                                                   \
+    "smlad %[a1], %[t], %[xb], %[a1]\n\t"                                                                 \
+    "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                                  \
+    "and %[t], %[m], %[w0], lsl #4\n\t"                                                                   \
+    "smlad %[a0], %[t], %[xa], %[a0]\n\t"                                                                 \
+    "and %[t], %[m], %[w1], lsl #4\n\t"                                                                   \
+    "smlad %[a1], %[t], %[xa], %[a1]\n\t"                                                                 \
+    "and %[t], %[m], %[w0]\n\t"                                                                           \
+    "smlad %[a0], %[t], %[xb], %[a0]\n\t"                                                                 \
+    "and %[t], %[m], %[w1]\n\t"                                                                           \
+    "smlad %[a1], %[t], %[xb], %[a1]\n\t"
+/* A group of 8 columns: a word of each row. */
+#define S4_STEP "ldr %[w0], [%[p0]], #4\n\tldr %[w1], [%[p1]], #4\n\t" S4_MACS
+/* A last half group of 4 columns: a halfword of each row (the upper nibbles read as 0). */
+#define S4_HALF "ldrh %[w0], [%[p0]], #2\n\tldrh %[w1], [%[p1]], #2\n\t" S4_MACS
+#define S4_PAIRS(TAIL)                                                                                    \
+    __asm volatile(TRM_DSP_PAIRS(S4_STEP S4_STEP S4_STEP S4_STEP, S4_STEP, TAIL, 21)                      \
+                   : [p0] "+r"(p0), [p1] "+r"(p1), [a0] "=&r"(a0), [a1] "=&r"(a1), [xp] "=&r"(xp),        \
+                     [w0] "=&r"(w0), [w1] "=&r"(w1), [xa] "=&r"(xa), [xb] "=&r"(xb), [t] "=&r"(t)         \
+                   : [st] "r"(st), [xe] "r"(xe), [m] "r"(0xF000F000u)                                     \
+                   : "cc", "memory")
+
+/* The pairs of rows of a block over the whole groups of 4 columns (dot.h, TRM_DSP_PAIRS: the
+ * accumulators are 4096 x the sums, hence FAST_N = 21), the first row at p0; returns where the next
+ * pair starts. */
+static const uint8_t *pairs_s4(const uint8_t *p0, trm_dsp_pairs *st)
+{
+    const uint8_t *p1 = p0 + st->stride;
+    const uint32_t *xp, *const xe = st->xe;
+    int32_t a0, a1;
+    uint32_t w0, w1, xa, xb, t;
+    if (st->variant) /* K % 8 >= 4 */
+        S4_PAIRS(S4_HALF);
+    else
+        S4_PAIRS("");
+    (void)p1, (void)xp, (void)a0, (void)a1, (void)w0, (void)w1, (void)xa, (void)xb, (void)t;
+    return p0;
+}
+
+/* The sum from the loop's 4096-scaled accumulator (exact: 4096 x |sum| < 2^31, TRM_DSP_MAX_COLS), the
+ * last K % 4 columns added. */
+static int32_t finish_s4(const trm_mat *W, const int8_t *x, int r, int32_t acc)
+{
+    const int K = W->cols, K4 = K & ~3;
+    return (acc >> 12) + trm_dot_s4(x + K4, (const uint8_t *)W->w + (size_t)r * trm_mat_row_bytes(W) + K4 / 2, K - K4);
+}
+
+static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out)
+{
+    uint32_t xs[TRM_DSP_X_WORDS];
+    const int K = W->cols, K4 = K & ~3, K8 = K & ~7;
+    const uint32_t stride = (uint32_t)trm_mat_row_bytes(W);
+    arrange_s4(x, K, xs);
+    trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
+    st.stride = stride;
+    st.skip = stride - (uint32_t)K4 / 2u;
+    st.xs = xs;
+    st.xg = xs + K8 / 2;
+    st.zero[0] = st.zero[1] = 0;
+    st.xe = xs + 16 * (K / 32);
+    st.variant = K4 != K8;
+    trm_dsp_rows(W, x, out, &st, pairs_s4, finish_s4, K4 == K);
+}
+
+#endif
 
 trm_status trm_linear_s4(const trm_mat *W, const int8_t *x, trm_out out)
 {
     if (!W || !x || !out.s8 == !out.s16 || W->bits != 4 || !W->w || !W->mn)
         return TRM_ERR_ARG;
+#if TRM_LINEAR_PATH == TRM_LINEAR_MVE
+    linear_s4_mve(W, x, out);
+#else
+#if TRM_LINEAR_PATH == TRM_LINEAR_DSP
+    if (W->cols >= TRM_DSP_MIN_COLS && W->cols <= TRM_DSP_MAX_COLS && W->rows >= 2) {
+        linear_s4_dsp(W, x, out);
+        return TRM_OK;
+    }
+#endif
     const uint8_t *row = (const uint8_t *)W->w;
     const int K = W->cols;
     const size_t stride = trm_mat_row_bytes(W);
     for (int o = 0; o < W->rows; ++o, row += stride)
         trm_store_row(out, o, trm_dot_s4(x, row, K), W->mn);
+#endif
     return TRM_OK;
 }

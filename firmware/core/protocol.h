@@ -19,9 +19,11 @@ enum {
     TRM_CMD_INFO = 0x02,      /* empty -> INFO */
     TRM_CMD_RUN = 0x03,       /* puzzle + depth -> RESULT */
     TRM_CMD_RELOAD = 0x04,    /* re-validate the blob in place (after the host rewrote it) -> INFO */
+    TRM_CMD_BENCH = 0x05,     /* time trm_linear on a generated matrix -> BENCH_RESULT (no blob needed) */
     TRM_RSP_PONG = 0x81,
     TRM_RSP_INFO = 0x82,
     TRM_RSP_RESULT = 0x83,
+    TRM_RSP_BENCH = 0x85,
     TRM_RSP_ERROR = 0xFF      /* code u8 | detail u8 | message (ASCII, no terminator) */
 };
 

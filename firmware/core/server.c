@@ -7,6 +7,8 @@
 
 /* Offsets in the RESULT payload. */
 enum { RESULT_FIXED = 36, INFO_FIXED = 40 };
+/* BENCH: request rows u16 | cols u16 | bits u8 | reps u16; the BENCH_RESULT payload size. */
+enum { BENCH_REQUEST = 7, BENCH_FIXED = 28 };
 
 void trm_server_init(trm_server *s, const trm_port *port, const uint8_t *blob, size_t blob_region,
                      uint8_t *arena, size_t arena_size)
@@ -135,7 +137,9 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     }
 
     uint8_t *p = rsp + TRM_FRAME_HEADER;
-    int64_t halt_acc[TRM_MAX_STEPS];
+    /* the halting accumulators go straight to their place in the response (rsp + 40: 8-byte aligned,
+     * and little-endian like the wire), not to the stack, whose high-water mark the run reports */
+    int64_t *halt_acc = (int64_t *)(void *)(p + RESULT_FIXED);
     trm_workspace ws = {s->arena, ws_bytes};
     trm_result r = {p + RESULT_FIXED + 8u * (size_t)steps, halt_acc, NULL, 0, 0};
     const trm_port *port = s->port;
@@ -160,9 +164,7 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     trm_put32(p + 20, stack);
     trm_put32(p + 24, (uint32_t)used);
     trm_put64(p + 28, r.flash_bytes);
-    /* halt accumulators, then the predictions (already in place for all `steps`), compacted */
-    for (int k = 0; k < r.steps_run; ++k)
-        trm_put64(p + RESULT_FIXED + 8u * (size_t)k, (uint64_t)halt_acc[k]);
+    /* halt accumulators are in place; the predictions (placed for all `steps`) are compacted */
     size_t off = RESULT_FIXED + 8u * (size_t)r.steps_run;
     memmove(p + off, r.pred, (size_t)r.steps_run * L);
     off += (size_t)r.steps_run * L;
@@ -172,6 +174,81 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
         off += 2u * LD;
     }
     return finish(rsp, TRM_RSP_RESULT, seq, off);
+}
+
+/* The BENCH pattern (docs/protocol.md, BENCH): xorshift32 from a fixed seed, drawn in this order:
+ * per row M (in [2^30, 2^31)) and n (in [32, 47]: in-range and saturated outputs; n = 32, the general
+ * 64-bit requantization, on one row in 16, where exported models have n <= 32 on about 1% of rows),
+ * then the weights row by row (int8 in [-127, 127]; int4 nibbles in [-7, 7], a zero pad nibble on odd
+ * rows), then x (int8 in [-128, 127]). harness/boards/protocol.py repeats it. */
+static uint32_t bench_next(uint32_t *r)
+{
+    uint32_t v = *r;
+    v ^= v << 13;
+    v ^= v >> 17;
+    v ^= v << 5;
+    return *r = v;
+}
+
+static size_t bench(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uint8_t *rsp, size_t cap)
+{
+    if (n != BENCH_REQUEST)
+        return error_frame(seq, TRM_PERR_ARGS, 0, "BENCH needs rows u16, cols u16, bits u8, reps u16", rsp, cap);
+    const uint32_t rows = trm_get16(req), cols = trm_get16(req + 2), reps = trm_get16(req + 5);
+    const uint8_t bits = req[4];
+    if (rows < 1 || cols < 1 || reps < 1 || (bits != 4 && bits != 8))
+        return error_frame(seq, TRM_PERR_ARGS, bits, "BENCH: rows, cols, reps >= 1 and bits 4 or 8", rsp, cap);
+    const size_t row_bytes = bits == 4 ? (cols + 1u) / 2u : cols;
+    const size_t mn_bytes = 8u * rows, w_bytes = (row_bytes * rows + 7u) & ~(size_t)7u;
+    if (mn_bytes + w_bytes + cols + rows > s->arena_size)
+        return error_frame(seq, TRM_PERR_ARGS, 0, "BENCH matrix does not fit the arena", rsp, cap);
+    /* arena: mn, weights, x, out (mn first: the arena is 8-byte aligned) */
+    int32_t *mn = (int32_t *)(void *)s->arena;
+    uint8_t *w = s->arena + mn_bytes;
+    int8_t *x = (int8_t *)(w + w_bytes);
+    int8_t *out = x + cols;
+    uint32_t r = 0x2545F491u;
+    for (uint32_t o = 0; o < rows; ++o) {
+        mn[2 * o] = (int32_t)(0x40000000u | (bench_next(&r) & 0x3FFFFFFFu));
+        mn[2 * o + 1] = (int32_t)(32u + bench_next(&r) % 16u);
+    }
+    for (uint32_t o = 0; o < rows; ++o) {
+        uint8_t *row = w + o * row_bytes;
+        for (uint32_t k = 0; k < cols; ++k) {
+            const uint32_t v = bits == 8 ? bench_next(&r) % 255u : bench_next(&r) % 15u;
+            if (bits == 8)
+                row[k] = (uint8_t)(v + 129u); /* v - 127 in two's complement */
+            else if (k & 1u)
+                row[k / 2] = (uint8_t)(row[k / 2] | ((v + 9u) & 0xFu) << 4);
+            else
+                row[k / 2] = (uint8_t)((v + 9u) & 0xFu); /* v - 7 as a nibble; the pad stays 0 */
+        }
+    }
+    for (uint32_t k = 0; k < cols; ++k)
+        x[k] = (int8_t)((int32_t)(bench_next(&r) >> 24) - 128);
+
+    const trm_mat W = {w, mn, (uint16_t)rows, (uint16_t)cols, bits};
+    const trm_port *port = s->port;
+    trm_status st = TRM_OK;
+    const uint64_t t0 = port->counter ? port->counter() : 0u;
+    for (uint32_t i = 0; i < reps && st == TRM_OK; ++i)
+        st = trm_linear(&W, x, out);
+    const uint64_t t1 = port->counter ? port->counter() : 0u;
+    if (st != TRM_OK)
+        return error_frame(seq, TRM_PERR_RUN, (uint8_t)st, trm_status_name(st), rsp, cap);
+
+    uint8_t *p = rsp + TRM_FRAME_HEADER;
+    memset(p, 0, BENCH_FIXED);
+    trm_put16(p, rows);
+    trm_put16(p + 2, cols);
+    p[4] = bits;
+    p[5] = TRM_LINEAR_PATH;
+    trm_put16(p + 6, reps);
+    p[8] = port->counter_unit;
+    trm_put32(p + 12, port->counter_hz);
+    trm_put64(p + 16, t1 - t0);
+    trm_put32(p + 24, trm_crc32(0, (const uint8_t *)out, rows));
+    return finish(rsp, TRM_RSP_BENCH, seq, BENCH_FIXED);
 }
 
 size_t trm_server_handle(trm_server *s, const uint8_t *frame, size_t len, uint8_t *rsp, size_t cap)
@@ -200,6 +277,8 @@ size_t trm_server_handle(trm_server *s, const uint8_t *frame, size_t len, uint8_
         return info(s, seq, rsp);
     case TRM_CMD_RUN:
         return run(s, seq, payload, n, rsp, cap);
+    case TRM_CMD_BENCH:
+        return bench(s, seq, payload, n, rsp, cap);
     default:
         return error_frame(seq, TRM_PERR_COMMAND, frame[1], "unknown request type", rsp, cap);
     }

@@ -38,7 +38,7 @@ void trm_server_init(trm_server *s, const trm_port *port, const uint8_t *blob, s
                      uint8_t *arena, size_t arena_size);
 
 /* Handle the request frame[0..len) (decoded, CRC included) and write the response frame (CRC
- * included) to rsp[0..cap). Returns the response length; 0 when the request gets no answer (an
+ * included) to rsp[0..cap) (8-byte aligned). Returns the response length; 0 when the request gets no answer (an
  * empty frame: the host's resynchronisation delimiter). cap must be >= 64. */
 size_t trm_server_handle(trm_server *s, const uint8_t *frame, size_t len, uint8_t *rsp, size_t cap);
 

@@ -2,7 +2,7 @@
  *
  * The core is portable C11 for any little-endian two's-complement target with arithmetic right
  * shifts (gcc and arm-none-eabi-gcc on x86-64 and Cortex-M). It uses no dynamic allocation, no
- * floating point and nothing from the C library beyond memcpy/memset and <stdint.h>/<stddef.h>.
+ * floating point and nothing from the C library beyond memcpy/memset/memmove/strlen and <stdint.h>/<stddef.h>.
  */
 #ifndef TRM_COMMON_H
 #define TRM_COMMON_H

@@ -1,8 +1,8 @@
 """The board interface and the protocol session shared by all backends.
 
 A ``Board`` is context-managed: ``start()`` brings it up with a firmware and a blob, ``info()``,
-``run()`` and ``ping()`` talk the protocol, ``close()`` stops it. Every wait has a timeout; what the
-board's process printed goes to a log file per board, named in every error.
+``run()``, ``bench()`` and ``ping()`` talk the protocol, ``close()`` stops it. Every wait has a
+timeout; what the board's process printed goes to a log file per board, named in every error.
 """
 from __future__ import annotations
 
@@ -144,3 +144,11 @@ class Board:
         if kind != P.RESULT:
             raise P.ProtocolError(f"{self.describe()}: expected RESULT, got type {kind:#x}")
         return P.parse_result(body, info.hidden)
+
+    def bench(self, rows: int, cols: int, bits: int, reps: int = 1, timeout: float = 60.0) -> P.Bench:
+        """Time ``reps`` calls of the firmware's trm_linear on a generated [rows, cols] matrix of int8 or
+        int4 weights (no blob needed); see ``protocol.bench_reference`` for the pattern."""
+        kind, body = self.session.request(P.BENCH, P.bench_payload(rows, cols, bits, reps), timeout)
+        if kind != P.BENCH_RSP:
+            raise P.ProtocolError(f"{self.describe()}: expected BENCH_RESULT, got type {kind:#x}")
+        return P.parse_bench(body)

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 VERSION = 1
-PING, INFO, RUN, RELOAD = 0x01, 0x02, 0x03, 0x04
-PONG, INFO_RSP, RESULT, ERROR = 0x81, 0x82, 0x83, 0xFF
+PING, INFO, RUN, RELOAD, BENCH = 0x01, 0x02, 0x03, 0x04, 0x05
+PONG, INFO_RSP, RESULT, BENCH_RSP, ERROR = 0x81, 0x82, 0x83, 0x85, 0xFF
 RUN_HALTING, RUN_CARRIES, RUN_EMBED_RAM = 1, 2, 4
 ERRORS = {1: "COBS", 2: "TRUNCATED", 3: "CRC", 4: "VERSION", 5: "OVERSIZE", 6: "COMMAND", 7: "ARGS",
           8: "PUZZLE", 9: "BLOB", 10: "RUN", 11: "RESPONSE", 12: "FAULT"}
 UNITS = {0: "none", 1: "cycles", 2: "systick", 3: "ns"}
+PATHS = {0: "portable", 1: "dsp", 2: "mve"}   # BENCH: the linear kernels' implementation
 BLOB_STATUS = {0: "ok", 1: "BLOB_TRUNCATED", 2: "BLOB_MAGIC", 3: "BLOB_VERSION", 4: "BLOB_TOO_BIG", 5: "BLOB_CRC",
                6: "BLOB_TABLE", 7: "BLOB_MISSING", 8: "BLOB_SHAPE", 9: "TRM_ERR_ARG", 10: "TRM_ERR_WORKSPACE"}
 
@@ -179,3 +180,79 @@ def parse_result(p: bytes, hidden: int) -> Result:
 
 def parse_error(p: bytes) -> BoardError:
     return BoardError(p[0], p[1], p[2:].decode("ascii", "replace"))
+
+
+# --- BENCH: one linear layer on a generated matrix -------------------------------------------------------
+
+def bench_payload(rows: int, cols: int, bits: int, reps: int = 1) -> bytes:
+    return struct.pack("<HHBH", rows, cols, bits, reps)
+
+
+@dataclass
+class Bench:
+    rows: int
+    cols: int
+    bits: int
+    path: str            # "portable", "dsp" or "mve": what the firmware's linear kernels compiled to
+    reps: int
+    counter_unit: str
+    counter_hz: int
+    counter: int         # counter delta over the `reps` calls of trm_linear
+    checksum: int        # CRC-32 of the int8 outputs (the last repetition)
+
+    @property
+    def macs(self) -> int:
+        return self.rows * self.cols * self.reps
+
+    @property
+    def instructions(self) -> float | None:
+        """Instructions over the reps when the counter is SysTick under QEMU -icount shift=0 (1 ns per
+        instruction): ticks x 1e9 / counter_hz. None for other counters."""
+        if self.counter_unit != "systick" or not self.counter_hz:
+            return None
+        return self.counter * 1e9 / self.counter_hz
+
+    @property
+    def instructions_per_mac(self) -> float | None:
+        n = self.instructions
+        return None if n is None else n / self.macs
+
+
+def parse_bench(p: bytes) -> Bench:
+    if len(p) != 28:
+        raise ProtocolError(f"BENCH_RESULT payload has {len(p)} bytes, 28 expected")
+    rows, cols, bits, path, reps, unit = struct.unpack_from("<HHBBHB", p)
+    counter_hz, counter, checksum = struct.unpack_from("<IQI", p, 12)
+    return Bench(rows, cols, bits, PATHS.get(path, str(path)), reps, UNITS.get(unit, str(unit)), counter_hz,
+                 counter, checksum)
+
+
+def bench_reference(rows: int, cols: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The BENCH pattern as the firmware makes it (server.c): (w [rows, cols] values, x [cols], M [rows],
+    n [rows]), all int64, for checking a BENCH checksum against the golden linear layer."""
+    state = 0x2545F491
+
+    def draw(count: int) -> np.ndarray:
+        nonlocal state
+        out = np.empty(count, np.int64)
+        v = state
+        for i in range(count):
+            v ^= (v << 13) & 0xFFFFFFFF
+            v ^= v >> 17
+            v ^= (v << 5) & 0xFFFFFFFF
+            out[i] = v
+        state = v
+        return out
+
+    mn = draw(2 * rows).reshape(rows, 2)
+    M = 0x40000000 | (mn[:, 0] & 0x3FFFFFFF)
+    n = 32 + mn[:, 1] % 16
+    r = draw(rows * cols).reshape(rows, cols)
+    w = r % 255 - 127 if bits == 8 else r % 15 - 7
+    x = (draw(cols) >> 24) - 128
+    return w, x, M, n
+
+
+def bench_checksum(outputs: np.ndarray) -> int:
+    """The BENCH checksum of int8 outputs: CRC-32 of their bytes."""
+    return zlib.crc32(np.asarray(outputs, np.int8).tobytes())

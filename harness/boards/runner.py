@@ -76,7 +76,35 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
         if progress:
             progress(1)
     fig = figures_for(board, rows[0]["counter_unit"] if rows else "")
-    return {"info": info, "rows": rows, "summary": summarize(rows, board.target, fig, len(blob)), "figures": fig}
+    summary = summarize(rows, board.target, fig, len(blob))
+    if rows:
+        summary["memory"] = memory(board, info, rows, len(blob))
+    return {"info": info, "rows": rows, "summary": summary, "figures": fig}
+
+
+def memory(board: Board, info, rows: list[dict], blob_bytes: int) -> dict:
+    """Flash and RAM of this model on this board, against the target's limits.
+
+    RAM of inference = arena bytes used + stack high-water mark (both measured by the firmware on each
+    run); its theoretical minimum = the carries y, z (2 L D) + the input (L) + the largest working
+    buffer (the workspace beyond the carries). Static RAM is what the firmware image reserves (data,
+    bss with its buffers, stack), from the ELF."""
+    t = board.target
+    L, D = info.seq_len, info.hidden
+    carries = 2 * L * D
+    work = info.workspace_bytes - ((carries + 7) // 8 * 8)
+    peak = max(r["arena_bytes"] + r["stack_bytes"] for r in rows)
+    minimum = carries + L + work
+    out = {"ram_inference_peak": peak, "ram_theoretical_min": minimum, "ram_peak_over_min": peak / minimum,
+           "blob_bytes": blob_bytes, "blob_region": t.blob.size, "blob_fits": blob_bytes <= t.blob.size,
+           "ram_limit": t.ram.size}
+    sections = provenance(board, b"").get("firmware_sections")
+    if sections:
+        out.update(firmware_flash=sections["flash"], flash_total=sections["flash"] + blob_bytes,
+                   flash_limit=t.flash.size, ram_static=sections["ram"],
+                   fits=bool(sections["flash"] <= t.firmware_flash and blob_bytes <= t.blob.size
+                             and sections["ram"] <= t.ram.size))
+    return out
 
 
 def summarize(rows: list[dict], target: Target, fig: Figures, blob_bytes: int) -> dict:

@@ -1,0 +1,268 @@
+"""The firmware path: protocol framing, the protocol server (host build and QEMU), bit-exactness of
+the boards against the golden reference, firmware builds.
+
+Device tests use the ``open_board`` fixture of the harness pytest plugin: ``--board qemu`` (the default
+when qemu-system-arm is installed) or ``--board host``; ``--target`` narrows the targets.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from harness.boards import protocol as P
+from harness.boards.base import RunRequest
+from harness.export import blob as B
+from harness.tasks import stack
+
+CI_CASES = [("sudoku6-mlp", "int8"), ("sudoku6-attention", "int4-pc")]
+FULL_CASES = [(m, r) for m in ("sudoku6-mlp", "sudoku6-attention") for r in ("int8", "int4-pc")]
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    from harness.export.exporter import export_blob
+    import torch
+    torch.set_num_threads(1)
+    cache = {}
+
+    def get(model: str, recipe: str) -> bytes:
+        if (model, recipe) not in cache:
+            cache[model, recipe] = export_blob(model, recipe)
+        return cache[model, recipe]
+    return get
+
+
+def held_out(zoo_model, model: str, n: int, seed: int = 4242):
+    _, task, _ = zoo_model(model)
+    return task, stack(task.generate(n, seed=seed, split="test"))
+
+
+# --- framing ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 2, 253, 254, 255, 507, 508, 509, 1000])
+def test_cobs_round_trip_and_no_zero_bytes(n):
+    rng = np.random.default_rng(n)
+    for zeros in (0.0, 0.05, 0.5):
+        data = bytes(np.where(rng.random(n) < zeros, 0, rng.integers(1, 256, n)).astype(np.uint8))
+        enc = P.cobs_encode(data)
+        assert 0 not in enc
+        assert len(enc) <= len(data) + len(data) // 254 + 1
+        assert P.cobs_decode(enc) == data
+
+
+def test_cobs_rejects_bad_blocks():
+    with pytest.raises(P.ProtocolError):
+        P.cobs_decode(b"\x05ab")          # block runs past the end
+    with pytest.raises(P.ProtocolError):
+        P.cobs_decode(b"\x03a\x00")       # zero inside a block
+
+
+def test_frame_layout_is_header_payload_crc():
+    wire = P.frame(P.RUN, 0x1234, b"\x01\x02")
+    assert wire.endswith(b"\x00") and 0 not in wire[:-1]
+    body = P.cobs_decode(wire[:-1])
+    assert body[:4] == bytes([1, P.RUN, 0x34, 0x12]) and body[4:6] == b"\x01\x02"
+    assert struct.unpack("<I", body[-4:])[0] == zlib.crc32(body[:-4])
+    assert P.unframe(wire[:-1]) == (P.RUN, 0x1234, b"\x01\x02")
+
+
+# --- the protocol server: bad input, on the host build and on a board --------------------------------------
+
+def _exchange(board, wire: bytes, expect: int, timeout: float = 10.0) -> list[tuple[int, bytes]]:
+    board.session.send_raw(wire)
+    out = []
+    for _ in range(expect):
+        kind, seq, body = P.unframe(board.session.read_frame(timeout))
+        out.append((kind, body))
+    return out
+
+
+def _error_code(reply) -> str:
+    kind, body = reply
+    assert kind == P.ERROR, f"expected an ERROR frame, got type {kind:#x}"
+    return P.ERRORS[body[0]]
+
+
+def _raw_body(kind: int, payload: bytes = b"", version: int = 1, seq: int = 7) -> bytes:
+    body = struct.pack("<BBH", version, kind, seq) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _bad_input_checks(board, L: int):
+    good = P.frame(P.PING, 99, b"still here")
+
+    def still_serving():
+        (kind, body), = _exchange(board, good, 1)
+        assert kind == P.PONG and body == b"still here"
+
+    bad_crc = bytearray(_raw_body(P.PING, b"x"))
+    bad_crc[-1] ^= 0xFF
+    cases = {
+        "CRC": P.cobs_encode(bytes(bad_crc)) + b"\x00",
+        "VERSION": P.cobs_encode(_raw_body(P.PING, version=9)) + b"\x00",
+        "TRUNCATED": P.cobs_encode(b"\x01\x01\x00") + b"\x00",
+        "COBS": b"\x05\x01\x02\x00",
+        "COMMAND": P.cobs_encode(_raw_body(0x33)) + b"\x00",
+        "OVERSIZE": bytes([7]) * 5000 + b"\x00",
+        "PUZZLE": P.frame(P.RUN, 5, P.run_payload(np.ones(L + 1, np.uint8), 1, 1, 1)),
+        "ARGS": P.frame(P.RUN, 6, P.run_payload(np.ones(L, np.uint8), 1, 1, 0)),
+    }
+    for want, wire in cases.items():
+        assert _error_code(_exchange(board, wire, 1)[0]) == want, want
+        still_serving()
+    # a token outside the vocabulary
+    assert _error_code(_exchange(board, P.frame(P.RUN, 8, P.run_payload(np.full(L, 255, np.uint8), 1, 1, 1)), 1)[0]) == "PUZZLE"
+    # garbage between two good frames: the good ones are answered, the garbage gets an error
+    replies = _exchange(board, good + bytes(range(1, 200)) + b"\x00" + good, 3)
+    assert replies[0][0] == P.PONG and replies[2][0] == P.PONG and replies[1][0] == P.ERROR
+    # a frame split across writes, with a stray delimiter before it
+    wire = b"\x00" + good
+    board.session.send_raw(wire[:5])
+    (kind, body), = _exchange(board, wire[5:], 1)
+    assert kind == P.PONG
+
+
+def test_host_server_survives_bad_input(blobs, zoo_model):
+    from harness.boards.host import HostBoard
+    from harness.targets import load_target
+    blob = blobs("sudoku6-mlp", "int8")
+    with HostBoard(load_target("mps2-an386"), blob) as board:
+        _bad_input_checks(board, 36)
+
+
+@pytest.mark.board
+def test_board_survives_bad_input(open_board, blobs):
+    with open_board("mps2-an386", blobs("sudoku6-mlp", "int8")) as board:
+        _bad_input_checks(board, 36)
+
+
+def _corrupt(blob: bytes, how: str) -> bytes:
+    b = bytearray(blob)
+    if how == "crc":
+        b[len(b) // 2] ^= 0x40
+    elif how == "version":
+        b[4:6] = struct.pack("<H", 2)
+    elif how == "truncated":
+        b = b[:len(b) // 2]
+    elif how == "missing":
+        b = bytearray()
+    return bytes(b)
+
+
+# A missing blob reads as erased flash (0xFF: a size past the region, then no magic) on silicon and on
+# the host board, as zeroed memory (size 0: truncated) on the emulated MPS2/MPS3 code memories.
+BAD_BLOBS = {"crc": ("BLOB_CRC",), "version": ("BLOB_VERSION",), "truncated": ("BLOB_CRC",),
+             "missing": ("BLOB_MAGIC", "BLOB_TRUNCATED")}
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("how", sorted(BAD_BLOBS))
+def test_bad_blob_is_reported_and_board_keeps_serving(open_board, board_kind, blobs, how):
+    """A corrupt, wrong-version, truncated or missing blob: INFO says which, RUN is refused with a BLOB
+    error, and the board still answers. (A truncated blob reads as erased flash past its end, so its
+    CRC fails.)"""
+    blob = _corrupt(blobs("sudoku6-mlp", "int8"), how)
+    with open_board("mps2-an386", blob or None) as board:
+        info = board.info()
+        assert info.blob_status in BAD_BLOBS[how]
+        with pytest.raises(P.BoardError) as e:
+            board.run(RunRequest(np.ones(36, np.uint8), 1, 1, 1), timeout=10)
+        assert e.value.name == "BLOB" and P.BLOB_STATUS[e.value.detail] == info.blob_status
+        assert board.ping(b"ok") == b"ok"
+
+
+# --- bit-exactness against the golden reference --------------------------------------------------------------
+
+def _check_bit_exact(board, blob: bytes, x: np.ndarray, T: int, n: int, steps: int):
+    im = B.from_blob(blob)
+    g = im.run(x, T, n, steps, keep_carries=True)
+    for i in range(len(x)):
+        r = board.run(RunRequest(x[i], T, n, steps, carries=True), timeout=600)
+        assert r.steps_run == steps
+        np.testing.assert_array_equal(r.per_step, g["per_step"][:, i], err_msg=f"predictions, puzzle {i}")
+        np.testing.assert_array_equal(r.y, g["y"][-1, -1, i], err_msg=f"final y, puzzle {i}")
+        np.testing.assert_array_equal(r.z, g["z"][-1, -1, i], err_msg=f"final z, puzzle {i}")
+        np.testing.assert_array_equal(r.halt_acc, g["halt_acc"][:, i])
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("model,recipe", CI_CASES)
+def test_boards_are_bit_exact_with_golden(open_board, board_targets, blobs, zoo_model, model, recipe):
+    """Every target, both mixers: predictions after every step and the final carries equal golden
+    (2 puzzles at a shallow depth here; the slow test runs 20 at the model's depth)."""
+    blob = blobs(model, recipe)
+    _, (x, _) = held_out(zoo_model, model, 2)
+    for target in board_targets:
+        with open_board(target, blob) as board:
+            _check_bit_exact(board, blob, x, 1, 2, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.board
+@pytest.mark.parametrize("model,recipe", FULL_CASES)
+def test_boards_are_bit_exact_on_20_puzzles_at_full_depth(open_board, board_targets, blobs, zoo_model, model, recipe):
+    blob = blobs(model, recipe)
+    net, (x, _) = zoo_model(model)[0], held_out(zoo_model, model, 20)[1]
+    c = net.cfg
+    for target in board_targets:
+        with open_board(target, blob) as board:
+            _check_bit_exact(board, blob, x, c.T, c.n, c.n_sup)
+
+
+@pytest.mark.board
+def test_halting_and_embeddings_in_ram(open_board, blobs, zoo_model):
+    """Halting stops where golden's halting logit first turns positive; embeddings copied to RAM give
+    the same bits, use vocab x hidden more arena bytes and read that much less flash per z-update."""
+    blob = blobs("sudoku6-mlp", "int8")
+    im = B.from_blob(blob)
+    _, (x, _) = held_out(zoo_model, "sudoku6-mlp", 3)
+    g = im.run(x, 2, 3, 8, keep_carries=False)
+    with open_board("mps2-an386", blob) as board:
+        for i in range(len(x)):
+            r = board.run(RunRequest(x[i], 2, 3, 8, halting=True))
+            halted = np.flatnonzero(g["halt"][:, i])
+            assert r.steps_run == (int(halted[0]) + 1 if len(halted) else 8)
+            np.testing.assert_array_equal(r.per_step, g["per_step"][:r.steps_run, i])
+        flash = board.run(RunRequest(x[0], 1, 1, 1))
+        ram = board.run(RunRequest(x[0], 1, 1, 1, embed_ram=True))
+    np.testing.assert_array_equal(flash.per_step, ram.per_step)
+    D, V, L = im.config["hidden"], im.config["vocab_size"], im.config["seq_len"]
+    assert ram.arena_bytes - flash.arena_bytes == V * D
+    assert flash.flash_bytes - ram.flash_bytes == L * D      # one z-update reads L embedding rows
+
+
+# --- builds ----------------------------------------------------------------------------------------------------
+
+def test_prebuilt_firmware_manifests_match_their_files():
+    import hashlib
+    import json
+    from harness.firmware import BIN, OUTPUTS
+    from harness.targets import target_names
+    for name in target_names():
+        m = json.loads((BIN / name / "manifest.json").read_text())
+        for f in OUTPUTS:
+            assert hashlib.sha256((BIN / name / f).read_bytes()).hexdigest() == m["files"][f]["sha256"], (name, f)
+        assert m["target"] == name and m["toolchain"].startswith("arm-none-eabi-gcc")
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+def test_firmware_rebuild_reproduces_the_prebuilt_binaries():
+    from harness.firmware import verify
+    assert verify() == []
+
+
+def test_targets_describe_what_the_issue_requires():
+    from harness.targets import load_target, target_names
+    assert {"mps2-an386", "mps2-an500", "mps3-an547", "netduinoplus2"} <= set(target_names())
+    for name in target_names():
+        t = load_target(name)
+        assert t.clock_hz > 0 and t.flash.size > 0 and t.ram.size > 0 and t.blob.size > 0
+        assert t.qemu_machine and t.renode_platform and t.pyocd_target
+        assert t.energy["active_ua_per_mhz"] > 0 and t.energy["source"]
+        static = t.arena_bytes + t.rx_bytes + t.tx_bytes + t.stack_bytes
+        assert static < t.ram.size, f"{name}: the firmware's buffers do not fit its RAM"
