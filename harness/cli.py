@@ -272,20 +272,32 @@ def _target(name: str):
         _fail(str(e))
 
 
-def _open_board(board: str, target, blob: bytes, log_dir: Optional[Path]):
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _open_board(board: str, target, blob: bytes, log_dir: Optional[Path], gdb_port: Optional[int] = None):
     if board == "qemu":
         from .boards.qemu import QemuBoard, qemu_missing
         from .firmware import FirmwareError
         if (msg := qemu_missing()):
             _fail(msg)
         try:
-            return QemuBoard(target, blob, log_dir=log_dir)
+            return QemuBoard(target, blob, log_dir=log_dir, gdb_port=gdb_port)
         except (FirmwareError, ValueError) as e:
             _fail(str(e))
     if board == "host":
         from .boards.host import HostBoard
         return HostBoard(target, blob)
-    _fail(f"--board {board!r}: this version runs 'qemu' or 'host' (renode and serial boards are not built yet)")
+    if board == "renode":
+        import shutil
+        if shutil.which("renode") is None:
+            _fail("--board renode: `renode` is not on PATH. Install Renode (https://renode.io: its Debian package "
+                  "or portable tarball), or use --board qemu.")
+    _fail(f"--board {board!r}: this version runs 'qemu' or 'host' (the renode and serial backends are not built yet)")
 
 
 @app.command()
@@ -300,6 +312,8 @@ def run(
     seed: int = typer.Option(1000, help="Seed of generated held-out puzzles."),
     embed_ram: bool = typer.Option(False, help="Copy the embedding table to RAM for each run."),
     check: bool = typer.Option(True, help="Compare every puzzle with the golden reference, bit for bit."),
+    trace: bool = typer.Option(False, help="Capture every cycle's carries through the debug probe (QEMU's "
+                                            "gdbstub) and compute the device's carry fidelity to fp32."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the board's log here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
@@ -320,9 +334,22 @@ def run(
         _fail(str(e))
     if len(blob) > t.blob.size:
         _fail(f"does not fit: the blob ({len(blob):,} bytes) exceeds {t.name}'s blob region ({t.blob.size:,} bytes)")
-    b = _open_board(board, t, blob, log_dir)
+    if trace and board != "qemu":
+        _fail("--trace needs a board with a debug probe: --board qemu")
+    gdb_port = _free_port() if trace else None
+    b = _open_board(board, t, blob, log_dir, gdb_port)
     with b, _progress_bar(f"{config['name']} {recipe} on {b.describe()}", len(items), as_json) as advance:
-        out = run_puzzles(b, blob, task, items, d, progress=advance, check=check, embed_ram=embed_ram)
+        probe = None
+        if trace:
+            from .probe.gdb import GdbRemote
+            b.info()
+            probe = GdbRemote(port=gdb_port)
+        try:
+            out = run_puzzles(b, blob, task, items, d, progress=advance, check=check, embed_ram=embed_ram,
+                              probe=probe, reference=net if trace else None)
+        finally:
+            if probe is not None:
+                probe.close()
     result = {"model": config["name"], "recipe": recipe, "depth": d.label(), "puzzle_set": source,
               "command": _command_line(ctx), **provenance(b, blob), "summary": out["summary"], "rows": out["rows"]}
     for r in result["rows"]:
@@ -332,7 +359,8 @@ def run(
         return
     s = out["summary"]
     table = Table(title=f"{config['name']} {recipe} {d.label()} on {b.describe()}")
-    for k in ("puzzles", "exact_accuracy", "cell_accuracy", "mean_steps", "golden_match", "instructions_mean",
+    for k in ("puzzles", "exact_accuracy", "cell_accuracy", "mean_steps", "golden_match", "carries_match_golden",
+              "fidelity_final", "fidelity_equals_golden", "trace_wall_s_mean", "instructions_mean",
               "ms_at_clock_estimate", "cycles_mean", "stack_bytes_max", "arena_bytes", "blob_bytes",
               "flash_bytes_read_mean", "energy_uj_estimate"):
         if k in s:

@@ -236,6 +236,31 @@ def test_halting_and_embeddings_in_ram(open_board, blobs, zoo_model):
     assert flash.flash_bytes - ram.flash_bytes == L * D      # one z-update reads L embedding rows
 
 
+@pytest.mark.board
+@pytest.mark.parametrize("recipe", ["int8", "int4-pc"])
+def test_inference_ram_within_bound_of_theoretical_minimum(open_board, board_targets, blobs, zoo_model, recipe):
+    """The firmware issue's RAM bound on the smallest model, where the kernels' own memory weighs most:
+    arena used + stack high-water mark of a run within 1.25x of 2·L·D + L + the model's largest working
+    buffer (from its dimensions, without kernel scratch). The arena holds the whole workspace: that
+    buffer, plus the DSP linear kernels' scratch on Cortex-M4/M7."""
+    from harness.boards.runner import memory, working_buffer_bytes
+    blob = blobs("sudoku6-mlp", recipe)
+    header = B.read_header(blob)
+    L, D = header["seq_len"], header["hidden"]
+    work = working_buffer_bytes(header)
+    assert work == L * D + L + 2 * header["mix_inner"] == 1332
+    _, (x, _) = held_out(zoo_model, "sudoku6-mlp", 1)
+    for target in board_targets:
+        with open_board(target, blob) as board:
+            info = board.info()
+            r = board.run(RunRequest(x[0], 1, 1, 1))
+            m = memory(board, info, [{"arena_bytes": r.arena_bytes, "stack_bytes": r.stack_bytes}], blob)
+        assert m["ram_theoretical_min"] == 2 * L * D + L + work
+        assert r.arena_bytes == info.workspace_bytes >= (2 * L * D + 7) // 8 * 8 + work
+        if board.backend != "host":  # the host build measures no stack
+            assert 0 < r.stack_bytes and m["ram_peak_over_min"] <= 1.25, (target, m)
+
+
 # --- builds ----------------------------------------------------------------------------------------------------
 
 def test_prebuilt_firmware_manifests_match_their_files():
@@ -266,3 +291,37 @@ def test_targets_describe_what_the_issue_requires():
         assert t.energy["active_ua_per_mhz"] > 0 and t.energy["source"]
         static = t.arena_bytes + t.rx_bytes + t.tx_bytes + t.stack_bytes
         assert static < t.ram.size, f"{name}: the firmware's buffers do not fit its RAM"
+
+
+# --- the run command ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("board", ["host", "qemu"])
+def test_run_command_prints_rows_and_a_summary(board, board_kind, blobs):
+    """`harness run --json`: one row per puzzle with its config key, golden_match, and memory figures."""
+    import json
+    from typer.testing import CliRunner
+    from harness.cli import app
+    if board == "qemu" and board_kind != "qemu":
+        pytest.skip("QEMU not selected")
+    blobs("sudoku6-mlp", "int8")  # built (and cached) once for the session
+    r = CliRunner().invoke(app, ["run", "--board", board, "--model", "sudoku6-mlp", "--puzzles", "2",
+                                 "--depth", "1,2,2", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out["rows"]) == 2 and out["summary"]["golden_match"] == 2
+    row = out["rows"][0]
+    assert {"model", "recipe", "depth", "target", "board", "puzzle_id", "correct", "steps", "counter"} <= set(row)
+    assert out["blob_sha256"] and out["summary"]["memory"]["blob_fits"]
+    if board == "qemu":
+        assert row["instructions"] > 0 and row["stack_bytes"] > 0
+        assert out["firmware_sha256"] and "not silicon cycles" in out["summary"]["counter_note"]
+
+
+def test_run_command_refuses_a_blob_that_does_not_fit(monkeypatch):
+    from typer.testing import CliRunner
+    from harness import cli
+    import harness.export.exporter as ex
+    monkeypatch.setattr(ex, "export_blob", lambda model, recipe: b"\0" * (2 << 20))
+    r = CliRunner().invoke(cli.app, ["run", "--board", "host", "--target", "netduinoplus2", "--model", "sudoku6-mlp",
+                                     "--puzzles", "1"])
+    assert r.exit_code == 2 and "does not fit" in r.output

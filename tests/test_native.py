@@ -101,7 +101,7 @@ def lib():
     lib = native.library()
     P, I, U32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
     signatures = {   # the kernels called directly by these tests (all return trm_status)
-        "trm_linear": [P, P, P], "trm_linear_s16": [P, P, P],
+        "trm_linear": [P, P, P, P], "trm_linear_s16": [P, P, P, P],
         "trm_weighted_add_s8": [P, P, I, I, P],
         "trm_rmsnorm_s8": [P, I, U32, P], "trm_residual_rmsnorm_s8": [P, P, I, P, P],
         "trm_softmax_q15": [P, I, ctypes.c_int32, ctypes.c_int32],
@@ -240,12 +240,15 @@ def test_linear_kernels_match_golden(lib, bits, K):
     M, n, mn = _mn(rng, rows)
     packed = np.ascontiguousarray(arith.pack_int4(w) if bits == 4 else w.astype(np.int8))
     mat = Mat(packed.ctypes.data, mn.ctypes.data, rows, K, bits)
+    lib.trm_linear_scratch_bytes.argtypes = [ctypes.c_void_p]
+    lib.trm_linear_scratch_bytes.restype = ctypes.c_size_t
+    assert lib.trm_linear_scratch_bytes(ctypes.addressof(mat)) == 0   # portable C here: no scratch (NULL)
     for xi in x:
         xi = np.ascontiguousarray(xi)
         out8 = np.zeros(rows, np.int8)
         out16 = np.zeros(rows, np.int16)
-        assert lib.trm_linear(ctypes.addressof(mat), xi.ctypes.data, out8.ctypes.data) == 0
-        assert lib.trm_linear_s16(ctypes.addressof(mat), xi.ctypes.data, out16.ctypes.data) == 0
+        assert lib.trm_linear(ctypes.addressof(mat), xi.ctypes.data, out8.ctypes.data, None) == 0
+        assert lib.trm_linear_s16(ctypes.addressof(mat), xi.ctypes.data, out16.ctypes.data, None) == 0
         assert np.array_equal(out8, arith.linear(xi, w, M, n))
         assert np.array_equal(out16, arith.linear(xi, w, M, n, -32768, 32767))
 

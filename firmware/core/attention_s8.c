@@ -2,18 +2,31 @@
  * values, output projection) fused with the residual RMSNorm that follows it.
  *
  * Scratch layout (4-byte aligned): scores int32 [L] | k int8 [L][D] | v int8 [L][D] | q [D] | a [D] |
- * m [D]. Keys and values of all positions are computed first; then, for each query position i, its
+ * m [D] | the linear layers' scratch (DSP path only, at a 4-byte boundary). Keys and values of all positions are computed first; then, for each query position i, its
  * query comes from h[i] (still the block input), the mixer output row m is formed, and
  * rmsnorm(h[i] * a + m * b) overwrites h[i]. So no [L][D] copy of the input or of the mixer output
  * is needed: a post-norm residual is row-wise. */
 #include "dot.h"
 #include "kernels.h"
 
+/* Bytes of the buffers before the linear layers' scratch. */
+static size_t buffers(int L, int D)
+{
+    return 4u * (size_t)L + 2u * (size_t)L * (size_t)D + 3u * (size_t)D;
+}
+
+static size_t linear_scratch(const trm_attention *p)
+{
+    const size_t a = trm_linear_scratch_bytes(&p->qkv), b = trm_linear_scratch_bytes(&p->out);
+    return a > b ? a : b;
+}
+
 size_t trm_attention_s8_scratch_bytes(const trm_attention *p, int L, int D)
 {
     if (!p || L < 1 || D < 1)
         return 0u;
-    return 4u * (size_t)L + 2u * (size_t)L * (size_t)D + 3u * (size_t)D;
+    const size_t lin = linear_scratch(p);
+    return lin ? trm_scratch_align(buffers(L, D)) + lin : buffers(L, D);
 }
 
 trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual *res, int8_t *h, int L,
@@ -31,6 +44,7 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
     int8_t *q = val + LD;
     int8_t *a = q + D;
     int8_t *m = a + D;
+    void *lin = linear_scratch(p) ? (uint8_t *)scratch + trm_scratch_align(buffers(L, D)) : NULL;
     const trm_mat Wq = trm_mat_rows(&p->qkv, 0, D);
     const trm_mat Wk = trm_mat_rows(&p->qkv, D, D);
     const trm_mat Wv = trm_mat_rows(&p->qkv, 2 * D, D);
@@ -38,15 +52,15 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
 
     for (int j = 0; j < L && st == TRM_OK; ++j) {
         int8_t *kj = key + (size_t)j * (size_t)D;
-        st = trm_linear(&Wk, h + (size_t)j * (size_t)D, kj);
+        st = trm_linear(&Wk, h + (size_t)j * (size_t)D, kj, lin);
         if (st == TRM_OK)
-            st = trm_linear(&Wv, h + (size_t)j * (size_t)D, val + (size_t)j * (size_t)D);
+            st = trm_linear(&Wv, h + (size_t)j * (size_t)D, val + (size_t)j * (size_t)D, lin);
         for (int g = 0; g < p->heads && st == TRM_OK; ++g)
             st = trm_rope_s8(kj + g * hd, hd, p->cos + (size_t)j * (size_t)half, p->sin + (size_t)j * (size_t)half);
     }
     for (int i = 0; i < L && st == TRM_OK; ++i) {
         int8_t *hi = h + (size_t)i * (size_t)D;
-        st = trm_linear(&Wq, hi, q);
+        st = trm_linear(&Wq, hi, q, lin);
         for (int g = 0; g < p->heads && st == TRM_OK; ++g) {
             const int off = g * hd;
             st = trm_rope_s8(q + off, hd, p->cos + (size_t)i * (size_t)half, p->sin + (size_t)i * (size_t)half);
@@ -64,7 +78,7 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
             }
         }
         if (st == TRM_OK)
-            st = trm_linear(&p->out, a, m);
+            st = trm_linear(&p->out, a, m, lin);
         if (st == TRM_OK)
             st = trm_residual_rmsnorm_s8(hi, m, D, res, hi);
     }

@@ -94,24 +94,40 @@ static inline void trm_store_rows4(trm_out out, int o, int32x4_t acc, const int3
 #include <arm_acle.h>
 
 /* The widest rows the DSP paths take; wider matrices use the portable path. The input vector is
- * arranged once per call into int16 lane pairs on the stack (2 bytes per column: 512 bytes; the zoo's
- * widest rows have 128 columns), and the int4 path accumulates 4096 x the sum, exact while
+ * arranged once per call into int16 lane pairs in the caller's scratch (2 bytes per column,
+ * trm_linear_scratch_bytes), and the int4 path accumulates 4096 x the sum, exact while
  * |sum| <= 8 * 128 * K stays below 2^19, i.e. for K < 512. */
 #define TRM_DSP_MAX_COLS 256
 /* Below this many columns (or with a single row) the portable loop is about as fast. */
 #define TRM_DSP_MIN_COLS 16
-#define TRM_DSP_X_WORDS ((TRM_DSP_MAX_COLS + 7) / 8 * 4)
-/* Rows per block: accumulators of rows the loop does not requantize itself wait in a stack array. */
-#define TRM_DSP_BLOCK 32
+/* At most this many rows per call of the assembly loop are left to C: their accumulators wait in a
+ * stack array (trm_dsp_pairs). */
+#define TRM_DSP_LEFT 16
+
+/* Whether the DSP path takes W (else the portable loop does). */
+static inline int trm_dsp_takes(const trm_mat *W)
+{
+    return W->cols >= TRM_DSP_MIN_COLS && W->cols <= TRM_DSP_MAX_COLS && W->rows >= 2;
+}
+
+/* Words of arranged x: int8, a pair of words per whole group of 4 columns (linear_s8.c); int4, 4 words
+ * per group of 8 columns and 4 for a last half group (linear_s4.c). */
+static inline size_t trm_dsp_x_words(const trm_mat *W)
+{
+    const size_t K = W->cols;
+    return W->bits == 4 ? K / 8u * 4u + ((K & 4u) ? 4u : 0u) : K / 4u * 2u;
+}
 
 /* The DSP paths' assembly loop over pairs of rows (linear_s8.c, linear_s4.c), TRM_DSP_PAIRS: for each
  * pair (p0, p1 = p0 + stride) the accumulators start at 0, 32 columns per iteration (STEPS) until xp
  * reaches xe, then a group of columns at a time (GROUP) until st->xg, then TAIL; then each row is requantized
  * and stored at st->y (int8): when its shift n >= FAST_N, as trm_round_shift_high and SSAT (the
  * accumulator may be 4096 x the sum: FAST_N = 21 then, the shifts 12 less); otherwise (rare, or every
- * row when st->mn points at zeros) its accumulator goes to st->acc[row in the block] and the row to
- * st->rows, C finishing those rows. p0 moves to p1's end + skip; the loop ends when st->y
- * reaches st->y_end. The state that does not fit the 14 registers lives here, read at these offsets. */
+ * row when st->mn points at zeros) its accumulator goes to st->acc[st->left] and its row (counted from
+ * the call's first) to st->rows[st->left], C finishing those rows (the loop's store is a placeholder).
+ * p0 moves to p1's end + skip; the loop ends when st->y reaches st->y_end, which a pair that leaves
+ * st->left >= TRM_DSP_LEFT - 1 sets to its own end (so the next pair's two rows always find room).
+ * The state that does not fit the 14 registers lives here, read at these offsets. */
 typedef struct {
     const int32_t *mn;      /* 0: (M, n) of the pair's first row (advanced by the loop) */
     int8_t *y;              /* 4: its output (advanced) */
@@ -121,14 +137,14 @@ typedef struct {
     const uint32_t *xg;     /* 20: end of the arranged x the loop uses */
     int32_t zero[2];        /* 24: loaded to clear both accumulators */
     const int8_t *y_end;    /* 32: the loop ends when y reaches this */
-    const int8_t *y_block;  /* 36: y of the block's first row */
+    const int8_t *y_first;  /* 36: y of the call's first row */
     int32_t left;           /* 40: how many rows were left to C */
     const uint32_t *xe;     /* 44: end of the 32-column steps in the arranged x (C only) */
     int variant;            /* 48: which assembly the kernel runs (C only) */
-    int32_t acc[TRM_DSP_BLOCK];  /* 52: accumulators of the rows left to C, by row in the block */
-    int32_t rows[TRM_DSP_BLOCK]; /* 180: those rows (in the block), in order */
+    int32_t acc[TRM_DSP_LEFT];   /* 52: accumulators of the rows left to C, in order */
+    uint16_t rows[TRM_DSP_LEFT]; /* 116: those rows, counted from the call's first */
 } trm_dsp_pairs;
-_Static_assert(TRM_DSP_BLOCK == 32 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs) == 308,
+_Static_assert(TRM_DSP_LEFT == 16 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs) == 148,
                "trm_dsp_pairs offsets are fixed");
 
 /* Requantize the accumulator in register A of the row whose (M, n) is at w0 and output at w1 (both
@@ -142,17 +158,23 @@ _Static_assert(TRM_DSP_BLOCK == 32 && sizeof(void *) == 4 && sizeof(trm_dsp_pair
     "add %[" A "], %[" A "], #1\n\t"                                                                      \
     "ssat %[" A "], #8, %[" A "], asr #1\n" #BACK ":\n\t"                                                \
     "strb %[" A "], [%[w1]], #1\n\t"
-#define TRM_DSP_ROW_SLOW(A, SLOW, BACK)                                                                   \
+/* Row A left to C: its accumulator and row to st->acc, st->rows; once st->left reaches TRM_DSP_LEFT - 1
+ * (15), st->y_end moves to the pair's end, PAIR_END bytes past w1, so the loop stops after this pair. */
+#define TRM_DSP_ROW_SLOW(A, SLOW, BACK, PAIR_END)                                                         \
     #SLOW ":\n\t"                                                                                         \
     "ldr %[t], [%[st], #36]\n\t"                                                                          \
     "sub %[t], %[w1], %[t]\n\t"                                                                           \
-    "add %[xp], %[st], %[t], lsl #2\n\t"                                                                  \
-    "str %[" A "], [%[xp], #52]\n\t"                                                                      \
     "ldr %[xa], [%[st], #40]\n\t"                                                                         \
     "add %[xp], %[st], %[xa], lsl #2\n\t"                                                                 \
-    "str %[t], [%[xp], #180]\n\t"                                                                         \
+    "str %[" A "], [%[xp], #52]\n\t"                                                                      \
+    "add %[xp], %[st], %[xa], lsl #1\n\t"                                                                 \
+    "strh %[t], [%[xp], #116]\n\t"                                                                        \
     "add %[xa], %[xa], #1\n\t"                                                                            \
     "str %[xa], [%[st], #40]\n\t"                                                                         \
+    "cmp %[xa], #15\n\t"                                                                                  \
+    "blt " #BACK "b\n\t"                                                                                  \
+    "add %[t], %[w1], #" #PAIR_END "\n\t"                                                                 \
+    "str %[t], [%[st], #32]\n\t"                                                                          \
     "b " #BACK "b\n"
 #define TRM_DSP_PAIRS(STEPS, GROUP, TAIL, FAST_N)                                                         \
     "0:\n\t"                                                                                               \
@@ -178,46 +200,49 @@ _Static_assert(TRM_DSP_BLOCK == 32 && sizeof(void *) == 4 && sizeof(trm_dsp_pair
     "ldr %[t], [%[st], #32]\n\t"                                                                           \
     "cmp %[w1], %[t]\n\t"                                                                                  \
     "bne 0b\n\t"                                                                                           \
-    "b 9f\n" TRM_DSP_ROW_SLOW("a0", 5, 6) TRM_DSP_ROW_SLOW("a1", 7, 8) "9:"
+    "b 9f\n" TRM_DSP_ROW_SLOW("a0", 5, 6, 2) TRM_DSP_ROW_SLOW("a1", 7, 8, 1) "9:"
 
-/* (M, n) = (0, 0) for a block: every row left to C (linear.c). */
-extern const int32_t trm_dsp_no_mn[2 * TRM_DSP_BLOCK];
+/* (M, n) = (0, 0) for TRM_DSP_LEFT rows, the most one call of the loop reaches: every row left to C
+ * (linear.c). */
+extern const int32_t trm_dsp_no_mn[2 * TRM_DSP_LEFT];
 
-/* The loop over pairs for a block of rows, the first at p0; returns where the next pair starts. */
+/* The loop over pairs of rows, the first at p0; returns where the next pair starts. */
 typedef const uint8_t *(*trm_dsp_pairs_fn)(const uint8_t *p0, trm_dsp_pairs *st);
 /* The final accumulator of row r from the loop's: the columns the loop does not cover added. */
 typedef int32_t (*trm_dsp_finish_fn)(const trm_mat *W, const int8_t *x, int r, int32_t acc);
 
-/* All rows of W (rows >= 2) through `pairs`, in blocks of whole pairs; an odd last row is computed
- * with the row before it, which is computed and stored twice. `covered`: the loop covers every column
- * (else each row is finished in C); int16 outputs are requantized in C too. */
+/* All rows of W (rows >= 2) through `pairs`: the pairs of rows in as few calls as the rows left to C
+ * allow (one, unless more than TRM_DSP_LEFT - 2 rows are), then an odd last row with the row before
+ * it, which is computed and stored twice. `covered`: the loop covers every column (else each row is
+ * finished in C); int16 outputs are requantized in C too. Where C finishes every row, the loop's int8
+ * stores are placeholders: they go to the first bytes of the rows' own output, which C then
+ * overwrites row by row. */
 static inline void trm_dsp_rows(const trm_mat *W, const int8_t *x, trm_out out, trm_dsp_pairs *st,
                                 trm_dsp_pairs_fn pairs, trm_dsp_finish_fn finish, int covered)
 {
-    int8_t scratch[TRM_DSP_BLOCK];
-    const int rows = W->rows, fused = covered && out.s8;
+    const int rows = W->rows, even = rows & ~1, fused = covered && out.s8;
     const size_t row_bytes = trm_mat_row_bytes(W);
+    int8_t *const y0 = out.s8 ? out.s8 : (int8_t *)(void *)out.s16;
     const uint8_t *p0 = (const uint8_t *)W->w;
     for (int o = 0; o < rows;) {
-        int n = rows - o < TRM_DSP_BLOCK ? rows - o : TRM_DSP_BLOCK;
-        if (n == 1) { /* the odd last row, with the one before */
-            --o;
+        int end = even;
+        if (o == even) { /* the odd last row, with the one before */
+            o = rows - 2;
             p0 -= row_bytes;
-            n = 2;
+            end = rows;
         }
-        n &= ~1;
-        int8_t *y = fused ? out.s8 + o : scratch;
+        int8_t *y = y0 + o;
         st->mn = fused ? W->mn + 2 * o : trm_dsp_no_mn;
         st->y = y;
-        st->y_block = y;
-        st->y_end = y + n;
+        st->y_first = y;
+        st->y_end = y0 + end;
         st->left = 0;
         p0 = pairs(p0, st);
         for (int k = 0; k < st->left; ++k) {
-            const int j = st->rows[k];
-            trm_store_row(out, o + j, finish(W, x, o + j, st->acc[j]), W->mn);
+            const int j = o + st->rows[k];
+            trm_store_row(out, j, finish(W, x, j, st->acc[k]), W->mn);
         }
-        o += n;
+        o += (int)(st->y - y);
     }
 }
 

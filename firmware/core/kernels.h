@@ -94,14 +94,42 @@ typedef struct {
     int16_t *s16;
 } trm_out;
 
+/* Working memory the linear kernels need for W: on the DSP path (Cortex-M4/M7), for the matrices it
+ * takes (16..256 columns, 2 rows or more), the input vector arranged into int16 lanes: 2 bytes per
+ * column (int4: 4 for a last half group of 4 columns), a multiple of 4; 0 on the portable and Helium
+ * paths and for the matrices the DSP path leaves to the portable loop. */
+size_t trm_linear_scratch_bytes(const trm_mat *W);
+
 /* out[o] = sat(requantize(sum_k x[k] * W[o][k], M[o], n[o])), o < W->rows, saturated to int8 or
- * int16 as the output says; x has W->cols entries and must not overlap the output.
+ * int16 as the output says; x has W->cols entries and must not overlap the output. scratch: 4-byte
+ * aligned, trm_linear_scratch_bytes(W) bytes overlapping neither x nor the output (may be NULL when
+ * that is 0); its contents are not kept.
  * trm_linear_s8: int8 weights (W->bits == 8); trm_linear_s4: packed int4 weights (W->bits == 4). */
-trm_status trm_linear_s8(const trm_mat *W, const int8_t *x, trm_out out);
-trm_status trm_linear_s4(const trm_mat *W, const int8_t *x, trm_out out);
-/* Dispatch on W->bits, to int8 or to int16. */
-trm_status trm_linear(const trm_mat *W, const int8_t *x, int8_t *out);
-trm_status trm_linear_s16(const trm_mat *W, const int8_t *x, int16_t *out);
+trm_status trm_linear_s8(const trm_mat *W, const int8_t *x, trm_out out, void *scratch);
+trm_status trm_linear_s4(const trm_mat *W, const int8_t *x, trm_out out, void *scratch);
+/* Dispatch on W->bits, to int8 or to int16: inline (no stack frame of their own between the caller
+ * and the kernel), with external definitions in linear.c. */
+inline trm_status trm_linear(const trm_mat *W, const int8_t *x, int8_t *out, void *scratch)
+{
+    if (!W)
+        return TRM_ERR_ARG;
+    const trm_out to = {out, NULL};
+    return W->bits == 4 ? trm_linear_s4(W, x, to, scratch) : trm_linear_s8(W, x, to, scratch);
+}
+
+inline trm_status trm_linear_s16(const trm_mat *W, const int8_t *x, int16_t *out, void *scratch)
+{
+    if (!W)
+        return TRM_ERR_ARG;
+    const trm_out to = {NULL, out};
+    return W->bits == 4 ? trm_linear_s4(W, x, to, scratch) : trm_linear_s8(W, x, to, scratch);
+}
+
+/* Offset of a linear layer's scratch after `used` bytes of a 4-byte aligned buffer. */
+static inline size_t trm_scratch_align(size_t used)
+{
+    return (used + 3u) & ~(size_t)3u;
+}
 
 /* ---- weighted_add_s8.c ------------------------------------------------------------------------ */
 
@@ -120,15 +148,19 @@ trm_status trm_residual_rmsnorm_s8(const int8_t *h, const int8_t *m, int D, cons
 
 /* ---- swiglu_s8.c: SwiGLU over one vector ------------------------------------------------------ */
 
+/* Scratch: gate/up [2I], and the linear layers' scratch (trm_linear_scratch_bytes): gate/up's after
+ * the 2I bytes, down's after the I products (over the up values, no longer needed). */
 size_t trm_swiglu_s8_scratch_bytes(const trm_swiglu *p);
-/* out[N] = down(requantize(SILU[gate] * up)); x has gate_up.cols entries. out may alias x. */
+/* out[N] = down(requantize(SILU[gate] * up)); x has gate_up.cols entries. out may alias x but not
+ * the scratch, which must be 4-byte aligned. */
 trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, int8_t *out);
 
 /* ---- swiglu_seq_s8.c: the mlp token mixer ----------------------------------------------------- */
 
+/* Scratch: the SwiGLU's (trm_swiglu_s8_scratch_bytes), then the column [L]. */
 size_t trm_swiglu_seq_s8_scratch_bytes(const trm_swiglu *p, int L);
 /* For every channel d the SwiGLU of the column h[0..L)[d] (K = N = L): out[l][d]. h and out are
- * [L][D] row-major and must not overlap. */
+ * [L][D] row-major and must not overlap. scratch must be 4-byte aligned. */
 trm_status trm_swiglu_seq_s8(const trm_swiglu *p, const int8_t *h, int L, int D, int8_t *scratch,
                              int8_t *out);
 
@@ -145,6 +177,9 @@ trm_status trm_softmax_q15(int32_t *s, int len, int32_t M, int32_t n);
 
 /* ---- attention_s8.c: the attention token mixer fused with its residual ------------------------ */
 
+/* Scratch: 4L + 2·L·D + 3D bytes (scores, keys, values, three rows: attention_s8.c), then, at a
+ * 4-byte boundary, the linear layers' scratch (the larger of trm_linear_scratch_bytes of qkv and out;
+ * none on the portable and Helium paths). */
 size_t trm_attention_s8_scratch_bytes(const trm_attention *p, int L, int D);
 /* h[L][D] <- rmsnorm(h * a + attention(h) * b), in place. Keys and values of every position are
  * computed first (scratch), then each query row is handled and its residual written over its h row

@@ -7,10 +7,10 @@
  *     columns; of 16 weight bytes, VSHL #4 gives 16 x the low nibbles and VAND 0xF0 16 x the high ones
  *     as int8 lanes, each multiplied by its half of x with one VMLADAVA. The last K % 32 columns use a
  *     zero-padded copy of x and predicated weight loads; the 4 rows are requantized together.
- *   DSP (Cortex-M4/M7): x is arranged once per call, per 8 columns, into int16 pairs (x0, x4), (x1, x5),
- *     (x2, x6), (x3, x7); of a weight word, AND 0xF000F000 of the word shifted left by 12, 8, 4 and 0
- *     puts nibbles (e0, e4), (e1, e5), (e2, e6), (e3, e7) at the top of the two int16 lanes: 4096 x
- *     their values, 1 AND + 1 SMLAD per 2 MACs. Two rows per pass; the loop over the pairs and the
+ *   DSP (Cortex-M4/M7): x is arranged once per call, in the caller's scratch (trm_linear_scratch_bytes),
+ *     per 8 columns, into int16 pairs (x0, x4), (x1, x5), (x2, x6), (x3, x7); of a weight word, AND
+ *     0xF000F000 of the word shifted left by 12, 8, 4 and 0 puts nibbles (e0, e4), (e1, e5), (e2, e6),
+ *     (e3, e7) at the top of the two int16 lanes: 4096 x their values, 1 AND + 1 SMLAD per 2 MACs. Two rows per pass; the loop over the pairs and the
  *     int8 requantization run in the assembly (dot.h, TRM_DSP_PAIRS), a last half group of 4 columns
  *     from halfwords; the last K % 4 columns, int16 outputs and rare shifts are finished in C.
  *   portable C: one row at a time. */
@@ -124,7 +124,7 @@ static void arrange_s4(const int8_t *x, int K, uint32_t *xs)
                    : [st] "r"(st), [xe] "r"(xe), [m] "r"(0xF000F000u)                                     \
                    : "cc", "memory")
 
-/* The pairs of rows of a block over the whole groups of 4 columns (dot.h, TRM_DSP_PAIRS: the
+/* Pairs of rows over the whole groups of 4 columns (dot.h, TRM_DSP_PAIRS: the
  * accumulators are 4096 x the sums, hence FAST_N = 21), the first row at p0; returns where the next
  * pair starts. */
 static const uint8_t *pairs_s4(const uint8_t *p0, trm_dsp_pairs *st)
@@ -149,9 +149,9 @@ static int32_t finish_s4(const trm_mat *W, const int8_t *x, int r, int32_t acc)
     return (acc >> 12) + trm_dot_s4(x + K4, (const uint8_t *)W->w + (size_t)r * trm_mat_row_bytes(W) + K4 / 2, K - K4);
 }
 
-static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out)
+/* xs: trm_dsp_x_words(W) words of the caller's scratch. */
+static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32_t *xs)
 {
-    uint32_t xs[TRM_DSP_X_WORDS];
     const int K = W->cols, K4 = K & ~3, K8 = K & ~7;
     const uint32_t stride = (uint32_t)trm_mat_row_bytes(W);
     arrange_s4(x, K, xs);
@@ -168,19 +168,23 @@ static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out)
 
 #endif
 
-trm_status trm_linear_s4(const trm_mat *W, const int8_t *x, trm_out out)
+trm_status trm_linear_s4(const trm_mat *W, const int8_t *x, trm_out out, void *scratch)
 {
     if (!W || !x || !out.s8 == !out.s16 || W->bits != 4 || !W->w || !W->mn)
         return TRM_ERR_ARG;
 #if TRM_LINEAR_PATH == TRM_LINEAR_MVE
+    (void)scratch;
     linear_s4_mve(W, x, out);
 #else
 #if TRM_LINEAR_PATH == TRM_LINEAR_DSP
-    if (W->cols >= TRM_DSP_MIN_COLS && W->cols <= TRM_DSP_MAX_COLS && W->rows >= 2) {
-        linear_s4_dsp(W, x, out);
+    if (trm_dsp_takes(W)) {
+        if (!scratch || ((uintptr_t)scratch & 3u))
+            return TRM_ERR_ARG;
+        linear_s4_dsp(W, x, out, scratch);
         return TRM_OK;
     }
 #endif
+    (void)scratch;
     const uint8_t *row = (const uint8_t *)W->w;
     const int K = W->cols;
     const size_t stride = trm_mat_row_bytes(W);

@@ -4,9 +4,9 @@
  *   Helium (Cortex-M55): 4 rows per pass, VMLADAVA does 16 MACs into a scalar accumulator; one load of
  *     x serves the 4 rows; a tail-predicated loop (WLSTP/LETP) covers any K without reading past a row;
  *     the 4 rows are requantized together (dot.h, trm_store_rows4).
- *   DSP (Cortex-M4/M7): x is arranged once per call into int16 pairs (x0, x2), (x1, x3) per 4 columns,
- *     the lanes SXTB16 makes of a weight word (w0, w2) and, rotated by 8, (w1, w3): 2 SXTB16 + 2 SMLAD
- *     per 4 MACs. Two rows per pass share each load of x; the loop over the pairs and the int8
+ *   DSP (Cortex-M4/M7): x is arranged once per call, in the caller's scratch (trm_linear_scratch_bytes),
+ *     into int16 pairs (x0, x2), (x1, x3) per 4 columns, the lanes SXTB16 makes of a weight word
+ *     (w0, w2) and, rotated by 8, (w1, w3): 2 SXTB16 + 2 SMLAD per 4 MACs. Two rows per pass share each load of x; the loop over the pairs and the int8
  *     requantization run in the assembly (dot.h, TRM_DSP_PAIRS). The last K % 4 columns, int16
  *     outputs and rare shifts are finished in C. Matrices outside TRM_DSP_MIN_COLS..TRM_DSP_MAX_COLS
  *     columns or of one row take the portable C.
@@ -97,7 +97,7 @@ static void arrange_s8(const int8_t *x, int K, uint32_t *xs)
                    : [st] "r"(st), [xe] "r"(xe)                                                           \
                    : "cc", "memory")
 
-/* The pairs of rows of a block over the whole groups of 4 columns (dot.h, TRM_DSP_PAIRS), the first
+/* Pairs of rows over the whole groups of 4 columns (dot.h, TRM_DSP_PAIRS), the first
  * row at p0; returns where the next pair starts. */
 static const uint8_t *pairs_s8(const uint8_t *p0, trm_dsp_pairs *st)
 {
@@ -120,9 +120,9 @@ static int32_t finish_s8(const trm_mat *W, const int8_t *x, int r, int32_t acc)
     return acc + trm_dot_s8(x + K4, (const int8_t *)W->w + (size_t)r * (size_t)K + K4, K - K4);
 }
 
-static void linear_s8_dsp(const trm_mat *W, const int8_t *x, trm_out out)
+/* xs: trm_dsp_x_words(W) words of the caller's scratch. */
+static void linear_s8_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32_t *xs)
 {
-    uint32_t xs[TRM_DSP_X_WORDS];
     const int K = W->cols, K4 = K & ~3;
     arrange_s8(x, K, xs);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
@@ -138,19 +138,23 @@ static void linear_s8_dsp(const trm_mat *W, const int8_t *x, trm_out out)
 
 #endif
 
-trm_status trm_linear_s8(const trm_mat *W, const int8_t *x, trm_out out)
+trm_status trm_linear_s8(const trm_mat *W, const int8_t *x, trm_out out, void *scratch)
 {
     if (!W || !x || !out.s8 == !out.s16 || W->bits != 8 || !W->w || !W->mn)
         return TRM_ERR_ARG;
 #if TRM_LINEAR_PATH == TRM_LINEAR_MVE
+    (void)scratch;
     linear_s8_mve(W, x, out);
 #else
 #if TRM_LINEAR_PATH == TRM_LINEAR_DSP
-    if (W->cols >= TRM_DSP_MIN_COLS && W->cols <= TRM_DSP_MAX_COLS && W->rows >= 2) {
-        linear_s8_dsp(W, x, out);
+    if (trm_dsp_takes(W)) {
+        if (!scratch || ((uintptr_t)scratch & 3u))
+            return TRM_ERR_ARG;
+        linear_s8_dsp(W, x, out, scratch);
         return TRM_OK;
     }
 #endif
+    (void)scratch;
     const int8_t *row = (const int8_t *)W->w;
     const int K = W->cols;
     for (int o = 0; o < W->rows; ++o, row += K)

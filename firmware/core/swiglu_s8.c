@@ -1,18 +1,36 @@
-/* SwiGLU over one vector: gate/up projection, SiLU table, requantized product, down projection. */
+/* SwiGLU over one vector: gate/up projection, SiLU table, requantized product, down projection.
+ *
+ * Scratch layout (4-byte aligned): gate [I] | up [I], the products overwriting the gates; the linear
+ * layers' scratch (DSP path only) after the 2I bytes for gate/up, after the I products for down (the
+ * up values are dead by then). */
 #include "kernels.h"
+
+/* Where the linear layers' scratch starts: gate/up's, down's. */
+static size_t gate_up_at(const trm_swiglu *p) { return trm_scratch_align(2u * (size_t)p->inner); }
+static size_t down_at(const trm_swiglu *p) { return trm_scratch_align((size_t)p->inner); }
 
 size_t trm_swiglu_s8_scratch_bytes(const trm_swiglu *p)
 {
-    return p ? 2u * (size_t)p->inner : 0u;
+    if (!p)
+        return 0u;
+    size_t need = 2u * (size_t)p->inner;
+    const size_t g = trm_linear_scratch_bytes(&p->gate_up), d = trm_linear_scratch_bytes(&p->down);
+    if (g && gate_up_at(p) + g > need)
+        need = gate_up_at(p) + g;
+    if (d && down_at(p) + d > need)
+        need = down_at(p) + d;
+    return need;
 }
 
 trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, int8_t *out)
 {
-    if (!p || !x || !scratch || !out || !p->silu || p->gate_up.rows != 2 * p->inner ||
-        p->down.cols != p->inner)
+    if (!p || !x || !scratch || !out || ((uintptr_t)scratch & 3u) || !p->silu ||
+        p->gate_up.rows != 2 * p->inner || p->down.cols != p->inner)
         return TRM_ERR_ARG;
     const int I = p->inner;
-    trm_status st = trm_linear(&p->gate_up, x, scratch); /* gate [0, I), up [I, 2I) */
+    void *lin_g = trm_linear_scratch_bytes(&p->gate_up) ? scratch + gate_up_at(p) : NULL;
+    void *lin_d = trm_linear_scratch_bytes(&p->down) ? scratch + down_at(p) : NULL;
+    trm_status st = trm_linear(&p->gate_up, x, scratch, lin_g); /* gate [0, I), up [I, 2I) */
     if (st != TRM_OK)
         return st;
     for (int i = 0; i < I; ++i) {
@@ -21,5 +39,5 @@ trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, 
         /* the product overwrites the gate it came from: |act * up| <= 2^14 */
         scratch[i] = (int8_t)trm_requantize(act * up, p->prod_M, p->prod_n, TRM_INT8_MIN, TRM_INT8_MAX);
     }
-    return trm_linear(&p->down, scratch, out);
+    return trm_linear(&p->down, scratch, out, lin_d);
 }

@@ -7,8 +7,10 @@ volatile trm_carry_snapshot_t trm_carry_snapshot;
 
 #if defined(__GNUC__)
 #define TRM_HOOK_ATTR __attribute__((weak, noinline, used))
+#define TRM_WEAK_ATTR __attribute__((weak))
 #else
 #define TRM_HOOK_ATTR
+#define TRM_WEAK_ATTR
 #endif
 
 TRM_HOOK_ATTR void trm_cycle_hook(const int8_t *y, const int8_t *z, int step,
@@ -21,18 +23,35 @@ TRM_HOOK_ATTR void trm_cycle_hook(const int8_t *y, const int8_t *z, int step,
     trm_carry_snapshot.count = trm_carry_snapshot.count + 1u;
 }
 
+/* Weak no-ops: a port with a counter (ports/counter.c) stops and restarts it around the hook. */
+TRM_WEAK_ATTR void trm_counter_pause(void) {}
+TRM_WEAK_ATTR void trm_counter_resume(void) {}
+
 static size_t align8(size_t v) { return (v + 7u) & ~(size_t)7u; }
 
+/* The readout's int16 logits [V], then (DSP path) the head's linear scratch. */
+static size_t logits_bytes(const trm_model *m) { return 2u * (size_t)m->vocab; }
+
+static size_t readout_bytes(const trm_model *m)
+{
+    const size_t lin = trm_linear_scratch_bytes(&m->head);
+    return lin ? trm_scratch_align(logits_bytes(m)) + lin : logits_bytes(m);
+}
+
+/* The phases' buffers, at the start of the (8-byte aligned) scratch: mlp mixer, the SwiGLU's scratch
+ * and column (swiglu_seq_s8.c), then its output m [L][D]; attention, its scratch (attention_s8.c);
+ * channel SwiGLU, its scratch (swiglu_s8.c), then the output row m [D]; readout, the logits, then
+ * the head's linear scratch. The kernels' scratch starts each phase: it must be 4-byte aligned. */
 static size_t scratch_bytes(const trm_model *m)
 {
     const size_t L = m->seq_len, D = m->hidden;
-    size_t need = 2u * (size_t)m->vocab; /* readout: int16 logits */
+    size_t need = readout_bytes(m);
     for (int l = 0; l < m->layers; ++l) {
         const trm_block *b = &m->blocks[l];
         size_t mix = m->mixer == TRM_MIXER_MLP
-                       ? L * D + trm_swiglu_seq_s8_scratch_bytes(&b->mix, (int)L)
+                       ? trm_swiglu_seq_s8_scratch_bytes(&b->mix, (int)L) + L * D
                        : trm_attention_s8_scratch_bytes(&b->att, (int)L, (int)D);
-        size_t ffn = D + trm_swiglu_s8_scratch_bytes(&b->ffn);
+        size_t ffn = trm_swiglu_s8_scratch_bytes(&b->ffn) + D;
         if (mix > need)
             need = mix;
         if (ffn > need)
@@ -77,18 +96,18 @@ static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
     for (int l = 0; l < m->layers && st == TRM_OK; ++l) {
         const trm_block *b = &m->blocks[l];
         if (m->mixer == TRM_MIXER_MLP) {
-            int8_t *mix = (int8_t *)scratch;
-            st = trm_swiglu_seq_s8(&b->mix, h, L, D, mix + (size_t)L * (size_t)D, mix);
+            int8_t *mix = (int8_t *)scratch + trm_swiglu_seq_s8_scratch_bytes(&b->mix, L);
+            st = trm_swiglu_seq_s8(&b->mix, h, L, D, (int8_t *)scratch, mix);
             for (int r = 0; r < L && st == TRM_OK; ++r)
                 st = trm_residual_rmsnorm_s8(h + (size_t)r * (size_t)D, mix + (size_t)r * (size_t)D, D, &b->mix_res,
                                              h + (size_t)r * (size_t)D);
         } else {
             st = trm_attention_residual_s8(&b->att, &b->mix_res, h, L, D, scratch);
         }
-        int8_t *row = (int8_t *)scratch;
+        int8_t *row = (int8_t *)scratch + trm_swiglu_s8_scratch_bytes(&b->ffn);
         for (int r = 0; r < L && st == TRM_OK; ++r) {
             int8_t *hr = h + (size_t)r * (size_t)D;
-            st = trm_swiglu_s8(&b->ffn, hr, row + D, row);
+            st = trm_swiglu_s8(&b->ffn, hr, (int8_t *)scratch, row);
             if (st == TRM_OK)
                 st = trm_residual_rmsnorm_s8(hr, row, D, &b->ffn_res, hr);
         }
@@ -124,6 +143,7 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
     /* per z-update: the network plus L embedding rows; per y-update: the network */
     const uint64_t per_cycle = (uint64_t)(n + 1) * per_net + (embed_in_blob ? (uint64_t)n * LD : 0u);
     const uint64_t per_readout = (uint64_t)L * (mat_bytes(&m->head) + (size_t)D);
+    void *head_scratch = trm_linear_scratch_bytes(&m->head) ? scratch + trm_scratch_align(logits_bytes(m)) : NULL;
     trm_status st = TRM_OK;
     for (int s = 0; s < steps; ++s) {
         for (int c = 0; c < T; ++c) {
@@ -149,14 +169,18 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
                 memcpy(dst, y, LD);
                 memcpy(dst + LD, z, LD);
             }
+            /* the counter stands still across the hook, so a probe stopping there (for any time)
+             * leaves the count of the run as it is without a probe */
+            trm_counter_pause();
             trm_cycle_hook(y, z, s, c);
+            trm_counter_resume();
         }
         /* readout: argmax of the int16 logits per position; halt_acc = sum_l sum_d w[d] y[l][d] */
         int16_t *logits = (int16_t *)(void *)scratch;
         int64_t halt_acc = 0;
         for (int l = 0; l < L; ++l) {
             const int8_t *yl = y + (size_t)l * (size_t)D;
-            st = trm_linear_s16(&m->head, yl, logits);
+            st = trm_linear_s16(&m->head, yl, logits, head_scratch);
             if (st != TRM_OK)
                 return st;
             out->pred[(size_t)s * (size_t)L + (size_t)l] = (uint8_t)trm_argmax_s16(logits, m->vocab);

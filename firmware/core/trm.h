@@ -7,17 +7,24 @@
  * Working memory: every buffer comes from one caller-provided arena of trm_workspace_bytes(model)
  * bytes (8-byte aligned). Layout: y [L][D] | z [L][D] | pad to 8 | scratch, where scratch is shared
  * by the phases (the largest of them):
- *   mlp mixer       m [L][D] + column [L] + gate/up [2I]
+ *   mlp mixer       gate/up [2I] + column [L] + m [L][D]
  *   attention mixer scores int32 [L] + k, v [L][D] each + q, a, m rows [D] each
- *   channel SwiGLU  m row [D] + gate/up [2F]
+ *   channel SwiGLU  gate/up [2F] + m row [D]
  *   readout         int16 logits [V]
+ * plus, on the DSP path (Cortex-M4/M7) only, the linear kernels' scratch S(matrix) =
+ * trm_linear_scratch_bytes (the input vector arranged into int16 lanes, 2 bytes per column, at a
+ * 4-byte boundary): in a SwiGLU after gate/up for the gate/up projection and over the dead up half
+ * for the down projection (max(align4(2I) + S(gate/up), align4(I) + S(down)) instead of 2I), after
+ * the attention buffers, after the logits. The portable and Helium paths need none. This is
+ * implementation scratch, not part of the model's working buffer W below.
  * x is never materialised (each row is read from the embedding table by its token, in flash), the
  * network input h is formed in place in the carry it replaces (z = net(wadd(z, x, y)) overwrites z;
  * likewise y), and post-norm residuals are written over h row by row. The theoretical minimum of
  * the brief (carries x, y, z + network input h + largest working buffer = 4·L·D + W) is thus cut to
  * 2·L·D + W: y and z must persist, and the mlp mixer's output must coexist with its whole input
  * (each output row depends on every input row), so W >= L·D there. For sudoku6-mlp (L = 36, D = 32,
- * I = 72): 2304 + 1152 + 36 + 144 = 3636 bytes.
+ * I = 72): 2304 + 1152 + 36 + 144 = 3636 bytes; on the DSP path the mixer's SwiGLU scratch grows
+ * from 144 to max(144 + 72, 72 + 144) = 216 bytes: 3708.
  */
 #ifndef TRM_TRM_H
 #define TRM_TRM_H
@@ -39,7 +46,8 @@ typedef struct {
                              count only while the table is the blob's (not a RAM copy). */
 } trm_result;
 
-/* Exact arena size trm_run needs for this model (0 for NULL). */
+/* Exact arena size trm_run needs for this model with the kernels this core was built with (0 for
+ * NULL): the same on every build except the DSP path, which adds its linear scratch (above). */
 size_t trm_workspace_bytes(const trm_model *m);
 
 /* Run one puzzle: tokens[L] (< vocab), T cycles of n z-updates and one y-update per step, `steps`
@@ -52,6 +60,12 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
  * cycle. A stable, never-inlined, externally visible symbol for a debug probe to break on. The weak
  * default records its arguments in trm_carry_snapshot; a target may override it. */
 void trm_cycle_hook(const int8_t *y, const int8_t *z, int step, int cycle);
+
+/* Called just before and just after trm_cycle_hook; weak no-ops in the core. A port's strong versions
+ * stop and restart its cycle counter, so time spent stopped at the hook (a probe's breakpoint) and the
+ * hook's own few instructions are not counted: a traced run counts what an untraced one does. */
+void trm_counter_pause(void);
+void trm_counter_resume(void);
 
 typedef struct {
     const int8_t *y;

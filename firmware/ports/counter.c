@@ -3,6 +3,7 @@
  * -icount shift=0 one instruction advances virtual time 1 ns, so SysTick ticks are instructions
  * divided by 1e9 / CORE_HZ: deterministic, an instruction count and not a cycle count. */
 #include "../core/protocol.h"
+#include "../core/trm.h"
 #include "port.h"
 
 #define DEMCR (*(volatile uint32_t *)0xE000EDFCu)
@@ -59,4 +60,22 @@ uint64_t counter_read(void)
         value = SYST_CVR;
     } while (wraps != systick_wraps);
     return ((uint64_t)wraps << 24) + (0x00FFFFFFu - value);
+}
+
+/* Stop and restart the counter around the cycle hook (trm.h). SysTick: clearing ENABLE freezes the
+ * current value; DWT: clearing CYCCNTENA stops CYCCNT. */
+void trm_counter_pause(void)
+{
+    if (unit == TRM_UNIT_CYCLES)
+        DWT_CTRL &= ~1u;
+    else
+        SYST_CSR &= ~1u;
+}
+
+void trm_counter_resume(void)
+{
+    if (unit == TRM_UNIT_CYCLES)
+        DWT_CTRL |= 1u;
+    else
+        SYST_CSR |= 1u;
 }

@@ -47,14 +47,28 @@ def figures_for(board: Board, unit: str) -> Figures:
 
 
 def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress=None,
-                check: bool = True, embed_ram: bool = False, timeout: float = 600.0) -> dict:
-    im = B.from_blob(blob) if check else None
+                check: bool = True, embed_ram: bool = False, timeout: float = 600.0,
+                probe=None, reference=None) -> dict:
+    """Run every puzzle on ``board``. With a ``probe`` (a GdbRemote attached to the board) every cycle's
+    carries are captured at the firmware's cycle hook; with the fp32 ``reference`` model as well, the
+    device's carry-trajectory fidelity is computed from them (and, with ``check``, the golden
+    reference's fidelity beside it: equal when the carries are bit-identical)."""
+    im = B.from_blob(blob) if (check or probe is not None) else None
     x, y = stack(puzzles)
     info = board.info()
+    fp32 = _fp32_carries(reference, x, depth) if (probe is not None and reference is not None) else None
     rows = []
     for i, p in enumerate(puzzles):
-        res = board.run(RunRequest(x[i], depth.T, depth.n, depth.steps, depth.halting, carries=check,
-                                   embed_ram=embed_ram), timeout=timeout)
+        request = RunRequest(x[i], depth.T, depth.n, depth.steps, depth.halting, carries=check, embed_ram=embed_ram)
+        trace = None
+        if probe is not None:
+            import time
+            from ..probe.capture import carries_array, run_traced
+            t0 = time.monotonic()
+            res, records = run_traced(board, probe, board.firmware, request, timeout=timeout)
+            trace = {"records": records, "wall_s": time.monotonic() - t0}
+        else:
+            res = board.run(request, timeout=timeout)
         s = score(task, x[i:i + 1], y[i:i + 1], res.prediction[None])
         row = {"puzzle_id": p.id, "correct": bool(s["exact"][0]), "cell_accuracy": s["cell_accuracy"],
                "steps": res.steps_run, "counter": res.counter, "counter_unit": res.counter_unit,
@@ -72,29 +86,69 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
             row["golden_match"] = bool(
                 k == want_steps and np.array_equal(g["per_step"][:k, 0], res.per_step)
                 and np.array_equal(g["y"][k - 1, -1, 0], res.y) and np.array_equal(g["z"][k - 1, -1, 0], res.z))
+        if trace is not None:
+            k = res.steps_run
+            yd, zd = carries_array(trace["records"], k, depth.T)
+            row["trace_cycles"] = len(trace["records"])
+            row["trace_wall_s"] = trace["wall_s"]
+            gt = im.run(x[i:i + 1], depth.T, depth.n, depth.steps, keep_carries=True)
+            row["carries_match_golden"] = bool(
+                len(trace["records"]) == k * depth.T and np.array_equal(gt["y"][:k, :, 0], yd)
+                and np.array_equal(gt["z"][:k, :, 0], zd))
+            if fp32 is not None:
+                from ..golden.fidelity import cosine_per_cycle
+                scale = im.carry_scale
+                ref = {"y": fp32["y"][:k, :, i:i + 1], "z": fp32["z"][:k, :, i:i + 1]}
+                dev = cosine_per_cycle(ref, {"y": yd[:, :, None].astype(np.float32) * scale,
+                                             "z": zd[:, :, None].astype(np.float32) * scale})[0]
+                gold = cosine_per_cycle(ref, {"y": gt["y"][:k, :, :1].astype(np.float32) * scale,
+                                              "z": gt["z"][:k, :, :1].astype(np.float32) * scale})[0]
+                row["fidelity_per_cycle"] = [float(v) for v in dev]
+                row["fidelity_final"] = float(dev[-1])
+                row["fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
         rows.append(row)
         if progress:
             progress(1)
     fig = figures_for(board, rows[0]["counter_unit"] if rows else "")
     summary = summarize(rows, board.target, fig, len(blob))
     if rows:
-        summary["memory"] = memory(board, info, rows, len(blob))
+        summary["memory"] = memory(board, info, rows, blob)
     return {"info": info, "rows": rows, "summary": summary, "figures": fig}
 
 
-def memory(board: Board, info, rows: list[dict], blob_bytes: int) -> dict:
-    """Flash and RAM of this model on this board, against the target's limits.
+def working_buffer_bytes(header: dict) -> int:
+    """The model's largest working buffer, from its dimensions in the blob header (firmware/core/trm.h):
+    the largest of the mlp mixer L·D + L + 2I or the attention mixer 4L + 2·L·D + 3D, the channel SwiGLU
+    D + 2F and the int16 logits 2V. Intrinsic to the model: the scratch a kernel implementation adds
+    (the DSP linear kernels' arranged input, trm_linear_scratch_bytes) is not part of it."""
+    L, D, V = header["seq_len"], header["hidden"], header["vocab_size"]
+    I, F = header["mix_inner"], header["ffn_inner"]
+    mix = L * D + L + 2 * I if header["mixer"] == 0 else 4 * L + 2 * L * D + 3 * D
+    return max(mix, D + 2 * F, 2 * V)
+
+
+def _fp32_carries(reference, x: np.ndarray, depth: Depth) -> dict[str, np.ndarray]:
+    """The fp32 model's carries [S, T, B, L, D] on the puzzles (no halting: every step)."""
+    import torch
+    with torch.no_grad():
+        r = reference.forward_trace(torch.as_tensor(x), depth.T, depth.n, depth.steps)
+    return {"y": r["y"].float().numpy(), "z": r["z"].float().numpy()}
+
+
+def memory(board: Board, info, rows: list[dict], blob: bytes) -> dict:
+    """Flash and RAM of this model (its blob) on this board, against the target's limits.
 
     RAM of inference = arena bytes used + stack high-water mark (both measured by the firmware on each
-    run); its theoretical minimum = the carries y, z (2 L D) + the input (L) + the largest working
-    buffer (the workspace beyond the carries). Static RAM is what the firmware image reserves (data,
-    bss with its buffers, stack), from the ELF."""
+    run; the arena holds the whole workspace, kernel scratch included); its theoretical minimum = the
+    carries y, z (2 L D) + the input (L) + the largest working buffer (``working_buffer_bytes``, from
+    the model's dimensions alone). Static RAM is what the firmware image reserves (data, bss with its
+    buffers, stack), from the ELF."""
     t = board.target
     L, D = info.seq_len, info.hidden
     carries = 2 * L * D
-    work = info.workspace_bytes - ((carries + 7) // 8 * 8)
+    blob_bytes = len(blob)
     peak = max(r["arena_bytes"] + r["stack_bytes"] for r in rows)
-    minimum = carries + L + work
+    minimum = carries + L + working_buffer_bytes(B.read_header(blob))
     out = {"ram_inference_peak": peak, "ram_theoretical_min": minimum, "ram_peak_over_min": peak / minimum,
            "blob_bytes": blob_bytes, "blob_region": t.blob.size, "blob_fits": blob_bytes <= t.blob.size,
            "ram_limit": t.ram.size}
@@ -120,6 +174,12 @@ def summarize(rows: list[dict], target: Target, fig: Figures, blob_bytes: int) -
            "blob_bytes": blob_bytes, "counter_kind": fig.kind, "counter_note": fig.note}
     if "golden_match" in rows[0]:
         out["golden_match"] = sum(r["golden_match"] for r in rows)
+    if "trace_cycles" in rows[0]:
+        out["carries_match_golden"] = sum(r["carries_match_golden"] for r in rows)
+        out["trace_wall_s_mean"] = float(np.mean([r["trace_wall_s"] for r in rows]))
+    if "fidelity_final" in rows[0]:
+        out["fidelity_final"] = float(np.mean([r["fidelity_final"] for r in rows]))
+        out["fidelity_equals_golden"] = sum(r["fidelity_equals_golden"] for r in rows)
     if fig.kind == "instructions":
         mean = float(np.mean([r["instructions"] for r in rows]))
         out["instructions_mean"] = mean

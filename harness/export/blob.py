@@ -116,6 +116,23 @@ def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
     return bytes(buf)
 
 
+# the header fields after magic, version, header size, total size and CRC
+HEADER_KEYS = ("vocab_size", "seq_len", "hidden", "layers", "mixer", "heads", "weight_bits", "mix_inner",
+               "ffn_inner", "T", "n", "n_sup", "flags", "tensor_count", "norm_const", "halt_threshold",
+               "z_in0", "z_in1", "z_in2", "y_in0", "y_in1", "reserved", "carry_scale", "reserved2")
+
+
+def read_header(data: bytes) -> dict:
+    """The header fields of a blob (model dimensions and constants), without validating the rest; use
+    ``parse`` for that."""
+    if len(data) < HEADER.size:
+        raise BlobError("BLOB_TRUNCATED", f"{len(data)} bytes is shorter than the 64-byte header")
+    f = HEADER.unpack_from(data)
+    if f[0] != MAGIC:
+        raise BlobError("BLOB_MAGIC", f"magic is {f[0]!r}, expected {MAGIC!r}: not a model blob")
+    return dict(zip(HEADER_KEYS, f[5:]))
+
+
 def parse(data: bytes, max_size: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Validate a blob and return (header fields, tensors by name as arrays; int4 unpacked)."""
     if len(data) < HEADER.size:
@@ -132,10 +149,7 @@ def parse(data: bytes, max_size: int | None = None) -> tuple[dict, dict[str, np.
         raise BlobError("BLOB_TOO_BIG", f"{total} bytes do not fit the {max_size}-byte blob region")
     if zlib.crc32(bytes(data[16:total])) & 0xFFFFFFFF != crc:
         raise BlobError("BLOB_CRC", "CRC-32 mismatch: the blob is corrupt")
-    keys = ("vocab_size", "seq_len", "hidden", "layers", "mixer", "heads", "weight_bits", "mix_inner",
-            "ffn_inner", "T", "n", "n_sup", "flags", "tensor_count", "norm_const", "halt_threshold",
-            "z_in0", "z_in1", "z_in2", "y_in0", "y_in1", "reserved", "carry_scale", "reserved2")
-    header = dict(zip(keys, f[5:]))
+    header = dict(zip(HEADER_KEYS, f[5:]))
     found = {}
     for i in range(header["tensor_count"]):
         at = HEADER.size + i * ENTRY.size
