@@ -368,6 +368,12 @@ def run(
             table.add_row(k, f"{v:.2%}" if k.endswith("accuracy") else f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
     Console().print(table)
     Console().print(s["counter_note"] + (f"; estimate assumes {s['estimate_assumption']}" if "estimate_assumption" in s else ""))
+    m = s.get("memory", {})
+    if "firmware_flash" in m:
+        Console().print(f"memory on {t.name}: flash {m['firmware_flash']:,} B firmware + {m['blob_bytes']:,} B blob "
+                        f"(limit {m['flash_limit']:,}); RAM {m['ram_static']:,} B static (limit {m['ram_limit']:,}); "
+                        f"inference peak {m['ram_inference_peak']:,} B = {m['ram_peak_over_min']:.2f}x the theoretical "
+                        f"minimum {m['ram_theoretical_min']:,} B; {'fits' if m['fits'] else 'DOES NOT FIT'}")
     if check and s.get("golden_match") != s["puzzles"]:
         console.print(f"[bold red]{s['puzzles'] - s['golden_match']} puzzle(s) differ from the golden reference[/]")
         raise typer.Exit(1)
