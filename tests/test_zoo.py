@@ -53,7 +53,9 @@ def test_fresh_heldout_set_reproduces_the_card(name, zoo_model):
 @pytest.mark.parametrize("recipe", ["int8", "int4-pc"])
 @pytest.mark.parametrize("name", zoo_names())
 def test_golden_and_fake_quant_agree_on_accuracy(name, recipe, zoo_model):
-    """docs/integer-inference.md §7: within 1 point of puzzle-exact accuracy on 500 puzzles."""
+    """docs/integer-inference.md §7: within 1 point of puzzle-exact accuracy on 500 puzzles. The
+    fake-quant model (float64, the integer model's own fixed-point ops) follows the golden model puzzle
+    for puzzle, so the paired check is stricter: at least 99% of the puzzles get the same answer."""
     from harness.compress import quantize as Q
     from harness.compress import recipes as R
     from harness.tasks import score, stack
@@ -66,8 +68,12 @@ def test_golden_and_fake_quant_agree_on_accuracy(name, recipe, zoo_model):
     qw = Q.quantized_weights(model, Q.WeightSpec(r.weight_bits, r.per_channel, r.weight_clip), cal)
     scales = Q.activation_scales(model, cal, r.act_calibration)
     with torch.no_grad():
-        fq = Q.with_weights(model, qw).forward_trace(torch.as_tensor(x), point=Q.fake_quant_point(scales))
+        fq = Q.with_weights(model, qw, torch.float64).forward_trace(torch.as_tensor(x),
+                                                                     point=Q.fake_quant_point(scales))
     golden = Q.build_int_model(model, qw, r.weight_bits, scales).run(x, c.T, c.n, c.n_sup, keep_carries=False)
-    a = score(task, x, y, fq["logits"][-1].argmax(-1).numpy())["exact_accuracy"]
-    b = score(task, x, y, golden["per_step"][-1])["exact_accuracy"]
+    fq_pred, golden_pred = fq["logits"][-1].argmax(-1).numpy(), golden["per_step"][-1]
+    a = score(task, x, y, fq_pred)["exact_accuracy"]
+    b = score(task, x, y, golden_pred)["exact_accuracy"]
+    same = ((fq_pred == golden_pred) | ~task.answer_mask(x)).all(-1).mean()
     assert abs(a - b) <= 0.01, f"fake-quant {a:.3f} vs golden {b:.3f}"
+    assert same >= 0.99, f"fake-quant and golden answer {1 - same:.1%} of the puzzles differently"

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..golden import arith
 from ..golden.model import IntModel, QAttention, QBlock, QLinear, QSwiGLU
-from ..models.trm import TRM, SwiGLU
+from ..models.trm import FLOAT_OPS, TRM, SwiGLU
 
 CLIP_GRID = np.linspace(0.30, 1.0, 36)
 SAMPLE_PER_POINT = 200_000
@@ -133,26 +134,126 @@ def quantized_weights(model: TRM, spec: WeightSpec, cal: Calibration | None) -> 
     return out
 
 
-def with_weights(model: TRM, qweights: dict[str, tuple[np.ndarray, np.ndarray]]) -> TRM:
-    """A copy of the model whose linear weights are the dequantized integer weights."""
-    m = copy.deepcopy(model)
+def with_weights(model: TRM, qweights: dict[str, tuple[np.ndarray, np.ndarray]],
+                 dtype: torch.dtype = torch.float32) -> TRM:
+    """A copy of the model in ``dtype`` whose linear weights are the dequantized integer weights.
+
+    For a fake-quant model that is to follow the integer model bit for bit, use float64: in float32 the
+    dequantized weights (q · s) and the matrix products are off by ~1e-7 relative, enough to move about
+    one linear output in 10^5 across a rounding boundary, and the recursion amplifies each such flip."""
+    m = copy.deepcopy(model).to(dtype)
     mods = dict(m.named_modules())
     with torch.no_grad():
         for name, (q, s) in qweights.items():
-            mods[name].weight.copy_(torch.as_tensor(q * s[:, None], dtype=torch.float32))
+            mods[name].weight.copy_(torch.as_tensor(q * s[:, None], dtype=dtype))
     return m
 
 
 # --- activations: fake quantization ---------------------------------------------------------------
-def fake_quant_point(scales: dict[str, float], ste: bool = False):
-    """point(name, t): round t to the int grid of its scale and saturate (int16 for logits).
-    With ``ste`` the backward pass goes straight through (quantization-aware training)."""
-    def point(name: str, t: torch.Tensor) -> torch.Tensor:
-        s = scales[name]
+def round_half_up(t: torch.Tensor) -> torch.Tensor:
+    """Round to the nearest integer, halves towards +inf: the float counterpart of the contract's
+    ``round_shift`` ((v + 2^(n-1)) >> n equals round_half_up(v / 2^n)). Exact for every float:
+    ``floor(t + 0.5)`` is not (in float32, 0.49999997 + 0.5 rounds to 1.0)."""
+    return _round_half_up_(t.clone())
+
+
+def _round_half_up_(t: torch.Tensor) -> torch.Tensor:
+    """round_half_up in place (t is overwritten with its fractional part; the result is returned)."""
+    r = torch.floor(t)
+    return r.add_(t.sub_(r).ge_(0.5))  # t - floor(t) is exact; ge_ leaves 1.0 or 0.0 in t's dtype
+
+
+def _rounds_half_even(name: str) -> bool:
+    """The points whose integer values are fixed at export with numpy's round (half to even): the
+    embedding table (``x``) and the SiLU tables (``*.act``). Every other point is a run-time
+    requantization (round_shift: half up). (The initial carry, point ``norm``, is rounded half to even at
+    export too, but its float values are never exact halves.)"""
+    return name == "x" or name.endswith(".act")
+
+
+class FakeQuant:
+    """The fake-quant point: ``point(name, t)`` rounds t to the integer grid of its scale as the integer
+    model rounds there (half up for run-time requantization, half to even for the export-time embedding
+    and SiLU tables) and saturates (int16 for ``logits``, int8 otherwise).
+
+    With ``integer_ops`` (the default) it also carries ``ops``: the integer model's own fixed-point
+    operations (``IntegerOps``: weighted add, residual + RMSNorm, rotary, softmax attention), which the
+    torch model then uses instead of its float ones (see ``harness.models.trm.ops_of``). With ``ste`` the
+    backward pass goes straight through every rounding and fixed-point operation (quantization-aware
+    training): the gradient is that of the float computation."""
+
+    def __init__(self, scales: dict[str, float], ste: bool = False, integer_ops: bool = True):
+        self.scales, self.ste = scales, ste
+        self.ops = IntegerOps(self) if integer_ops else None
+
+    def integers(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        """The integer values of t at the point ``name`` (a float tensor of t's dtype, no gradient)."""
         lo, hi = (arith.INT16_MIN, arith.INT16_MAX) if name == "logits" else (arith.INT8_MIN, arith.INT8_MAX)
-        q = torch.clamp(torch.round(t / s), lo, hi) * s
-        return t + (q - t).detach() if ste else q
-    return point
+        v = t.detach() / self.scales[name]
+        return (v.round_() if _rounds_half_even(name) else _round_half_up_(v)).clamp_(lo, hi)
+
+    def __call__(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        return self.straight_through(t, self.integers(name, t).mul_(self.scales[name]))
+
+    def straight_through(self, t: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """q forward; with ``ste``, t's gradient backward."""
+        return t + (q - t).detach() if self.ste else q
+
+
+def fake_quant_point(scales: dict[str, float], ste: bool = False, integer_ops: bool = True) -> FakeQuant:
+    """The fake-quant point of ``scales`` (see ``FakeQuant``)."""
+    return FakeQuant(scales, ste, integer_ops)
+
+
+class IntegerOps:
+    """The integer model's fixed-point operations for the torch model (``harness.models.trm.FloatOps``
+    names them): the operands are taken to the integer grids of their points, the integer model's own
+    arithmetic (``harness.golden.arith``, with the coefficients, multipliers and tables that
+    ``build_int_model`` exports) computes the integer result, and it comes back dequantized at its
+    point's scale. Given the same integer operands the result is the golden model's, bit for bit.
+    Runs in numpy on the host (the tensors' device is kept)."""
+
+    def __init__(self, point: FakeQuant):
+        self.point = point
+        self.scales = point.scales
+        self._rope: dict[tuple[int, int, float], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _int(self, name: str, t: torch.Tensor) -> np.ndarray:
+        return self.point.integers(name, t).cpu().numpy().astype(np.int64)
+
+    def _out(self, name: str, q: np.ndarray, like: torch.Tensor, float_value) -> torch.Tensor:
+        """Dequantized integer result q at ``name``'s scale; with ste, the float computation's gradient."""
+        v = torch.as_tensor(q * self.scales[name], dtype=like.dtype, device=like.device)
+        return self.point.straight_through(float_value(), v) if self.point.ste else v  # float only for ste
+
+    def inject(self, name, terms):
+        q = arith.weighted_add([(self._int(p, t), _coef(self.scales[p], self.scales[name])) for p, t in terms])
+        return self._out(name, q, terms[0][1], lambda: FLOAT_OPS.inject(name, terms))
+
+    def residual_norm(self, name, h, h_point, m, m_point, eps):
+        a, b = _residual_coefs(self.scales[h_point], self.scales[m_point])
+        q = arith.residual(self._int(h_point, h), a, self._int(m_point, m), b,
+                           _norm_const(h.shape[-1], self.scales[name]))
+        return self._out(name, q, h, lambda: FLOAT_OPS.residual_norm(name, h, h_point, m, m_point, eps))
+
+    def rotary(self, name, t, cos, sin, theta):
+        L, hd = t.shape[-2:]
+        key = (L, hd, float(theta))
+        if key not in self._rope:
+            self._rope[key] = arith.rope_tables(L, hd, theta)
+        q = arith.rope(self._int(name, t), *self._rope[key])
+        return self._out(name, q, t, lambda: FLOAT_OPS.rotary(name, t, cos, sin, theta))
+
+    def attention(self, name, q, k, v, kernel):
+        if kernel is not F.scaled_dot_product_attention:  # the integer model has softmax attention only
+            return FLOAT_OPS.attention(name, q, k, v, kernel)
+        s = self.scales
+        (sM, sn), (vM, vn) = _attention_multipliers(s[f"{name}.q"], s[f"{name}.k"], s[f"{name}.v"],
+                                                    s[f"{name}.attn"], q.shape[-1])
+        qi, ki, vi = self._int(f"{name}.q", q), self._int(f"{name}.k", k), self._int(f"{name}.v", v)
+        p = arith.softmax(arith.imatmul(qi, np.swapaxes(ki, -1, -2)), sM, sn)
+        a = arith.requantize(arith.imatmul(p, vi), vM, vn)
+        return self._out(f"{name}.attn", a, q, lambda: FLOAT_OPS.attention(name, q, k, v, kernel))
 
 
 def activation_scales(model: TRM, cal: Calibration, method: str = "max") -> dict[str, float]:
@@ -177,6 +278,19 @@ def _coef(s: float, s_out: float) -> int:
 def _residual_coefs(s_h: float, s_m: float) -> tuple[int, int]:
     top = max(s_h, s_m)
     return _coef(s_h, top), _coef(s_m, top)
+
+
+def _norm_const(D: int, s_out: float) -> int:
+    """The integer RMSNorm's constant C = round(sqrt(D) / s_out · 2^8)."""
+    return int(round(math.sqrt(D) / s_out * (1 << arith.NORM_CONST_SHIFT)))
+
+
+def _attention_multipliers(s_q: float, s_k: float, s_v: float, s_attn: float,
+                           hd: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(M, n) of the scores into the softmax's log2 domain and of the Q15-weighted sum of v."""
+    (sM,), (sn,) = _multipliers(np.array([s_q * s_k / math.sqrt(hd) * math.log2(math.e) * 256]))
+    (vM,), (vn,) = _multipliers(np.array([s_v / 2 ** arith.PROB_BITS / s_attn]))
+    return (int(sM), int(sn)), (int(vM), int(vn))
 
 
 def _qlinear(q: np.ndarray, s_w: np.ndarray, bits: int, s_in: float, s_out: np.ndarray | float,
@@ -220,10 +334,9 @@ def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], r
             q, s_w = qw[f"blocks.{l}.mixer.qkv"]
             qkv = _qlinear(q, s_w, bits, s_in, np.repeat([s_q, s_k, s_v], D))
             cos, sin = arith.rope_tables(L, hd, cfg.rope_theta)
-            (sM,), (sn,) = _multipliers(np.array([s_q * s_k / math.sqrt(hd) * math.log2(math.e) * 256]))
-            (vM,), (vn,) = _multipliers(np.array([s_v / 2 ** arith.PROB_BITS / s_a]))
+            (sM, sn), (vM, vn) = _attention_multipliers(s_q, s_k, s_v, s_a, hd)
             qo, so = qw[f"blocks.{l}.mixer.out"]
-            mixer = QAttention(qkv, cfg.heads, cos, sin, int(sM), int(sn), int(vM), int(vn),
+            mixer = QAttention(qkv, cfg.heads, cos, sin, sM, sn, vM, vn,
                                _qlinear(qo, so, bits, s_a, scales[f"{pfx}.out"]))
         ffn = _qswiglu(block.mlp, f"blocks.{l}.mlp", f"b{l}.ffn", qw, bits, s_n, scales)
         blocks.append(QBlock(mixer, _residual_coefs(s_in, scales[f"{pfx}.out"]), ffn,
@@ -240,7 +353,7 @@ def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], r
         z_in=(_coef(s_n, s_h), _coef(s_x, s_h), _coef(s_n, s_h)),
         y_in=(_coef(s_n, s_h), _coef(s_n, s_h)),
         blocks=blocks,
-        norm_const=int(round(math.sqrt(D) / s_n * (1 << arith.NORM_CONST_SHIFT))),
+        norm_const=_norm_const(D, s_n),
         head=_qlinear(qh, sh, bits, s_n, scales["logits"], arith.INT16_MIN, arith.INT16_MAX),
         halt_w=np.clip(np.round(hw / s_hw), -127, 127).astype(np.int64),
         halt_threshold=int(max(min(threshold, 2**31 - 1), -2**31)),

@@ -107,7 +107,8 @@ class _Run:
 def _qat(recipe: Recipe, model: TRM, task: Task) -> _Run:
     c = model.cfg
     cal = Q.calibrate(model, _calibration_tokens(task, recipe), c.T, c.n, c.n_sup)
-    point = Q.fake_quant_point(Q.activation_scales(model, cal, recipe.act_calibration), ste=True)
+    # float ops between the points, as this recipe has always trained (its cache key does not hash code)
+    point = Q.fake_quant_point(Q.activation_scales(model, cal, recipe.act_calibration), ste=True, integer_ops=False)
     spec = Q.WeightSpec(recipe.weight_bits, recipe.per_channel, recipe.weight_clip)
     return _Run(init=fake_quant_weights(model, spec, cal), point=point)
 

@@ -34,6 +34,11 @@ ATTENTION_KERNELS = ("softmax", "linear")
 #   b{l}.mix.*     token mixer of block l: gate, up, act, prod, out (mlp) or q, k, v, attn, out
 #   b{l}.ffn.*     channel SwiGLU of block l: gate, up, act, prod, out
 #   logits         output head
+# Between the points, four operations of the integer model are fixed point of its own rather than a
+# rounding of the float result (docs/integer-inference.md §3): the network input (weighted add), residual
+# + RMSNorm, rotary positions and the softmax attention kernel. The model computes them through
+# ``ops_of(point)``: the float ``FloatOps`` unless the point carries replacements as ``point.ops`` (the
+# fake-quant point of harness.compress.quantize does, so that it follows the integer model there too).
 Point = Callable[[str, torch.Tensor], torch.Tensor]
 
 
@@ -89,6 +94,38 @@ class TRMConfig:
 
 def rms_norm(h: torch.Tensor, eps: float) -> torch.Tensor:
     return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+
+
+class FloatOps:
+    """The float model's computations at the places where the integer model has fixed-point operations
+    of its own. Arguments name the points their operands and results pass through, so that a
+    replacement (``point.ops``, same methods) can find their scales."""
+
+    def inject(self, name: str, terms: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+        """Network input: the first term plus the sum of the others, ``(point, tensor)`` pairs."""
+        rest = terms[1][1]
+        for _, t in terms[2:]:
+            rest = rest + t
+        return terms[0][1] + rest
+
+    def residual_norm(self, name: str, h: torch.Tensor, h_point: str, m: torch.Tensor, m_point: str,
+                      eps: float) -> torch.Tensor:
+        """Post-norm residual: rms_norm(h + m), h the block input, m the mixer or SwiGLU output."""
+        return rms_norm(h + m, eps)
+
+    def rotary(self, name: str, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, theta: float) -> torch.Tensor:
+        return apply_rotary(t, cos, sin)
+
+    def attention(self, name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Callable) -> torch.Tensor:
+        """The attention kernel of the mixer whose points are ``name.*`` (q, k, v: [B, H, L, hd])."""
+        return kernel(q, k, v)
+
+
+FLOAT_OPS = FloatOps()
+
+
+def ops_of(point: Point) -> FloatOps:
+    return getattr(point, "ops", None) or FLOAT_OPS
 
 
 class SwiGLU(nn.Module):
@@ -152,15 +189,17 @@ class Attention(nn.Module):
         cos, sin = rotary_tables(cfg.seq_len, self.head_dim, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.rope_theta = cfg.rope_theta
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
         B, L, D = h.shape
+        ops = ops_of(point)
         q, k, v = self.qkv(h).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = point(f"{name}.q", q), point(f"{name}.k", k), point(f"{name}.v", v)
         # q and k keep their scale through the rotation (it preserves the norm of each pair)
-        q = point(f"{name}.q", apply_rotary(q, self.rope_cos, self.rope_sin))
-        k = point(f"{name}.k", apply_rotary(k, self.rope_cos, self.rope_sin))
-        a = point(f"{name}.attn", self.kernel(q, k, v))  # [B, H, L, hd]
+        q = point(f"{name}.q", ops.rotary(f"{name}.q", q, self.rope_cos, self.rope_sin, self.rope_theta))
+        k = point(f"{name}.k", ops.rotary(f"{name}.k", k, self.rope_cos, self.rope_sin, self.rope_theta))
+        a = point(f"{name}.attn", ops.attention(name, q, k, v, self.kernel))  # [B, H, L, hd]
         return point(f"{name}.out", self.out(a.transpose(1, 2).reshape(B, L, D)))
 
 
@@ -171,9 +210,13 @@ class Block(nn.Module):
         self.mixer = SequenceMLP(cfg.seq_len, cfg.mix_width) if cfg.mixer == "mlp" else Attention(cfg)
         self.mlp = SwiGLU(cfg.hidden, cfg.ffn_width)
 
-    def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
-        h = point("norm", rms_norm(h + self.mixer(h, point, f"{name}.mix"), self.eps))
-        return point("norm", rms_norm(h + self.mlp(h, point, f"{name}.ffn"), self.eps))
+    def forward(self, h: torch.Tensor, point: Point = identity, name: str = "", h_point: str = "norm") -> torch.Tensor:
+        """``h_point``: the point the block input comes from (``h`` for the first block, else ``norm``)."""
+        ops = ops_of(point)
+        m = self.mixer(h, point, f"{name}.mix")
+        h = point("norm", ops.residual_norm("norm", h, h_point, m, f"{name}.mix.out", self.eps))
+        m = self.mlp(h, point, f"{name}.ffn")
+        return point("norm", ops.residual_norm("norm", h, "norm", m, f"{name}.ffn.out", self.eps))
 
 
 class TRM(nn.Module):
@@ -203,15 +246,20 @@ class TRM(nn.Module):
         return self.y_init.expand(shape).clone(), self.z_init.expand(shape).clone()
 
     def net(self, h: torch.Tensor, injection: torch.Tensor, point: Point = identity) -> torch.Tensor:
-        h = point("h", h + injection)
+        """The shared network on h + injection."""
+        return self.blocks_on(point("h", h + injection), point)
+
+    def blocks_on(self, h: torch.Tensor, point: Point = identity) -> torch.Tensor:
+        """The shared network's blocks on its input h (the point ``h``)."""
         for l, block in enumerate(self.blocks):
-            h = block(h, point, f"b{l}")
+            h = block(h, point, f"b{l}", "h" if l == 0 else "norm")
         return h
 
     def cycle(self, x, y, z, n: int, point: Point = identity):
-        for _ in range(n):
-            z = self.net(z, x + y, point)
-        y = self.net(y, z, point)
+        ops = ops_of(point)
+        for _ in range(n):  # z <- net(z, x + y) n times, then y <- net(y, z)
+            z = self.blocks_on(point("h", ops.inject("h", [("norm", z), ("x", x), ("norm", y)])), point)
+        y = self.blocks_on(point("h", ops.inject("h", [("norm", y), ("norm", z)])), point)
         return y, z
 
     def readout(self, y: torch.Tensor, point: Point = identity) -> tuple[torch.Tensor, torch.Tensor]:
