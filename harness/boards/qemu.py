@@ -119,10 +119,7 @@ class QemuBoard(Board):
                     self.proc.wait()
             self.proc = None
         if self.tmp is not None:
-            if self.log_dir is None and self.log_path is not None and self.log_path.exists():
-                # keep the log of a board without a log folder next to nothing: it dies with the tmp dir
-                pass
-            self.tmp.cleanup()
+            self.tmp.cleanup()  # without a log_dir the log lived here and goes with it
             self.tmp = None
 
     @property

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..export import blob as B
+from ..golden.fidelity import cosine_per_cycle
+from ..probe.capture import carries_array, run_traced
 from ..models.evaluate import Depth
 from ..tasks import score, stack
 from ..targets import Target
@@ -62,8 +65,6 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
         request = RunRequest(x[i], depth.T, depth.n, depth.steps, depth.halting, carries=check, embed_ram=embed_ram)
         trace = None
         if probe is not None:
-            import time
-            from ..probe.capture import carries_array, run_traced
             t0 = time.monotonic()
             res, records = run_traced(board, probe, board.firmware, request, timeout=timeout)
             trace = {"records": records, "wall_s": time.monotonic() - t0}
@@ -75,8 +76,9 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
                "stack_bytes": res.stack_bytes, "arena_bytes": res.arena_bytes, "flash_bytes_read": res.flash_bytes}
         emulated = board.backend in ("qemu", "renode")
         row["instructions"] = instructions(res.counter, res.counter_unit, res.counter_hz, emulated)
+        # one golden run per puzzle serves both the bit-exactness check and the trace
+        g = im.run(x[i:i + 1], depth.T, depth.n, depth.steps, keep_carries=True) if im is not None else None
         if check:
-            g = im.run(x[i:i + 1], depth.T, depth.n, depth.steps, keep_carries=True)
             k = res.steps_run
             if depth.halting:
                 halted = np.flatnonzero(g["halt"][:, 0])
@@ -91,18 +93,16 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
             yd, zd = carries_array(trace["records"], k, depth.T)
             row["trace_cycles"] = len(trace["records"])
             row["trace_wall_s"] = trace["wall_s"]
-            gt = im.run(x[i:i + 1], depth.T, depth.n, depth.steps, keep_carries=True)
             row["carries_match_golden"] = bool(
-                len(trace["records"]) == k * depth.T and np.array_equal(gt["y"][:k, :, 0], yd)
-                and np.array_equal(gt["z"][:k, :, 0], zd))
+                len(trace["records"]) == k * depth.T and np.array_equal(g["y"][:k, :, 0], yd)
+                and np.array_equal(g["z"][:k, :, 0], zd))
             if fp32 is not None:
-                from ..golden.fidelity import cosine_per_cycle
                 scale = im.carry_scale
                 ref = {"y": fp32["y"][:k, :, i:i + 1], "z": fp32["z"][:k, :, i:i + 1]}
                 dev = cosine_per_cycle(ref, {"y": yd[:, :, None].astype(np.float32) * scale,
                                              "z": zd[:, :, None].astype(np.float32) * scale})[0]
-                gold = cosine_per_cycle(ref, {"y": gt["y"][:k, :, :1].astype(np.float32) * scale,
-                                              "z": gt["z"][:k, :, :1].astype(np.float32) * scale})[0]
+                gold = cosine_per_cycle(ref, {"y": g["y"][:k, :, :1].astype(np.float32) * scale,
+                                              "z": g["z"][:k, :, :1].astype(np.float32) * scale})[0]
                 row["fidelity_per_cycle"] = [float(v) for v in dev]
                 row["fidelity_final"] = float(dev[-1])
                 row["fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
