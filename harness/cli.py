@@ -176,8 +176,11 @@ def study(
     depths: str = typer.Option("default", help="Semicolon-separated depths 'T,n,steps[,halt]'; "
                                                "'default' is the model's own; the first is the reference."),
     puzzles: int = typer.Option(500, help="Held-out puzzles per model."),
+    depth_recipes: Optional[str] = typer.Option(None, help="Comma-separated recipes the depths after the first "
+                                                           "apply to (default: every recipe)."),
     seed: int = typer.Option(2000), threads: int = typer.Option(2),
-    out: Path = typer.Option(..., help="Folder for study.csv, study.parquet, summary.md."),
+    out: Path = typer.Option(..., help="Folder for study.csv, study.parquet, summary.md. Rows land in "
+                                       "OUT/rows.jsonl as they finish; rerunning the same command resumes."),
 ):
     """Sweep models × recipes × depths on the host (golden reference for integer recipes)."""
     import torch
@@ -190,9 +193,10 @@ def study(
     plan = StudyPlan(models=zoo_names() if models == "all" else models.split(","),
                      recipes=recipes.split(","),
                      depths=[None if d.strip() == "default" else d.strip() for d in depths.split(";")],
-                     puzzles=puzzles, seed=seed)
+                     puzzles=puzzles, seed=seed,
+                     depth_recipes=depth_recipes.split(",") if depth_recipes else None)
     with Progress(console=console, transient=True) as progress:
-        df = run_study(plan, progress, log=lambda m: progress.console.print(m))
+        df = run_study(plan, progress, log=lambda m: progress.console.print(m), out=out)
     write_study(df, out, _command_line(ctx), plan)
     console.print(f"wrote {len(df)} rows to {out}/study.csv, study.parquet and summary.md")
 
@@ -280,24 +284,11 @@ def _free_port() -> int:
 
 
 def _open_board(board: str, target, blob: bytes, log_dir: Optional[Path], gdb_port: Optional[int] = None):
-    if board == "qemu":
-        from .boards.qemu import QemuBoard, qemu_missing
-        from .firmware import FirmwareError
-        if (msg := qemu_missing()):
-            _fail(msg)
-        try:
-            return QemuBoard(target, blob, log_dir=log_dir, gdb_port=gdb_port)
-        except (FirmwareError, ValueError) as e:
-            _fail(str(e))
-    if board == "host":
-        from .boards.host import HostBoard
-        return HostBoard(target, blob)
-    if board == "renode":
-        import shutil
-        if shutil.which("renode") is None:
-            _fail("--board renode: `renode` is not on PATH. Install Renode (https://renode.io: its Debian package "
-                  "or portable tarball), or use --board qemu.")
-    _fail(f"--board {board!r}: this version runs 'qemu' or 'host' (the renode and serial backends are not built yet)")
+    from .boards.factory import BoardUnavailable, make_board
+    try:
+        return make_board(board, target, blob, log_dir=log_dir, gdb_port=gdb_port)
+    except (BoardUnavailable, ValueError) as e:
+        _fail(f"--board {board}: {e}")
 
 
 @app.command()

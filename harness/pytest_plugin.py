@@ -22,7 +22,6 @@ def zoo_model():
 
 # --- boards ------------------------------------------------------------------------------------------
 
-BACKENDS = ("qemu", "host", "renode", "serial")
 
 
 def pytest_addoption(parser):
@@ -40,19 +39,9 @@ def pytest_configure(config):
     if board is None:
         return
     kind = board.split(":", 1)[0]
-    if kind not in BACKENDS:
-        raise pytest.UsageError(f"--board {board!r}: expected one of {', '.join(BACKENDS)}")
-    if kind == "qemu":
-        from harness.boards.qemu import qemu_missing
-        if (msg := qemu_missing()):
-            raise pytest.UsageError(f"--board qemu: {msg}")
-    if kind in ("renode", "serial"):
-        import shutil
-        if kind == "renode" and shutil.which("renode") is None:
-            raise pytest.UsageError("--board renode: `renode` is not on PATH. Install Renode "
-                                    "(https://renode.io, e.g. its Debian package or portable tarball) or use "
-                                    "--board qemu.")
-        raise pytest.UsageError(f"--board {kind}: this backend is not built yet; use --board qemu or --board host")
+    from harness.boards.factory import backend_missing
+    if (msg := backend_missing(kind)):
+        raise pytest.UsageError(f"--board {kind}: {msg}")
 
 
 @pytest.fixture(scope="session")
@@ -79,14 +68,10 @@ def open_board(board_kind):
     from harness.targets import load_target
 
     def make(target: str, blob: bytes | None, **kw):
-        t = load_target(target)
-        if board_kind == "qemu":
-            from harness.boards.qemu import QemuBoard
-            from harness.firmware import BIN
-            if not (BIN / target / "firmware.elf").exists():
-                pytest.fail(f"no prebuilt firmware for {target}: run `harness firmware build --target {target}`")
-            return QemuBoard(t, blob, **kw)
-        from harness.boards.host import HostBoard
-        return HostBoard(t, blob)
+        from harness.boards.factory import BoardUnavailable, make_board
+        try:
+            return make_board(board_kind, load_target(target), blob, **kw)
+        except BoardUnavailable as e:
+            pytest.fail(f"{board_kind} board for {target}: {e}")
 
     return make

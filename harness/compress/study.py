@@ -3,6 +3,7 @@ MACs and carry-trajectory fidelity against the fp32 model at the same depth."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +21,35 @@ from .recipes import BUILTIN, apply, get_recipe
 
 
 def evaluate_compressed(comp: Compressed, reference: TRM, task: Task, puzzles: list[Puzzle], depth: Depth,
-                        batch: int = 128, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Accuracy of ``comp`` at ``depth`` and the fidelity of its carries to the fp32 ``reference``."""
-    fp32 = Compressed(BUILTIN["fp32"], reference, torch_model=reference)
+                        batch: int = 128, progress: Callable[[int], None] | None = None,
+                        reference_runs: list[dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Accuracy of ``comp`` at ``depth`` and the fidelity of its carries to the fp32 ``reference``.
+    ``reference_runs`` (from :func:`reference_runs`, same puzzles, depth and batch) saves rerunning fp32."""
     inputs, labels = stack(puzzles)
+    refs = reference_runs if reference_runs is not None else _reference_runs(reference, inputs, depth, batch)
     per_step, halt_step, cos = [], [], []
-    for i in range(0, len(inputs), batch):
+    for k, i in enumerate(range(0, len(inputs), batch)):
         x = inputs[i:i + batch]
         out = comp.run(x, depth, batch)
-        ref = fp32.run(x, depth, batch)
         per_step.append(out["per_step"])
         halt_step.append(out["halt_step"])
-        cos.append(cosine_per_cycle(ref, out))
+        cos.append(cosine_per_cycle(refs[k], out))
         if progress:
             progress(len(x))
     report = accuracy_report(task, inputs, labels, np.concatenate(per_step, axis=1),
                              np.concatenate(halt_step), depth)
     cos = np.concatenate(cos)
     return {**report, **summarize(cos), "cosine": cos}
+
+
+def _reference_runs(reference: TRM, inputs: np.ndarray, depth: Depth, batch: int) -> list[dict[str, np.ndarray]]:
+    fp32 = Compressed(BUILTIN["fp32"], reference, torch_model=reference)
+    return [fp32.run(inputs[i:i + batch], depth, batch) for i in range(0, len(inputs), batch)]
+
+
+def reference_runs(reference: TRM, puzzles: list[Puzzle], depth: Depth, batch: int = 128) -> list[dict[str, np.ndarray]]:
+    """The fp32 model's outputs and carries on ``puzzles`` at ``depth``, batch by batch."""
+    return _reference_runs(reference, stack(puzzles)[0], depth, batch)
 
 
 @dataclass
@@ -47,6 +59,50 @@ class StudyPlan:
     depths: list[str | None]          # 'T,n,steps[,halt]'; None = the model's default depth
     puzzles: int = 500
     seed: int = 2000
+    depth_recipes: list[str] | None = None  # recipes the depths after the first apply to; None = all
+
+    def depths_for(self, recipe: str, depths: list[Depth]) -> list[Depth]:
+        if self.depth_recipes is None or recipe in self.depth_recipes:
+            return depths
+        return depths[:1]
+
+
+ROWS = "rows.jsonl"
+
+
+def row_key(model: str, recipe: str, depth: str, puzzles: int, seed: int) -> tuple:
+    return (model, recipe, depth, puzzles, seed)
+
+
+def read_rows(out: Path | None) -> list[dict[str, Any]]:
+    """Rows a previous (possibly interrupted) run of the study left in ``out/rows.jsonl``. A torn last
+    line (the process died while writing it) is ignored: that row is simply computed again."""
+    if out is None or not (out / ROWS).exists():
+        return []
+    _drop_torn_tail(out / ROWS)
+    rows = []
+    for line in (out / ROWS).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line left without its newline by a crash, so the next append starts a clean line."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _append_row(out: Path, r: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ROWS, "a") as f:
+        f.write(json.dumps(r) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def row(model_name: str, task: Task, comp: Compressed, res: dict[str, Any], depth: Depth,
@@ -66,31 +122,53 @@ def row(model_name: str, task: Task, comp: Compressed, res: dict[str, Any], dept
     }
 
 
-def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print) -> pd.DataFrame:
+def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print,
+              out: Path | None = None) -> pd.DataFrame:
+    """Run ``plan``. With ``out``, every row is appended to ``out/rows.jsonl`` (fsync) as it lands, and
+    rows already there are kept rather than recomputed: an interrupted study resumes where it stopped
+    (a training recipe's own training also resumes from its checkpoint cache)."""
     from ..models.checkpoint import load_checkpoint
     from ..models.evaluate import default_depth
     from ..tasks.puzzle_source import puzzle_set_hash
 
+    done = {row_key(r["model"], r["recipe"], r["depth"], r["puzzles"], r["seed"]): r for r in read_rows(out)}
+    if done:
+        log(f"resuming: {len(done)} rows already in {out / ROWS}")
     rows = []
     for name in plan.models:
         model, task, _ = load_checkpoint(name)
         puzzles = task.generate(plan.puzzles, seed=plan.seed, split="test")
         phash = puzzle_set_hash(puzzles)
         depths = [Depth.parse(d, default_depth(model)) for d in plan.depths]
+        refs: dict[str, list] = {}
         for recipe_name in plan.recipes:
             recipe = get_recipe(recipe_name)
+            todo = []
+            for depth in plan.depths_for(recipe_name, depths):
+                key = row_key(name, recipe_name, depth.label(), len(puzzles), plan.seed)
+                if key in done:
+                    rows.append(done[key])
+                else:
+                    todo.append(depth)
+            if not todo:
+                continue
             try:
-                comp = apply(recipe, model, task)
+                comp = apply(recipe, model, task, progress=progress)
             except ValueError as e:       # e.g. linattn on an mlp model
                 log(f"skip {name} × {recipe_name}: {e}")
                 continue
-            for depth in depths:
+            for depth in todo:
+                if depth.label() not in refs:
+                    refs[depth.label()] = reference_runs(model, puzzles, depth)
                 bar = progress.add_task(f"{name} {recipe_name} {depth.label()}", total=len(puzzles)) if progress else None
-                res = evaluate_compressed(comp, model, task, puzzles, depth,
+                res = evaluate_compressed(comp, model, task, puzzles, depth, reference_runs=refs[depth.label()],
                                           progress=(lambda k, b=bar: progress.advance(b, k)) if progress else None)
                 if progress:
                     progress.remove_task(bar)
-                rows.append(row(name, task, comp, res, depth, phash, plan.seed))
+                r = row(name, task, comp, res, depth, phash, plan.seed)
+                rows.append(r)
+                if out is not None:
+                    _append_row(out, r)
                 log(f"{name:18s} {recipe_name:11s} {depth.label():10s} cell {res['cell_accuracy']:.3f} "
                     f"exact {res['exact_accuracy']:.3f} fidelity {res['fidelity_final']:.4f}")
     return pd.DataFrame(rows)

@@ -1,0 +1,37 @@
+"""The study sweep: rows land in a journal as they finish and an interrupted study resumes."""
+import json
+
+import pandas as pd
+
+from harness.compress import study as S
+
+
+def _plan():
+    return S.StudyPlan(models=["sudoku6-mlp"], recipes=["fp32", "int8"], depths=[None, "1,1,2"],
+                       puzzles=12, seed=7, depth_recipes=["fp32"])
+
+
+def test_depths_after_the_first_apply_only_to_depth_recipes(tmp_path):
+    df = S.run_study(_plan(), log=lambda m: None, out=tmp_path)
+    assert sorted(zip(df.recipe, df.depth)) == [("fp32", "T1n1s2"), ("fp32", "T2n3s8"), ("int8", "T2n3s8")]
+    assert len(S.read_rows(tmp_path)) == 3
+    fp = df[(df.recipe == "fp32")]
+    assert (fp.fidelity_final == 1.0).all()
+
+
+def test_an_interrupted_study_resumes_without_recomputing(tmp_path, monkeypatch):
+    full = S.run_study(_plan(), log=lambda m: None, out=tmp_path / "a")
+    lines = (tmp_path / "a" / S.ROWS).read_text().splitlines()
+    # a crash after the first row, in the middle of writing the second
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / S.ROWS).write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    applied = []
+    real_apply = S.apply
+    monkeypatch.setattr(S, "apply", lambda r, *a, **k: applied.append(r.name) or real_apply(r, *a, **k))
+    resumed = S.run_study(_plan(), log=lambda m: None, out=tmp_path / "b")
+    pd.testing.assert_frame_equal(full.reset_index(drop=True), resumed.reset_index(drop=True))
+    assert applied == ["fp32", "int8"]          # fp32 once for its missing depth; int8 once
+    again = S.run_study(_plan(), log=lambda m: None, out=tmp_path / "b")
+    assert applied == ["fp32", "int8"]          # nothing left to compute
+    assert len(again) == 3
+    assert all(json.loads(line) for line in (tmp_path / "b" / S.ROWS).read_text().splitlines()[2:])
