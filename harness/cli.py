@@ -324,7 +324,13 @@ def run(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if len(blob) > t.blob.size:
-        _fail(f"does not fit: the blob ({len(blob):,} bytes) exceeds {t.name}'s blob region ({t.blob.size:,} bytes)")
+        from .boards.runner import footprint
+        from .firmware import BIN
+        fit = footprint(t, BIN / t.name / "firmware.elf", len(blob))
+        if as_json:  # a result a script can read, rather than only an error
+            print(json.dumps({"model": config["name"], "recipe": recipe, "target": t.name, "fits": False,
+                              "summary": {"memory": fit}, "rows": []}))
+        _fail(fit["does_not_fit"])
     if trace and board != "qemu":
         _fail("--trace needs a board with a debug probe: --board qemu")
     gdb_port = _free_port() if trace else None
@@ -404,6 +410,100 @@ def firmware_verify(target: Optional[list[str]] = typer.Option(None, help="Targe
     if problems:
         raise typer.Exit(1)
     console.print("firmware-bin/ matches a fresh build byte for byte")
+
+
+farm_app = typer.Typer(help="Run plans on a farm of boards (emulated or physical) into a journal.", no_args_is_help=True)
+app.add_typer(farm_app, name="farm")
+
+
+def _farm(plan_path: str, inventory: Optional[Path], out: Path, resume: bool, command: str) -> str:
+    from .boards.inventory import InventoryError, load_inventory
+    from .farm.journal import Journal
+    from .farm.plan import PlanError, load_plan
+    from .farm.scheduler import FarmError, default_inventory, farm_run
+
+    try:
+        plan = load_plan(plan_path)
+        boards = load_inventory(inventory) if inventory else default_inventory(plan)
+    except (PlanError, InventoryError) as e:
+        _fail(str(e))
+    from .boards.factory import backend_missing
+    for kind in sorted({b.backend for b in boards}):
+        if (msg := backend_missing(kind)):
+            _fail(f"inventory boards with backend {kind}: {msg}")
+    try:
+        with Journal.in_dir(out) as j:
+            if j.meta("command") is None:
+                j.set_meta("command", command)
+        return farm_run(plan, boards, out, resume=resume, console=console,
+                        log=lambda m: console.print(m))
+    except FarmError as e:
+        _fail(str(e))
+
+
+@farm_app.command("run")
+def farm_run_cmd(
+    ctx: typer.Context,
+    plan: str = typer.Option("demo", help="Plan TOML, or the name of a shipped plan (harness/farm/plans/)."),
+    inventory: Optional[Path] = typer.Option(None, help="Inventory TOML ([[board]] tables); default: one QEMU "
+                                                        "board per target of the plan."),
+    out: Path = typer.Option(..., help="Run folder: journal.sqlite, board logs, then the report."),
+    resume: bool = typer.Option(False, help="Finish the run already in OUT (same plan): nothing is redone."),
+    report: bool = typer.Option(True, help="Write the report into OUT when the run ends."),
+):
+    """Schedule the plan's jobs on the inventory's boards; every result goes to OUT/journal.sqlite."""
+    run_id = _farm(plan, inventory, out, resume, _command_line(ctx))
+    console.print(f"{run_id}: journal {out / 'journal.sqlite'}")
+    if report:
+        _report(out, None)
+
+
+def _report(out: Path, baseline: Optional[Path]):
+    from .report.build import build_report
+    try:
+        r = build_report(out, baseline)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    for d in r.decisions:
+        rec = d.recommended
+        console.print(f"[bold]{d.target}[/]: " + (f"recommended {rec['model']} {rec['recipe']} {rec['depth']}"
+                                                   if rec else "no configuration meets the budgets"))
+        for reason in d.reasons:
+            console.print(f"  - {reason}")
+    console.print(f"report: {out / 'report.html'} and {out / 'report.md'}")
+    return r
+
+
+@app.command()
+def report(
+    out: Path = typer.Argument(..., help="A `harness farm run --out` folder."),
+    baseline: Optional[Path] = typer.Option(None, help="An earlier run folder: show what changed and exit 1 "
+                                                       "on a regression beyond the plan's [regression] thresholds."),
+):
+    """Tables, plots, decisions and provenance of a farm run (report.html, report.md, parquet and CSV)."""
+    r = _report(out, baseline)
+    if baseline is not None:
+        if r.regressions:
+            console.print(f"[bold red]{len(r.regressions)} regression(s) against {baseline}[/]")
+            for c in r.regressions:
+                console.print(f"  {c.config}: {c.metric} {c.old} -> {c.new} {c.note}")
+            raise typer.Exit(1)
+        console.print(f"no regression against {baseline} ({len(r.changes)} change(s) within the thresholds)")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("runs/demo"), help="Run folder for the journal and the report."),
+    resume: bool = typer.Option(False, help="Finish an interrupted demo in OUT."),
+):
+    """The main job, small: the shipped demo plan on QEMU boards (two targets, both mixers, fp32 vs int8 vs
+    int4-naive vs int4-pc, two depths), then the report and a recommendation per target."""
+    from .farm.journal import NAME
+    if (out / NAME).exists() and not resume:
+        _fail(f"{out} already holds a run: pass --resume to finish it, or choose another --out")
+    _farm("demo", None, out, resume, _command_line(ctx))
+    _report(out, None)
 
 
 class _progress_bar:

@@ -1,6 +1,10 @@
 """pytest plugin (entry point ``pytest11``): fixtures shared by the harness's own tests and by users'
-device suites. Board fixtures (``--board``) arrive with the board backends."""
+device suites: ``zoo_model``, and the board options and fixtures below."""
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -21,57 +25,209 @@ def zoo_model():
 
 
 # --- boards ------------------------------------------------------------------------------------------
+# --board picks the backend (default host: the firmware core built natively, so a laptop without an
+# emulator still tests); serial:<id> (or qemu:<id>, ...) picks a board of --inventory. Tests ask for
+# `board` (started once per target, reused), `target` and `firmware`, or for `open_board` to start a
+# board with a blob of their own; tests that take `target` run once per target the backend supports.
 
+BOARD_CONTEXT = pytest.StashKey[list]()      # on a test item: the boards open_board made for it
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("harness")
     group.addoption("--board", default=None,
-                    help="Board backend for device tests: qemu (default when qemu-system-arm is installed), "
-                         "host (the firmware core built natively), renode, serial.")
+                    help="Board backend for device tests: host (default: the firmware core built natively), "
+                         "qemu, renode, or serial:<id> (a board of --inventory).")
     group.addoption("--target", action="append", default=None,
-                    help="Target(s) for device tests (targets/*.toml); default: every target.")
+                    help="Target(s) for device tests (targets/*.toml); default: every target the backend supports.")
+    group.addoption("--inventory", default=None, metavar="FILE",
+                    help="Board inventory (TOML, [[board]] tables: id, backend, target, port, baud, probe, tags) "
+                         "for --board <backend>:<id>.")
+
+
+@dataclass(frozen=True)
+class BoardChoice:
+    kind: str
+    spec: object = None          # harness.boards.inventory.BoardSpec of --board <backend>:<id>
+
+
+@dataclass(frozen=True)
+class Firmware:
+    path: Path
+    sha256: str
+
+
+BOARD_CHOICE = pytest.StashKey[BoardChoice]()
+
+
+def _choice(config) -> BoardChoice:
+    from harness.boards.inventory import InventoryError, find_board, load_inventory
+    value = config.getoption("--board", default=None) or "host"
+    kind, _, board_id = value.partition(":")
+    inventory = config.getoption("--inventory", default=None)
+    if not board_id:
+        if kind == "serial":
+            raise pytest.UsageError("--board serial names a physical board: --board serial:<id> --inventory FILE")
+        return BoardChoice(kind)
+    if not inventory:
+        raise pytest.UsageError(f"--board {value}: give the inventory that lists {board_id!r} (--inventory FILE)")
+    try:
+        spec = find_board(load_inventory(inventory), board_id, inventory)
+    except InventoryError as e:
+        raise pytest.UsageError(f"--board {value}: {e}") from None
+    if spec.backend != kind:
+        raise pytest.UsageError(f"--board {value}: {board_id!r} is a {spec.backend} board in {inventory}")
+    return BoardChoice(kind, spec)
+
+
+def _targets(config) -> list[str]:
+    """The targets device tests run on: --target, else every target (a board of the inventory: its own)."""
+    from harness.targets import target_names
+    choice, asked = config.stash[BOARD_CHOICE], config.getoption("--target", default=None)
+    supported = [choice.spec.target] if choice.spec else target_names()
+    if asked and (other := [t for t in asked if t not in supported]):
+        raise pytest.UsageError(f"--target {', '.join(other)}: the board supports {', '.join(supported)}")
+    return asked or supported
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "board: a test that runs the firmware on a board (see --board)")
-    board = config.getoption("--board", default=None)
-    if board is None:
-        return
-    kind = board.split(":", 1)[0]
+    choice = _choice(config)
     from harness.boards.factory import backend_missing
-    if (msg := backend_missing(kind)):
-        raise pytest.UsageError(f"--board {kind}: {msg}")
+    # a missing emulator stops the run here, except Renode: there the Renode-only tests skip with the
+    # reason and every test that needs a board fails at once with the message (issue 5's contract)
+    if choice.kind != "renode" and (msg := backend_missing(choice.kind)):
+        raise pytest.UsageError(f"--board {choice.kind}: {msg}")
+    config.stash[BOARD_CHOICE] = choice
+    _targets(config)  # a --target the board does not support stops here, before collection
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_generate_tests(metafunc):
+    """A test that takes ``target`` (or ``board``) runs once per target, unless it, or a conftest, chose
+    the targets itself."""
+    if "target" not in metafunc.fixturenames:
+        return
+    direct = {name.strip() for m in metafunc.definition.iter_markers("parametrize")
+              for name in (m.args[0].split(",") if isinstance(m.args[0], str) else m.args[0])}
+    # parametrisations a conftest already made (pytest keeps them in _calls; bench/conftest.py gives
+    # target names as strings)
+    chosen = any("target" in call.params for call in getattr(metafunc, "_calls", []))
+    if chosen or direct & {"target", "board"}:
+        return
+    metafunc.parametrize("target", _targets(metafunc.config), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
 def board_kind(request) -> str:
-    """The backend device tests run on: --board, else qemu when installed (tests skip otherwise)."""
-    board = request.config.getoption("--board")
-    if board:
-        return board.split(":", 1)[0]
-    from harness.boards.qemu import qemu_missing
-    if qemu_missing():
-        pytest.skip("no board: qemu-system-arm is not installed and --board was not given")
-    return "qemu"
+    """The backend device tests run on: --board (default host)."""
+    return request.config.stash[BOARD_CHOICE].kind
 
 
 @pytest.fixture(scope="session")
 def board_targets(request) -> list[str]:
-    from harness.targets import target_names
-    return request.config.getoption("--target") or target_names()
+    return _targets(request.config)
 
 
 @pytest.fixture(scope="session")
-def open_board(board_kind):
-    """``with open_board(target, blob) as board:`` a started board of the selected backend."""
+def target(request, board_targets):
+    """The ``Target`` a test runs on (tests taking it are parametrised over ``board_targets``)."""
     from harness.targets import load_target
+    return load_target(getattr(request, "param", board_targets[0]))
 
-    def make(target: str, blob: bytes | None, **kw):
-        from harness.boards.factory import BoardUnavailable, make_board
+
+@pytest.fixture(scope="session")
+def board_log_dir(tmp_path_factory) -> Path:
+    """Boards' logs (QEMU's output, the serial board's flashing), kept after the run for failures."""
+    return tmp_path_factory.mktemp("board-logs")
+
+
+@pytest.fixture(scope="session")
+def firmware(board_kind, target) -> Firmware:
+    """The image the board runs: the prebuilt ELF of the target, or the host build of the core."""
+    if board_kind == "host":
+        from harness.native import build
+        path = build()
+    else:
+        from harness.firmware import FirmwareError, firmware_elf
         try:
-            return make_board(board_kind, load_target(target), blob, **kw)
-        except BoardUnavailable as e:
-            pytest.fail(f"{board_kind} board for {target}: {e}")
+            path = firmware_elf(target.name)
+        except FirmwareError as e:
+            pytest.skip(str(e))
+    return Firmware(Path(path), hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
+
+def _make(request, target_name: str, blob: bytes | None, **kw):
+    from harness.boards.factory import BoardUnavailable, make_board
+    from harness.targets import load_target
+    choice = request.config.stash[BOARD_CHOICE]
+    if choice.spec is not None:
+        if target_name != choice.spec.target:
+            pytest.skip(f"board {choice.spec.id} is a {choice.spec.target}; this test needs {target_name}")
+        kw = {"board_id": choice.spec.id, **choice.spec.options, **kw}
+    kw.setdefault("log_dir", request.getfixturevalue("board_log_dir"))
+    from harness.boards.factory import backend_missing
+    try:
+        return make_board(choice.kind, load_target(target_name), blob, **kw)
+    except BoardUnavailable as e:
+        if backend_missing(choice.kind) is None:      # the backend runs, this target does not on it
+            pytest.skip(f"{choice.kind} board for {target_name}: {e}")
+        pytest.fail(f"--board {choice.kind} for {target_name}: {e}", pytrace=False)
+
+
+@pytest.fixture
+def open_board(request):
+    """``with open_board(target, blob) as board:`` a started board of the selected backend (a board of the
+    inventory with --board serial:<id>; tests for another target skip)."""
+    def make(target: str, blob: bytes | None, **kw):
+        board = _make(request, target, blob, **kw)
+        request.node.stash.setdefault(BOARD_CONTEXT, []).append(board)
+        return board
     return make
+
+
+@pytest.fixture(scope="session")
+def default_blob() -> bytes:
+    """The blob the ``board`` fixture holds: the shipped sudoku6-mlp at int8."""
+    from harness.export.exporter import export_blob
+    return export_blob("sudoku6-mlp", "int8")
+
+
+@pytest.fixture(scope="session")
+def board(request, target, default_blob):
+    """A started board of --board for ``target`` holding ``default_blob``, shared by the tests of that
+    target (for another blob use ``open_board``; after a probe rewrote the blob, ``board.reload()``)."""
+    b = _make(request, target.name, default_blob)
+    try:
+        b.start()
+    except Exception as e:
+        pytest.fail(f"could not start the board: {e}\n{board_context(b)}")
+    yield b
+    b.close()
+
+
+def board_context(board) -> str:
+    """What a failure on ``board`` needs said: the board, its target, firmware sha256 and log."""
+    from harness.boards.runner import provenance
+    fw = getattr(board, "firmware", None)
+    sha = provenance(board, b"").get("firmware_sha256") if fw else None
+    log = getattr(board, "log_path", None)
+    return (f"board {board.describe()}: target {board.target.name}, firmware "
+            f"{f'{fw} (sha256 {sha})' if fw else 'host build of the core'}, log {log or 'none'}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing device test's report names each board it used: target, firmware sha256, log path."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    from harness.boards.base import Board
+    boards = list(item.stash.get(BOARD_CONTEXT, []))
+    for value in getattr(item, "funcargs", {}).values():
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, Board) and v not in boards:
+                boards.append(v)
+    if boards:
+        report.sections.append(("board", "\n".join(board_context(b) for b in boards)))

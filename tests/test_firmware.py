@@ -6,7 +6,6 @@ when qemu-system-arm is installed) or ``--board host``; ``--target`` narrows the
 """
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import zlib
@@ -261,6 +260,17 @@ def test_inference_ram_within_bound_of_theoretical_minimum(open_board, board_tar
             assert 0 < r.stack_bytes and m["ram_peak_over_min"] <= 1.25, (target, m)
 
 
+@pytest.mark.board
+def test_board_fixture_holds_the_default_blob_and_names_its_firmware(board, target, firmware, default_blob):
+    """The plugin's `board` (one per target, shared), `target` and `firmware` fixtures agree."""
+    import hashlib
+    info = board.info()
+    assert info.blob_status == "ok" and info.blob_size == len(default_blob) and board.target == target
+    assert firmware.sha256 == hashlib.sha256(firmware.path.read_bytes()).hexdigest()
+    if board.backend != "host":
+        assert info.target == target.name and firmware.path == board.firmware
+
+
 # --- builds ----------------------------------------------------------------------------------------------------
 
 def test_prebuilt_firmware_manifests_match_their_files():
@@ -315,6 +325,41 @@ def test_run_command_prints_rows_and_a_summary(board, board_kind, blobs):
     if board == "qemu":
         assert row["instructions"] > 0 and row["stack_bytes"] > 0
         assert out["firmware_sha256"] and "not silicon cycles" in out["summary"]["counter_note"]
+    # deployment figures per row: latency with its unit, energy with its model, memory against the target
+    if board == "qemu":
+        assert row["latency"] == row["instructions"] and row["latency_unit"] == "instructions"
+        assert row["latency_us"] == pytest.approx(row["instructions"] / 25.0)       # mps2-an386: 25 MHz
+        assert "one instruction per cycle at 25 MHz" in row["latency_us_basis"]
+        # 3.3 V x 274 uA/MHz x 25 MHz x t
+        assert row["energy_uj"] == pytest.approx(3.3 * 274e-6 * 25 * row["latency_us"])
+        assert "274 uA/MHz" in row["energy_model"] and "DS8626" in row["energy_model"]
+    else:
+        assert row["latency_unit"] == "ns" and row["latency_us"] == row["counter"] / 1e3
+        assert row["energy_uj"] is None and row["energy_model"].startswith("none")
+    m = out["summary"]["memory"]
+    assert row["flash_bytes"] == m["firmware_flash"] + m["blob_bytes"] and row["flash_limit"] == 4 << 20
+    assert row["ram_static_bytes"] == m["ram_static"] and row["ram_limit"] == 4 << 20
+    assert row["ram_inference_bytes"] == row["arena_bytes"] + row["stack_bytes"]
+    assert row["fits"] is True and "does_not_fit" not in row
+
+
+def test_row_figures_silicon_cycles_and_does_not_fit():
+    """A silicon row (DWT cycles) on the STM32F405 at 168 MHz, with a footprint that overflows and a
+    stack beyond its reservation: µs from cycles, energy from the datasheet figure, no fit with reasons."""
+    from harness.boards.runner import Figures, footprint, row_figures
+    from harness.targets import load_target
+    t = load_target("netduinoplus2")
+    fit = footprint(t, None, t.blob.size + 1)
+    assert fit["fits"] is False and "firmware_flash" not in fit
+    assert fit["does_not_fit"] == f"does not fit netduinoplus2: blob {t.blob.size + 1:,} B > blob region {t.blob.size:,} B"
+    row = {"counter": 1_680_000, "counter_unit": "cycles", "instructions": None, "stack_bytes": 9000, "arena_bytes": 4000}
+    f = row_figures(row, t, Figures("cycles", "DWT"), fit)
+    assert (f["latency"], f["latency_unit"]) == (1_680_000, "cycles") and f["latency_us"] == pytest.approx(10_000)
+    assert f["energy_uj"] == pytest.approx(3.3 * 274e-6 * 168 * 0.01 * 1e6)  # 274 uA/MHz at 168 MHz for 10 ms
+    assert f["fits"] is False and "stack high-water mark 9,000 B > stack reservation 8,192 B" in f["does_not_fit"]
+    ok = footprint(t, t.path.parent.parent / "firmware-bin" / "netduinoplus2" / "firmware.elf", 1000)
+    assert ok["fits"] and ok["firmware_flash"] > 0 and ok["flash_total"] == ok["firmware_flash"] + 1000
+    assert row_figures(dict(row, stack_bytes=800), t, Figures("cycles", "DWT"), ok)["fits"] is True
 
 
 def test_run_command_refuses_a_blob_that_does_not_fit(monkeypatch):
@@ -325,3 +370,9 @@ def test_run_command_refuses_a_blob_that_does_not_fit(monkeypatch):
     r = CliRunner().invoke(cli.app, ["run", "--board", "host", "--target", "netduinoplus2", "--model", "sudoku6-mlp",
                                      "--puzzles", "1"])
     assert r.exit_code == 2 and "does not fit" in r.output
+    r = CliRunner().invoke(cli.app, ["run", "--board", "host", "--target", "netduinoplus2", "--model", "sudoku6-mlp",
+                                     "--puzzles", "1", "--json"])
+    import json
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.exit_code == 2 and out["fits"] is False and out["rows"] == []
+    assert out["summary"]["memory"]["does_not_fit"] == "does not fit netduinoplus2: blob 2,097,152 B > blob region 917,504 B"

@@ -1,9 +1,14 @@
 """The debug probe on the QEMU board: per-cycle carries read at the firmware's cycle hook through
 QEMU's gdbstub equal the golden reference's, the device fidelity equals golden's, and tracing does not
-change the counted instructions."""
+change the counted instructions. The GDB remote-protocol client at the packet level against a scripted
+server (escaping, run-lengths, checksums, a server that stops answering), and against QEMU's real
+gdbstub (memory of odd sizes and alignments, binary writes, a frozen emulator and a board restart)."""
 from __future__ import annotations
 
+import signal
 import socket
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,9 +16,6 @@ import pytest
 from harness.boards.base import RunRequest
 from harness.export import blob as B
 from harness.tasks import stack
-
-pytestmark = pytest.mark.board
-
 
 def _port() -> int:
     with socket.socket() as s:
@@ -40,6 +42,7 @@ def traced_board(board_kind):
             probe.close()
 
 
+@pytest.mark.board
 def test_probe_reads_memory_by_symbol(traced_board):
     from harness.probe.elf import address, symbols
     board, probe, _ = traced_board
@@ -58,6 +61,7 @@ def test_probe_reads_memory_by_symbol(traced_board):
     assert after - before == 2 * 3          # one hook call per cycle: T = 2 cycles x 3 steps
 
 
+@pytest.mark.board
 def test_per_cycle_carries_equal_golden_and_tracing_does_not_perturb_counts(traced_board, zoo_model):
     from harness.probe.capture import carries_array, run_traced
     board, probe, blob = traced_board
@@ -80,6 +84,7 @@ def test_per_cycle_carries_equal_golden_and_tracing_does_not_perturb_counts(trac
         assert abs(res.counter - plain.counter) <= 1, f"tracing changed the count: {res.counter} vs {plain.counter}"
 
 
+@pytest.mark.board
 def test_device_fidelity_equals_golden_fidelity(traced_board, zoo_model):
     """Through the whole `harness run --trace` path: carries bit-identical, so fidelity identical."""
     from harness.boards.runner import run_puzzles
@@ -91,3 +96,209 @@ def test_device_fidelity_equals_golden_fidelity(traced_board, zoo_model):
     for row in out["rows"]:
         assert row["golden_match"] and row["carries_match_golden"] and row["fidelity_equals_golden"]
         assert len(row["fidelity_per_cycle"]) == 4 and 0 < row["fidelity_final"] <= 1
+
+
+# --- the GDB remote protocol at the packet level, against a scripted server -------------------------------
+
+class ScriptedServer:
+    """A gdbserver that plays ``script(server)`` on the first connection, in a thread; ``received`` holds
+    every packet's raw payload as sent by the client (escaped, before any decoding)."""
+
+    def __init__(self, script):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: list[bytes] = []
+        self.acks = bytearray()
+        self.errors: list[BaseException] = []
+        self.buf = bytearray()
+        self.thread = threading.Thread(target=self._serve, args=(script,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, script):
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(5)
+        try:
+            script(self)
+        except BaseException as e:  # reported by the test through finish()
+            self.errors.append(e)
+
+    def packet(self, ack: bytes = b"+") -> bytes:
+        """The next packet from the client, its checksum verified, acknowledged with ``ack``."""
+        while True:
+            while self.buf[:1] in (b"+", b"-"):
+                self.acks += self.buf[:1]
+                del self.buf[:1]
+            end = self.buf.find(b"#")
+            if self.buf[:1] == b"$" and end > 0 and len(self.buf) >= end + 3:
+                payload, check = bytes(self.buf[1:end]), int(self.buf[end + 1:end + 3], 16)
+                del self.buf[:end + 3]
+                assert sum(payload) & 0xFF == check, f"bad checksum from the client: {payload!r}"
+                self.received.append(payload)
+                self.conn.sendall(ack)
+                return payload
+            chunk = self.conn.recv(4096)
+            if not chunk:
+                raise ConnectionError("client went away")
+            self.buf += chunk
+
+    def reply(self, payload: bytes, checksum: int | None = None) -> None:
+        check = sum(payload) & 0xFF if checksum is None else checksum
+        self.conn.sendall(b"$" + payload + b"#" + f"{check:02x}".encode())
+
+    def read_ack(self) -> bytes:
+        while not (self.acks or self.buf[:1] in (b"+", b"-")):
+            self.buf += self.conn.recv(4096)
+        if not self.acks:
+            self.acks += self.buf[:1]
+            del self.buf[:1]
+        ack = bytes(self.acks[:1])
+        del self.acks[:1]
+        return ack
+
+    def finish(self) -> None:
+        self.thread.join(5)
+        self.listener.close()
+        if self.errors:
+            raise self.errors[0]
+
+
+def unescape(data: bytes) -> bytes:
+    out, i = bytearray(), 0
+    while i < len(data):
+        if data[i] == 0x7D:
+            out.append(data[i + 1] ^ 0x20)
+            i += 2
+        else:
+            out.append(data[i])
+            i += 1
+    return bytes(out)
+
+
+def test_binary_write_escapes_special_bytes_and_resends_after_a_nak():
+    from harness.probe.gdb import GdbRemote
+    data = b"a}b#c$d*e\x00\xff}}" + bytes(range(0x20, 0x30))
+
+    def script(server):
+        first = server.packet(ack=b"-")          # as if corrupted on the way: the client must resend
+        again = server.packet()
+        assert first == again
+        server.reply(b"OK")
+        assert server.read_ack() == b"+"
+
+    server = ScriptedServer(script)
+    probe = GdbRemote(port=server.port, timeout=2.0)
+    probe.write_memory(0x20000003, data)
+    server.finish()
+    payload = server.received[-1]
+    header, _, body = payload.partition(b":")
+    assert header == b"X20000003,%x" % len(data)
+    assert not set(body) & set(b"#$*") and unescape(body) == data
+    special = sum(data.count(c) for c in b"}#$*")
+    assert len(body) == len(data) + special and body.count(b"}") == special
+
+
+def test_replies_are_checksummed_unescaped_and_run_length_decoded():
+    from harness.probe.gdb import GdbRemote, decode, escape
+    want = bytes(6) + b"\x12\x34"
+
+    def script(server):
+        assert server.packet() == b"m20000000,8"
+        server.reply(b"0*(1234", checksum=0)      # a corrupted reply: the client asks again with '-'
+        assert server.read_ack() == b"-"
+        server.reply(b"0*(1234")                  # "0" then 11 more (ord('(') - 29): 12 hex zeros
+        assert server.read_ack() == b"+"
+        assert server.packet() == b"qRcmd,00"
+        server.reply(b"a}]b}\x03c}\x04d}\x0ae")      # escaped } # $ *
+        assert server.read_ack() == b"+"
+
+    server = ScriptedServer(script)
+    probe = GdbRemote(port=server.port, timeout=2.0)
+    assert probe.read_memory(0x20000000, 8) == want
+    assert probe.command("qRcmd,00") == "a}b#c$d*e"
+    server.finish()
+    for data in (b"}#$*", bytes(range(256)), b""):
+        assert decode(escape(data)) == data
+
+
+def test_a_server_that_stops_answering_times_out_with_a_clear_error():
+    from harness.probe.gdb import GdbRemote, ProbeTimeout
+    stop = threading.Event()
+
+    def script(server):
+        server.packet(ack=b"")                    # takes the request, never acknowledges or answers
+        stop.wait(10)
+
+    server = ScriptedServer(script)
+    probe = GdbRemote(port=server.port, timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(ProbeTimeout, match=rf"gdbserver at 127.0.0.1:{server.port} did not answer 'm20000000,4' "
+                                           r"in time \(timeout 0.5 s\).*restart the board") as e:
+        probe.read_memory(0x20000000, 4)
+    assert isinstance(e.value, TimeoutError) and time.monotonic() - t0 < 2
+    t0 = time.monotonic()
+    probe.close()                                 # no goodbyes to a hung server: no further waits
+    assert time.monotonic() - t0 < 0.5
+    stop.set()
+    server.finish()
+
+
+# --- against QEMU's real gdbstub ------------------------------------------------------------------------
+
+@pytest.mark.board
+def test_memory_reads_of_odd_sizes_and_alignments_and_binary_writes(traced_board):
+    from harness.probe.elf import symbols
+    board, probe, blob = traced_board
+    image = (board.firmware.parent / "firmware.bin").read_bytes()
+    flash = board.target.flash.origin
+    probe.halt()
+    try:
+        for offset, size in [(0, 1), (1, 1), (3, 3), (5, 7), (0x101, 7), (2045, 2048 + 7)]:
+            assert probe.read_memory(flash + offset, size) == image[offset:offset + size], (offset, size)
+        origin = board.target.blob.origin
+        assert probe.read_memory(origin + 1, 3) == blob[1:4]
+        # RAM written and read back, then restored (QEMU 7.2's stub has no binary X packet: the client
+        # falls back to hex M there; the escaping itself is tested against the scripted server above)
+        addr = symbols(board.firmware)["trm_carry_snapshot"][0] + 1
+        data = b"}#$*\x00\xff}#$"
+        saved = probe.read_memory(addr, len(data))
+        probe.write_memory(addr, data)
+        assert probe.read_memory(addr, len(data)) == data
+        probe.write_memory(addr, saved)
+        assert probe.read_memory(addr, len(data)) == saved
+    finally:
+        probe.cont()
+    assert board.ping(b"still running") == b"still running"
+
+
+@pytest.mark.board
+def test_frozen_emulator_times_out_the_probe_and_a_restarted_board_answers(board_kind):
+    """QEMU stopped (SIGSTOP) stops its gdbstub answering: the probe times out with a clear error and
+    lets go at once; the board is closed and started again, and both the firmware and the probe answer."""
+    if board_kind != "qemu":
+        pytest.skip("the probe tests need QEMU's gdbstub (--board qemu)")
+    from harness.boards.qemu import QemuBoard
+    from harness.probe.gdb import GdbRemote, ProbeTimeout
+    from harness.probe.elf import address
+    from harness.targets import load_target
+    board = QemuBoard(load_target("mps2-an386"), None, gdb_port=_port())
+    board.start()
+    try:
+        probe = GdbRemote(port=board.gdb_port, timeout=0.5)
+        board.proc.send_signal(signal.SIGSTOP)
+        with pytest.raises(ProbeTimeout, match="did not answer 'interrupt \\(0x03\\)' in time"):
+            probe.halt()
+        t0 = time.monotonic()
+        probe.close()
+        board.close()                             # the stopped QEMU is resumed to act on SIGTERM
+        assert time.monotonic() - t0 < 3
+        board.gdb_port = _port()
+        board.start()
+        assert board.ping(b"after reset") == b"after reset"
+        probe = GdbRemote(port=board.gdb_port, timeout=5.0)
+        probe.halt()
+        word = probe.read_memory(address(board.firmware, "trm_carry_snapshot") + 16, 4)
+        probe.cont()
+        probe.close()
+        assert int.from_bytes(word, "little") == 0  # no cycles run since the restart
+    finally:
+        board.close()

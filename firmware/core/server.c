@@ -152,6 +152,8 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     const trm_port *port = s->port;
     if (port->stack_paint)
         port->stack_paint();
+    if (port->counter_start)
+        port->counter_start();
     const uint64_t t0 = port->counter ? port->counter() : 0u;
     trm_status st = trm_run(m, tokens, T, nz, steps, (flags & TRM_RUN_HALTING) != 0, &ws, &r);
     const uint64_t t1 = port->counter ? port->counter() : 0u;
@@ -242,6 +244,8 @@ static TRM_NOINLINE size_t bench(trm_server *s, uint32_t seq, const uint8_t *req
     const trm_mat W = {w, mn, (uint16_t)rows, (uint16_t)cols, bits};
     const trm_port *port = s->port;
     trm_status st = TRM_OK;
+    if (port->counter_start)
+        port->counter_start();
     const uint64_t t0 = port->counter ? port->counter() : 0u;
     for (uint32_t i = 0; i < reps && st == TRM_OK; ++i)
         st = trm_linear(&W, x, out, lin);

@@ -20,6 +20,8 @@ typedef struct {
     uint64_t (*counter)(void);
     void (*stack_paint)(void);        /* refill the unused stack with the paint pattern */
     uint32_t (*stack_high_water)(void); /* bytes of stack touched since the last paint */
+    void (*counter_start)(void);      /* optional, called just before a measurement's first counter
+                                         read: lets a port fix the counter's phase (ports/counter.c) */
 } trm_port;
 
 typedef struct {

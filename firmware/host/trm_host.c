@@ -75,7 +75,7 @@ static uint64_t host_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-static const trm_port host_port = {"host", "host", 0, TRM_UNIT_NANOSECONDS, 1000000000u, host_ns, NULL, NULL};
+static const trm_port host_port = {"host", "host", 0, TRM_UNIT_NANOSECONDS, 1000000000u, host_ns, NULL, NULL, NULL};
 
 TRM_HOST_API int trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes)
 {

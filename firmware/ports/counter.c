@@ -62,6 +62,25 @@ uint64_t counter_read(void)
     return ((uint64_t)wraps << 24) + (0x00FFFFFFu - value);
 }
 
+/* Before a measurement. SysTick ticks every 1e9 / CORE_HZ instructions under QEMU; a run's count is
+ * the number of tick edges it spans, which depends on where in a period it starts, and that depends
+ * on when the request's last byte arrived (host wall-clock time), so two runs of one puzzle could
+ * differ by a tick. Restarting the period here (a write to CVR clears it; the reload follows from
+ * this instant) puts every run at the same phase: identical runs give identical counts. DWT needs
+ * nothing (it counts every cycle). */
+void counter_restart(void)
+{
+    if (unit == TRM_UNIT_CYCLES)
+        return;
+    SYST_CSR = 0u;
+    SYST_CVR = 0u;
+    SYST_CSR = 7u;
+    /* the reload from 0 is no wrap (no interrupt): wait for it, so the first read is not the
+     * "period just ended" value 0 */
+    while (SYST_CVR == 0u) {
+    }
+}
+
 /* Stop and restart the counter around the cycle hook (trm.h). SysTick: clearing ENABLE freezes the
  * current value; DWT: clearing CYCCNTENA stops CYCCNT. */
 void trm_counter_pause(void)

@@ -24,7 +24,7 @@ int main(void)
     uart_init();
     counter_init();
     static trm_port port = {TRM_TARGET, TRM_BUILD_ID, CORE_HZ, 0, CORE_HZ, counter, stack_paint,
-                            stack_high_water};
+                            stack_high_water, counter_restart};
     port.counter_unit = counter_unit();
     if (port.counter_unit == TRM_UNIT_CYCLES)
         port.counter_hz = CORE_HZ;

@@ -15,6 +15,7 @@ void uart_write(const uint8_t *data, size_t n);
 /* counter.c: DWT CYCCNT where it counts (silicon), else SysTick with a wrap counter. */
 void counter_init(void);
 uint64_t counter_read(void);
+void counter_restart(void);                    /* SysTick: restart its period now (see counter.c) */
 uint8_t counter_unit(void);                    /* TRM_UNIT_CYCLES or TRM_UNIT_SYSTICK */
 
 /* stack.c: stack painting between the linker symbols __stack_bottom and __stack_top. */

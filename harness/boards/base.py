@@ -6,9 +6,13 @@ timeout; what the board's process printed goes to a log file per board, named in
 """
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,10 +24,19 @@ class BoardTimeout(TimeoutError):
     pass
 
 
-class Session:
-    """Requests and responses over a byte stream (``sendall``/``recv`` with timeouts)."""
+def check_blob_fits(target: Target, blob: bytes | None) -> None:
+    """A blob larger than the target's blob region cannot be placed: say so before starting a board."""
+    if blob is not None and len(blob) > target.blob.size:
+        raise ValueError(f"blob of {len(blob)} bytes does not fit {target.name}'s blob region "
+                         f"of {target.blob.size} bytes")
 
-    def __init__(self, sock: socket.socket, describe: str = "board"):
+
+class Session:
+    """Requests and responses over a byte stream: a socket, or anything with its ``sendall``, ``recv``
+    (raising ``socket.timeout``, i.e. TimeoutError, when nothing came in time) and ``settimeout``
+    (``serial.SerialStream`` for a serial port, ``host._Loopback`` for the host build)."""
+
+    def __init__(self, sock, describe: str = "board"):
         self.sock = sock
         self.describe = describe
         self.seq = 0
@@ -84,6 +97,23 @@ class RunRequest:
     embed_ram: bool = False
 
 
+def stop_process(proc: subprocess.Popen | None, ask=None, grace: float = 5.0) -> None:
+    """Stop a board's emulator process: ``ask()`` it to quit when given, then SIGTERM (with SIGCONT, so a
+    stopped process, e.g. a wedged board under test, acts on it), then SIGKILL, ``grace`` s apart."""
+    if proc is None or proc.poll() is not None:
+        return
+    steps = ([ask] if ask else []) + [lambda: (proc.terminate(), proc.send_signal(signal.SIGCONT))]
+    for step in steps:
+        step()
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.wait()
+
+
 class Board:
     """Base of the backends. Subclasses implement ``start``/``close`` and set ``self.session``."""
     backend = "?"
@@ -106,6 +136,14 @@ class Board:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def _drop_session(self) -> None:
+        if self.session is not None:
+            try:
+                self.session.sock.close()
+            except OSError:
+                pass
+            self.session = None
 
     def describe(self) -> str:
         return f"{self.id} ({self.backend}, {self.target.name})"
@@ -152,3 +190,28 @@ class Board:
         if kind != P.BENCH_RSP:
             raise P.ProtocolError(f"{self.describe()}: expected BENCH_RESULT, got type {kind:#x}")
         return P.parse_bench(body)
+
+
+class EmulatorProcess:
+    """For backends that run an emulator process (QEMU, Renode): a scratch folder per start holding the
+    blob, and the process's output appended to ``<log_dir>/<board id>.log`` (appended: the log of a
+    start that failed survives the restart that follows). Expects ``id``, ``target``, ``blob`` and
+    ``log_dir`` on the board."""
+
+    def _workspace(self, prefix: str) -> tuple[Path, Path | None]:
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"{prefix}-{self.target.name}-")
+        work = Path(self.tmp.name)
+        blob_path = None
+        if self.blob is not None:
+            blob_path = work / "model.bin"
+            blob_path.write_bytes(self.blob)
+        log_dir = self.log_dir or work
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{self.id}.log"
+        return work, blob_path
+
+    def _spawn(self, cmd: list[str], cwd: Path | None = None) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} " + " ".join(cmd) + "\n")
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)

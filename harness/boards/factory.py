@@ -1,7 +1,6 @@
 """One place that turns a backend name into a board, for the CLI, the farm and the pytest plugin."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..targets import Target
@@ -22,11 +21,12 @@ def backend_missing(kind: str) -> str | None:
     if kind == "qemu":
         from .qemu import qemu_missing
         return qemu_missing()
-    if kind == "renode" and shutil.which("renode") is None:
-        return ("`renode` is not on PATH. Install Renode (https://renode.io: its Debian package or portable "
-                "tarball, then put `renode` on PATH), or use --board qemu.")
-    if kind in ("renode", "serial"):
-        return f"the {kind} backend is not built yet: use --board qemu or --board host"
+    if kind == "renode":
+        from .renode import renode_missing
+        return renode_missing()
+    if kind == "serial":
+        from .serial import serial_missing
+        return serial_missing()
     return None
 
 
@@ -46,4 +46,18 @@ def make_board(kind: str, target: Target, blob: bytes | None, board_id: str | No
     if kind == "host":
         from .host import HostBoard
         return HostBoard(target, blob, board_id=board_id)
+    if kind == "serial":
+        from ..firmware import FirmwareError
+        from .serial import SerialBoard
+        try:  # options: port, baud, probe_id (pyOCD probe), firmware, flasher
+            return SerialBoard(target, blob, board_id=board_id, log_dir=log_dir, **options)
+        except FirmwareError as e:
+            raise BoardUnavailable(str(e)) from e
+    if kind == "renode":
+        from ..firmware import FirmwareError
+        from .renode import RenodeBoard, RenodeUnsupported
+        try:  # options: firmware, allow_standin (the Cortex-M85 stand-in for mps3-an547)
+            return RenodeBoard(target, blob, board_id=board_id, log_dir=log_dir, gdb_port=gdb_port, **options)
+        except (FirmwareError, RenodeUnsupported) as e:
+            raise BoardUnavailable(str(e)) from e
     raise BoardUnavailable(f"backend {kind!r} has no constructor")  # pragma: no cover - backend_missing guards

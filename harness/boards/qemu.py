@@ -4,11 +4,12 @@ blob placed at the target's blob address (``-device loader``), the UART on a Uni
 instruction counts, never cycles.
 
 A Unix-domain socket rather than TCP: no port to pick or collide on when many boards run, and no
-Nagle/delayed-ACK stall (the ~47 ms round trip that TCP needs ``nodelay=on`` against).
+Nagle/delayed-ACK stall (the ~47 ms round trip that TCP needs ``nodelay=on`` against). ``launch("pty")``
+puts the UART on a pty instead, for the serial board's tests (``serial.QemuPtyFlasher``).
 """
 from __future__ import annotations
 
-import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ..firmware import firmware_elf
 from ..targets import Target
-from .base import Board, BoardTimeout, Session
+from .base import Board, BoardTimeout, EmulatorProcess, Session, check_blob_fits, stop_process
 
 QEMU = "qemu-system-arm"
 
@@ -29,16 +30,14 @@ def qemu_missing() -> str | None:
     return None
 
 
-class QemuBoard(Board):
+class QemuBoard(EmulatorProcess, Board):
     backend = "qemu"
 
     def __init__(self, target: Target, blob: bytes | None, board_id: str | None = None,
                  firmware: Path | None = None, log_dir: Path | None = None, gdb_port: int | None = None,
                  icount: bool = True):
         super().__init__(target, board_id)
-        if blob is not None and len(blob) > target.blob.size:
-            raise ValueError(f"blob of {len(blob)} bytes does not fit {target.name}'s blob region "
-                             f"of {target.blob.size} bytes")
+        check_blob_fits(target, blob)
         self.blob = blob
         self.firmware = Path(firmware) if firmware else firmware_elf(target.name)
         self.log_dir = Path(log_dir) if log_dir else None
@@ -47,8 +46,11 @@ class QemuBoard(Board):
         self.proc: subprocess.Popen | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.log_path: Path | None = None
+        self.sock_path: Path | None = None
 
-    def command(self, sock_path: Path, blob_path: Path | None) -> list[str]:
+    def command(self, sock_path: Path | None, blob_path: Path | None) -> list[str]:
+        """QEMU's command line; the UART on the Unix socket ``sock_path``, or on a pty when it is None (QEMU
+        names the pty it opened in its log: ``pty_path``)."""
         t = self.target
         cmd = [QEMU, "-M", t.qemu_machine, "-display", "none", "-monitor", "none", "-nodefaults",
                "-kernel", str(self.firmware)]
@@ -56,38 +58,50 @@ class QemuBoard(Board):
             cmd += ["-icount", "shift=0"]
         if blob_path is not None:
             cmd += ["-device", f"loader,file={blob_path},addr={t.blob.origin:#x},force-raw=on"]
-        cmd += ["-chardev", f"socket,id=uart,path={sock_path},server=on,wait=off"]
-        cmd += ["-serial", "null"] * t.qemu_serial_index + ["-serial", "chardev:uart"]
+        if sock_path is not None:
+            cmd += ["-chardev", f"socket,id=uart,path={sock_path},server=on,wait=off"]
+        cmd += ["-serial", "null"] * t.qemu_serial_index + ["-serial", "chardev:uart" if sock_path else "pty"]
         if self.gdb_port is not None:
             cmd += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
         return cmd
 
-    def start(self, timeout: float = 10.0) -> None:
+    def launch(self, uart: str = "socket") -> None:
+        """Start QEMU (scratch folder, blob file, log) with the UART on a Unix socket (``uart="socket"``,
+        at ``self.sock_path``) or on a pty (``uart="pty"``, see ``pty_path``); connects nothing."""
         if (msg := qemu_missing()):
             raise RuntimeError(msg)
-        self.tmp = tempfile.TemporaryDirectory(prefix=f"trm-{self.target.name}-")
-        work = Path(self.tmp.name)
-        blob_path = None
-        if self.blob is not None:
-            blob_path = work / "model.bin"
-            blob_path.write_bytes(self.blob)
-        sock_path = work / "uart.sock"
-        log_dir = self.log_dir or work
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{self.id}.log"
-        cmd = self.command(sock_path, blob_path)
-        with open(self.log_path, "w") as log:
-            log.write(" ".join(cmd) + "\n")
-            log.flush()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        work, blob_path = self._workspace("trm")
+        self.sock_path = work / "uart.sock" if uart == "socket" else None
+        self._spawn(self.command(self.sock_path, blob_path))
+
+    def _exited(self) -> RuntimeError:
+        return RuntimeError(f"{self.describe()}: QEMU exited with {self.proc.returncode}; "
+                            f"log: {self.log_path}\n{self.log_path.read_text()[-2000:]}")
+
+    def pty_path(self, timeout: float = 10.0) -> str:
+        """The pty QEMU opened for the target's UART, from the line it logs for it: ``char device
+        redirected to /dev/pts/N (label serialK)``, K being the target's serial index."""
+        want = re.compile(rf"char device redirected to (\S+) \(label serial{self.target.qemu_serial_index}\)")
+        deadline = time.monotonic() + timeout
+        while True:
+            if (m := want.search(self.log_path.read_text())):
+                return m.group(1)
+            if self.proc.poll() is not None:
+                raise self._exited()
+            if time.monotonic() > deadline:
+                raise BoardTimeout(f"{self.describe()}: QEMU named no pty for serial{self.target.qemu_serial_index} "
+                                   f"in {timeout} s; log: {self.log_path}")
+            time.sleep(0.02)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.launch("socket")
         deadline = time.monotonic() + timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.describe()}: QEMU exited with {self.proc.returncode}; "
-                                   f"log: {self.log_path}\n{self.log_path.read_text()[-2000:]}")
+                raise self._exited()
             try:
-                sock.connect(str(sock_path))
+                sock.connect(str(self.sock_path))
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline:
@@ -103,21 +117,9 @@ class QemuBoard(Board):
             raise
 
     def close(self) -> None:
-        if self.session is not None:
-            try:
-                self.session.sock.close()
-            except OSError:
-                pass
-            self.session = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
+        self._drop_session()
+        stop_process(self.proc)
+        self.proc = None
         if self.tmp is not None:
             self.tmp.cleanup()  # without a log_dir the log lived here and goes with it
             self.tmp = None

@@ -27,7 +27,9 @@ NS_PER_S = 1_000_000_000
 
 
 def instructions(counter: int, unit: str, counter_hz: int, emulated: bool) -> int | None:
-    """Instruction count of a QEMU -icount shift=0 run (1 ns of virtual time per instruction)."""
+    """Instruction count of an emulated run from its SysTick count: 1 ns of virtual time per instruction
+    under QEMU's -icount shift=0 and under Renode's PerformanceInMips 1000 (the Renode board sets it, and
+    SysTick to the target clock: harness/boards/renode.py), so ticks x 1e9 / clock on both."""
     if emulated and unit == "systick" and counter_hz:
         return round(counter * NS_PER_S / counter_hz)
     return None
@@ -42,7 +44,8 @@ class Figures:
 
 def figures_for(board: Board, unit: str) -> Figures:
     if board.backend in ("qemu", "renode"):
-        return Figures("instructions", f"emulated instruction counts ({board.backend} -icount shift=0, "
+        clock = "-icount shift=0" if board.backend == "qemu" else "PerformanceInMips 1000"
+        return Figures("instructions", f"emulated instruction counts ({board.backend} {clock}, "
                                         "SysTick resolution), not silicon cycles")
     if unit == "cycles":
         return Figures("cycles", "DWT CYCCNT core cycles on silicon")
@@ -62,58 +65,71 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
     fp32 = _fp32_carries(reference, x, depth) if (probe is not None and reference is not None) else None
     rows = []
     for i, p in enumerate(puzzles):
-        request = RunRequest(x[i], depth.T, depth.n, depth.steps, depth.halting, carries=check, embed_ram=embed_ram)
-        trace = None
-        if probe is not None:
-            t0 = time.monotonic()
-            res, records = run_traced(board, probe, board.firmware, request, timeout=timeout)
-            trace = {"records": records, "wall_s": time.monotonic() - t0}
-        else:
-            res = board.run(request, timeout=timeout)
-        s = score(task, x[i:i + 1], y[i:i + 1], res.prediction[None])
-        row = {"puzzle_id": p.id, "correct": bool(s["exact"][0]), "cell_accuracy": s["cell_accuracy"],
-               "steps": res.steps_run, "counter": res.counter, "counter_unit": res.counter_unit,
-               "stack_bytes": res.stack_bytes, "arena_bytes": res.arena_bytes, "flash_bytes_read": res.flash_bytes}
-        emulated = board.backend in ("qemu", "renode")
-        row["instructions"] = instructions(res.counter, res.counter_unit, res.counter_hz, emulated)
-        # one golden run per puzzle serves both the bit-exactness check and the trace
-        g = im.run(x[i:i + 1], depth.T, depth.n, depth.steps, keep_carries=True) if im is not None else None
-        if check:
-            k = res.steps_run
-            if depth.halting:
-                halted = np.flatnonzero(g["halt"][:, 0])
-                want_steps = int(halted[0]) + 1 if len(halted) else depth.steps
-            else:
-                want_steps = depth.steps
-            row["golden_match"] = bool(
-                k == want_steps and np.array_equal(g["per_step"][:k, 0], res.per_step)
-                and np.array_equal(g["y"][k - 1, -1, 0], res.y) and np.array_equal(g["z"][k - 1, -1, 0], res.z))
-        if trace is not None:
-            k = res.steps_run
-            yd, zd = carries_array(trace["records"], k, depth.T)
-            row["trace_cycles"] = len(trace["records"])
-            row["trace_wall_s"] = trace["wall_s"]
-            row["carries_match_golden"] = bool(
-                len(trace["records"]) == k * depth.T and np.array_equal(g["y"][:k, :, 0], yd)
-                and np.array_equal(g["z"][:k, :, 0], zd))
-            if fp32 is not None:
-                scale = im.carry_scale
-                ref = {"y": fp32["y"][:k, :, i:i + 1], "z": fp32["z"][:k, :, i:i + 1]}
-                dev = cosine_per_cycle(ref, {"y": yd[:, :, None].astype(np.float32) * scale,
-                                             "z": zd[:, :, None].astype(np.float32) * scale})[0]
-                gold = cosine_per_cycle(ref, {"y": g["y"][:k, :, :1].astype(np.float32) * scale,
-                                              "z": g["z"][:k, :, :1].astype(np.float32) * scale})[0]
-                row["fidelity_per_cycle"] = [float(v) for v in dev]
-                row["fidelity_final"] = float(dev[-1])
-                row["fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
-        rows.append(row)
+        fp32_i = {"y": fp32["y"][:, :, i:i + 1], "z": fp32["z"][:, :, i:i + 1]} if fp32 is not None else None
+        rows.append(puzzle_row(board, im, task, p, x[i], y[i], depth, check=check, embed_ram=embed_ram,
+                               timeout=timeout, probe=probe, fp32=fp32_i))
         if progress:
             progress(1)
     fig = figures_for(board, rows[0]["counter_unit"] if rows else "")
+    fit = footprint(board.target, firmware_image(board), len(blob))
+    for row in rows:
+        row.update(row_figures(row, board.target, fig, fit))
     summary = summarize(rows, board.target, fig, len(blob))
     if rows:
         summary["memory"] = memory(board, info, rows, blob)
     return {"info": info, "rows": rows, "summary": summary, "figures": fig}
+
+
+def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: Depth, check: bool = True,
+               embed_ram: bool = False, timeout: float = 600.0, probe=None, fp32=None) -> dict:
+    """Run one puzzle (tokens ``x``, label ``y``) on ``board`` and return its row. ``im`` is the golden
+    integer model of the board's blob (None: no check, no trace). Board failures (timeouts, protocol
+    errors, faults) propagate to the caller."""
+    request = RunRequest(x, depth.T, depth.n, depth.steps, depth.halting, carries=check, embed_ram=embed_ram)
+    trace = None
+    if probe is not None:
+        t0 = time.monotonic()
+        res, records = run_traced(board, probe, board.firmware, request, timeout=timeout)
+        trace = {"records": records, "wall_s": time.monotonic() - t0}
+    else:
+        res = board.run(request, timeout=timeout)
+    s = score(task, x[None], y[None], res.prediction[None])
+    row = {"puzzle_id": p.id, "correct": bool(s["exact"][0]), "cell_accuracy": s["cell_accuracy"],
+           "steps": res.steps_run, "counter": res.counter, "counter_unit": res.counter_unit,
+           "stack_bytes": res.stack_bytes, "arena_bytes": res.arena_bytes, "flash_bytes_read": res.flash_bytes}
+    emulated = board.backend in ("qemu", "renode")
+    row["instructions"] = instructions(res.counter, res.counter_unit, res.counter_hz, emulated)
+    # one golden run per puzzle serves both the bit-exactness check and the trace
+    g = im.run(x[None], depth.T, depth.n, depth.steps, keep_carries=True) if im is not None else None
+    if check:
+        k = res.steps_run
+        if depth.halting:
+            halted = np.flatnonzero(g["halt"][:, 0])
+            want_steps = int(halted[0]) + 1 if len(halted) else depth.steps
+        else:
+            want_steps = depth.steps
+        row["golden_match"] = bool(
+            k == want_steps and np.array_equal(g["per_step"][:k, 0], res.per_step)
+            and np.array_equal(g["y"][k - 1, -1, 0], res.y) and np.array_equal(g["z"][k - 1, -1, 0], res.z))
+    if trace is not None:
+        k = res.steps_run
+        yd, zd = carries_array(trace["records"], k, depth.T)
+        row["trace_cycles"] = len(trace["records"])
+        row["trace_wall_s"] = trace["wall_s"]
+        row["carries_match_golden"] = bool(
+            len(trace["records"]) == k * depth.T and np.array_equal(g["y"][:k, :, 0], yd)
+            and np.array_equal(g["z"][:k, :, 0], zd))
+        if fp32 is not None:
+            scale = im.carry_scale
+            ref = {"y": fp32["y"][:k], "z": fp32["z"][:k]}
+            dev = cosine_per_cycle(ref, {"y": yd[:, :, None].astype(np.float32) * scale,
+                                         "z": zd[:, :, None].astype(np.float32) * scale})[0]
+            gold = cosine_per_cycle(ref, {"y": g["y"][:k, :, :1].astype(np.float32) * scale,
+                                          "z": g["z"][:k, :, :1].astype(np.float32) * scale})[0]
+            row["fidelity_per_cycle"] = [float(v) for v in dev]
+            row["fidelity_final"] = float(dev[-1])
+            row["fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
+    return row
 
 
 def working_buffer_bytes(header: dict) -> int:
@@ -135,6 +151,82 @@ def _fp32_carries(reference, x: np.ndarray, depth: Depth) -> dict[str, np.ndarra
     return {"y": r["y"].float().numpy(), "z": r["z"].float().numpy()}
 
 
+def firmware_image(board: Board) -> Path | None:
+    """The firmware ELF whose sections count against the target: the board's, or for a board without one
+    (the host build) the target's prebuilt image, the one a device would run."""
+    fw = getattr(board, "firmware", None)
+    if fw is None:
+        from ..firmware import FirmwareError, firmware_elf
+        try:
+            fw = firmware_elf(board.target.name)
+        except FirmwareError:
+            return None
+    return Path(fw)
+
+
+def footprint(target: Target, firmware: Path | None, blob_bytes: int) -> dict:
+    """Flash and static RAM of ``firmware`` (section sizes from its manifest) holding a blob of
+    ``blob_bytes``, against ``target``'s regions: ``fits``, and when not, ``does_not_fit`` saying what
+    overflows by how much. Without a manifest only the blob is checked (``firmware_flash`` absent)."""
+    out = {"blob_bytes": blob_bytes, "blob_region": target.blob.size, "blob_fits": blob_bytes <= target.blob.size,
+           "flash_limit": target.flash.size, "ram_limit": target.ram.size}
+    over = []
+    if blob_bytes > target.blob.size:
+        over.append(f"blob {blob_bytes:,} B > blob region {target.blob.size:,} B")
+    sections = _manifest(firmware).get("sections") if firmware else None
+    if sections:
+        out.update(firmware_flash=sections["flash"], flash_total=sections["flash"] + blob_bytes,
+                   ram_static=sections["ram"])
+        if sections["flash"] > target.firmware_flash:
+            over.append(f"firmware {sections['flash']:,} B > firmware region {target.firmware_flash:,} B")
+        if sections["ram"] > target.ram.size:
+            over.append(f"static RAM {sections['ram']:,} B > RAM {target.ram.size:,} B")
+    out["fits"] = not over
+    if over:
+        out["does_not_fit"] = f"does not fit {target.name}: " + "; ".join(over)
+    return out
+
+
+def row_figures(row: dict, target: Target, fig: Figures, fit: dict) -> dict:
+    """One row's deployment figures: latency with its unit (and in µs, saying on what basis), the energy
+    proxy per inference with its model named (``Target.energy_uj``), flash and RAM use against the
+    target's limits (``fit`` from ``footprint``) with fit/no-fit."""
+    mhz = target.clock_hz / 1e6
+    e = target.energy
+    out = {}
+    if fig.kind == "instructions":
+        count = row["instructions"]
+        out.update(latency=count, latency_unit="instructions", latency_us=count / mhz,
+                   latency_us_basis=f"estimate: one instruction per cycle at {mhz:g} MHz (an assumption, "
+                                    "not a measurement)")
+    elif fig.kind == "cycles":
+        count = row["counter"]
+        out.update(latency=count, latency_unit="cycles", latency_us=count / mhz,
+                   latency_us_basis=f"core cycles at {mhz:g} MHz")
+    else:
+        count = None
+        out.update(latency=row["counter"], latency_unit=row["counter_unit"],
+                   latency_us=row["counter"] / 1e3 if row["counter_unit"] == "ns" else None,
+                   latency_us_basis="host wall clock of the natively built core, not the target")
+    if count is not None:
+        out["energy_uj"] = target.energy_uj(count, fig.kind)
+        out["energy_model"] = (f"V x I x t: {e['voltage']:g} V x {e['active_ua_per_mhz']:g} uA/MHz x {mhz:g} MHz "
+                               f"x latency_us ({e['source']})")
+    else:
+        out["energy_uj"] = None
+        out["energy_model"] = "none: a host wall clock says nothing about the target's energy"
+    stack_fits = row["stack_bytes"] <= target.stack_bytes
+    out.update(flash_bytes=fit.get("flash_total", fit["blob_bytes"]), flash_limit=fit["flash_limit"],
+               ram_static_bytes=fit.get("ram_static"), ram_inference_bytes=row["arena_bytes"] + row["stack_bytes"],
+               ram_limit=fit["ram_limit"], fits=fit["fits"] and stack_fits)
+    reasons = [fit["does_not_fit"]] if "does_not_fit" in fit else []
+    if not stack_fits:
+        reasons.append(f"stack high-water mark {row['stack_bytes']:,} B > stack reservation {target.stack_bytes:,} B")
+    if reasons:
+        out["does_not_fit"] = "; ".join(reasons)
+    return out
+
+
 def memory(board: Board, info, rows: list[dict], blob: bytes) -> dict:
     """Flash and RAM of this model (its blob) on this board, against the target's limits.
 
@@ -142,23 +234,12 @@ def memory(board: Board, info, rows: list[dict], blob: bytes) -> dict:
     run; the arena holds the whole workspace, kernel scratch included); its theoretical minimum = the
     carries y, z (2 L D) + the input (L) + the largest working buffer (``working_buffer_bytes``, from
     the model's dimensions alone). Static RAM is what the firmware image reserves (data, bss with its
-    buffers, stack), from the ELF."""
-    t = board.target
+    buffers, stack), from the ELF (``footprint``)."""
     L, D = info.seq_len, info.hidden
-    carries = 2 * L * D
-    blob_bytes = len(blob)
     peak = max(r["arena_bytes"] + r["stack_bytes"] for r in rows)
-    minimum = carries + L + working_buffer_bytes(B.read_header(blob))
-    out = {"ram_inference_peak": peak, "ram_theoretical_min": minimum, "ram_peak_over_min": peak / minimum,
-           "blob_bytes": blob_bytes, "blob_region": t.blob.size, "blob_fits": blob_bytes <= t.blob.size,
-           "ram_limit": t.ram.size}
-    sections = provenance(board, b"").get("firmware_sections")
-    if sections:
-        out.update(firmware_flash=sections["flash"], flash_total=sections["flash"] + blob_bytes,
-                   flash_limit=t.flash.size, ram_static=sections["ram"],
-                   fits=bool(sections["flash"] <= t.firmware_flash and blob_bytes <= t.blob.size
-                             and sections["ram"] <= t.ram.size))
-    return out
+    minimum = 2 * L * D + L + working_buffer_bytes(B.read_header(blob))
+    return {"ram_inference_peak": peak, "ram_theoretical_min": minimum, "ram_peak_over_min": peak / minimum,
+            **footprint(board.target, firmware_image(board), len(blob))}
 
 
 def summarize(rows: list[dict], target: Target, fig: Figures, blob_bytes: int) -> dict:
@@ -195,15 +276,19 @@ def summarize(rows: list[dict], target: Target, fig: Figures, blob_bytes: int) -
     return out
 
 
+def _manifest(firmware: Path) -> dict:
+    manifest = Path(firmware).parent / "manifest.json"
+    return json.loads(manifest.read_text()) if manifest.exists() else {}
+
+
 def provenance(board: Board, blob: bytes) -> dict:
     out = {"board": board.id, "backend": board.backend, "target": board.target.name,
            "blob_sha256": hashlib.sha256(blob).hexdigest()}
     fw = getattr(board, "firmware", None)
     if fw is not None:
-        manifest = Path(fw).parent / "manifest.json"
         out["firmware_sha256"] = hashlib.sha256(Path(fw).read_bytes()).hexdigest()
-        if manifest.exists():
-            m = json.loads(manifest.read_text())
+        m = _manifest(fw)
+        if m:
             out["firmware_build_id"] = m.get("build_id")
             out["firmware_sections"] = m.get("sections")
     return out

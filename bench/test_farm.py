@@ -1,0 +1,107 @@
+"""End-to-end farm benchmarks: puzzles per second through QEMU per target, scaling with parallel
+emulated boards, the harness's overhead per puzzle (wall time minus emulated compute) and the cost of a
+journal write. Wall-clock figures of this machine (2 cores), reported in ``extra_info``.
+
+    python -m pytest bench/test_farm.py -q --benchmark-only
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from rich.console import Console
+
+from harness.boards.inventory import BoardSpec
+from harness.farm.journal import Journal
+from harness.farm.plan import plan_from_dict
+from harness.farm.scheduler import farm_run
+from harness.report.tables import load_run, tables
+
+PUZZLES = 16
+JOB = {"models": ["sudoku6-mlp"], "recipes": ["int8"], "depths": ["2,3,8,halt"], "puzzles": {"count": PUZZLES, "seed": 11}}
+quiet = Console(file=io.StringIO())
+
+
+def _needs_qemu():
+    from harness.boards.qemu import qemu_missing
+    if (msg := qemu_missing()):
+        pytest.skip(msg)
+
+
+def _qemu_instructions_per_second(target: str) -> float:
+    """How fast QEMU executes the firmware's own code here: a BENCH of a large layer, timed on the host."""
+    from harness.boards.qemu import QemuBoard
+    from harness.targets import load_target
+    with QemuBoard(load_target(target), None) as b:
+        b.bench(128, 128, 8, reps=1)
+        t0 = time.monotonic()
+        r = b.bench(128, 128, 8, reps=64)
+        wall = time.monotonic() - t0
+    return r.instructions / wall
+
+
+def _farm(tmp_path, targets: list[str], boards: list[BoardSpec]) -> tuple[float, object]:
+    out = tmp_path / f"run-{time.monotonic_ns()}"
+    plan = plan_from_dict({**JOB, "targets": targets}, "bench")
+    t0 = time.monotonic()
+    farm_run(plan, boards, out, console=quiet, log=lambda m: None)
+    return time.monotonic() - t0, load_run(out)
+
+
+@pytest.mark.parametrize("target_name", ["mps2-an386", "mps3-an547", "netduinoplus2"])
+def test_puzzles_per_second_through_qemu(benchmark, tmp_path, target_name):
+    _needs_qemu()
+    rate = _qemu_instructions_per_second(target_name)
+    rd = benchmark.pedantic(lambda: _farm(tmp_path, [target_name], [BoardSpec("q", "qemu", target_name)])[1],
+                            rounds=1, iterations=1)
+    rows = [r for r in rd.results if r["status"] == "ok"]
+    assert len(rows) == PUZZLES and all(r["golden_match"] for r in rows)
+    wall = sum(r["wall_s"] for r in rows) / len(rows)
+    instr = sum(r["instructions"] for r in rows) / len(rows)
+    benchmark.extra_info.update({
+        "target": target_name, "puzzles": len(rows), "puzzles_per_s": 1 / wall,
+        "wall_s_per_puzzle": wall, "instructions_per_puzzle": instr,
+        "qemu_instructions_per_s": rate, "emulated_compute_s_per_puzzle": instr / rate,
+        "harness_overhead_s_per_puzzle": wall - instr / rate})
+
+
+@pytest.mark.parametrize("boards", [1, 2])
+def test_scaling_with_parallel_emulated_boards(benchmark, tmp_path, boards):
+    """Two jobs (int8 and int4-naive) on one target, served by 1 or 2 QEMU boards of it (2 host cores)."""
+    _needs_qemu()
+    specs = [BoardSpec(f"q{i}", "qemu", "mps2-an386") for i in range(boards)]
+
+    def run():
+        out = tmp_path / f"run-{time.monotonic_ns()}"
+        plan = plan_from_dict({**JOB, "recipes": ["int8", "int4-naive"], "targets": ["mps2-an386"]}, "bench")
+        farm_run(plan, specs, out, console=quiet, log=lambda m: None)
+        rows = load_run(out).results
+        return sum(1 for r in rows if r["status"] == "ok"), load_run(out)
+
+    t0 = time.monotonic()
+    done, rd = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert done == 2 * PUZZLES
+    busy = sum(r["wall_s"] for r in rd.results)
+    wall = time.monotonic() - t0
+    benchmark.extra_info.update({"boards": boards, "puzzles": done, "puzzle_wall_s_sum": busy,
+                                 "run_wall_s": wall, "puzzles_per_s": done / wall})
+
+
+def test_journal_write_cost(benchmark, tmp_path):
+    """One committed, fsynced row (WAL, synchronous=FULL): the price of losing nothing."""
+    j = Journal.in_dir(tmp_path)
+    row = {"correct": True, "cell_accuracy": 1.0, "instructions": 123456789, "steps": 2, "stack_bytes": 1234}
+    n = iter(range(10**9))
+    benchmark(lambda: j.record("run", "job", f"p{next(n)}", "ok", "board", 1, row))
+    benchmark.extra_info["rows"] = len(j.results("run"))
+    j.close()
+
+
+def test_report_tables_are_deterministic(tmp_path):
+    """Not a benchmark: the bench farm's tables from two runs are equal (the figures above compare)."""
+    _needs_qemu()
+    a = tables(_farm(tmp_path, ["mps2-an386"], [BoardSpec("q", "qemu", "mps2-an386")])[1])
+    b = tables(_farm(tmp_path, ["mps2-an386"], [BoardSpec("q", "qemu", "mps2-an386")])[1])
+    for k in a:
+        assert a[k].equals(b[k]), k

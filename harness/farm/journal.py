@@ -1,0 +1,119 @@
+"""The farm's journal: every result is written to SQLite (WAL, synchronous=FULL) the moment it arrives,
+keyed by (run, job, puzzle), so a crash loses at most the puzzle in flight and a rerun with
+``--resume`` neither loses nor duplicates a row.
+
+Tables:
+  meta     key → JSON value (run id, plan, inventory, provenance)
+  results  (run, job, puzzle) → status ('ok' or 'board_failure'), board, attempts, row JSON
+  host     (run, job) → host-side figures of a model × recipe × depth (golden/torch accuracy, fidelity)
+  events   what happened to boards: failures, resets, quarantines (timing-dependent; never in the tables)
+
+A board failure (timeout, garbage, fault) is an event; only when no healthy board of the target is
+left is the puzzle recorded as ``board_failure``: never as a wrong answer. ``--resume`` runs those
+again.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    run TEXT NOT NULL, job TEXT NOT NULL, puzzle TEXT NOT NULL, status TEXT NOT NULL,
+    board TEXT, attempts INTEGER NOT NULL, row TEXT NOT NULL, PRIMARY KEY (run, job, puzzle));
+CREATE TABLE IF NOT EXISTS host (
+    run TEXT NOT NULL, job TEXT NOT NULL, row TEXT NOT NULL, PRIMARY KEY (run, job));
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, time REAL NOT NULL, board TEXT,
+    job TEXT, kind TEXT NOT NULL, message TEXT);
+"""
+
+NAME = "journal.sqlite"
+
+
+class Journal:
+    """Thread-safe: every board's worker writes through one connection under a lock; each write is its
+    own committed transaction."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self.lock = threading.Lock()
+
+    @classmethod
+    def in_dir(cls, out: Path) -> "Journal":
+        return cls(Path(out) / NAME)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- writes -----------------------------------------------------------------------------------
+    def _write(self, sql: str, args: tuple) -> None:
+        with self.lock:
+            self.db.execute(sql, args)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def record(self, run: str, job: str, puzzle: str, status: str, board: str | None, attempts: int,
+               row: dict[str, Any]) -> None:
+        """A puzzle's result. 'ok' rows are final; a 'board_failure' row is replaced when a resumed run
+        gets the puzzle through."""
+        self._write("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run, job, puzzle, status, board, attempts, json.dumps(row, sort_keys=True)))
+
+    def record_host(self, run: str, job: str, row: dict[str, Any]) -> None:
+        self._write("INSERT OR REPLACE INTO host VALUES (?, ?, ?)", (run, job, json.dumps(row, sort_keys=True)))
+
+    def event(self, run: str, kind: str, message: str, board: str | None = None, job: str | None = None) -> None:
+        self._write("INSERT INTO events (run, time, board, job, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
+                    (run, time.time(), board, job, kind, message))
+
+    # --- reads ------------------------------------------------------------------------------------
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        got = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(got[0][0]) if got else default
+
+    def done(self, run: str, job: str) -> set[str]:
+        """Puzzles of ``job`` with a final ('ok') result."""
+        return {p for (p,) in self._rows("SELECT puzzle FROM results WHERE run = ? AND job = ? AND status = 'ok'",
+                                         (run, job))}
+
+    def results(self, run: str) -> list[dict[str, Any]]:
+        out = []
+        for job, puzzle, status, board, attempts, row in self._rows(
+                "SELECT job, puzzle, status, board, attempts, row FROM results WHERE run = ? ORDER BY job, puzzle", (run,)):
+            out.append({**json.loads(row), "job": job, "puzzle_id": puzzle, "status": status, "board": board,
+                        "attempts": attempts})
+        return out
+
+    def host_rows(self, run: str) -> list[dict[str, Any]]:
+        return [{**json.loads(row), "job": job}
+                for job, row in self._rows("SELECT job, row FROM host WHERE run = ? ORDER BY job", (run,))]
+
+    def host_done(self, run: str) -> set[str]:
+        return {j for (j,) in self._rows("SELECT job FROM host WHERE run = ?", (run,))}
+
+    def events(self, run: str) -> list[dict[str, Any]]:
+        return [dict(zip(("time", "board", "job", "kind", "message"), r))
+                for r in self._rows("SELECT time, board, job, kind, message FROM events WHERE run = ? ORDER BY seq", (run,))]

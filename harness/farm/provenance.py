@@ -1,0 +1,75 @@
+"""Where every figure of a farm run comes from: code, firmware, blobs, puzzles, tools."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from typing import Any
+
+from ..compress.recipes import get_recipe
+from ..firmware import BIN, REPO
+
+COUNTS = {"qemu": "emulated instructions (QEMU -icount shift=0), not silicon cycles",
+          "renode": "emulated instructions (Renode virtual time at the CPU's PerformanceInMips), not silicon cycles",
+          "serial": "silicon core cycles (DWT CYCCNT)",
+          "host": "host wall-clock nanoseconds of the natively built core (not comparable to a board)"}
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"sha": None, "dirty": None, "note": "not a git checkout"}
+
+
+def _version(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+        return out.splitlines()[0].strip() if out else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def firmware(target: str) -> dict[str, Any]:
+    path = BIN / target / "manifest.json"
+    if not path.exists():
+        return {"missing": f"no prebuilt firmware for {target}"}
+    m = json.loads(path.read_text())
+    return {"elf_sha256": m["files"]["firmware.elf"]["sha256"], "build_id": m.get("build_id"),
+            "toolchain": m.get("toolchain"), "source_hash": m.get("source_hash"), "sections": m.get("sections")}
+
+
+def blob_facts(blob: bytes) -> dict[str, Any]:
+    """sha256, size and the RAM an inference needs at the least (docs/boards.md: carries, input and the
+    largest working buffer, from the blob's dimensions)."""
+    from ..boards.runner import working_buffer_bytes
+    from ..export.blob import read_header
+    h = read_header(blob)
+    L, D = h["seq_len"], h["hidden"]
+    return {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
+            "ram_theoretical_min": 2 * L * D + L + working_buffer_bytes(h)}
+
+
+def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
+    tools = {"python": platform.python_version(), "qemu": _version(["qemu-system-arm", "--version"])}
+    for pkg in ("harness", "torch", "numpy", "pandas"):
+        try:
+            tools[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            tools[pkg] = None
+    return {
+        "git": git_state(),
+        "plan": plan.path, "plan_digest": plan.digest(),
+        "firmware": {t: firmware(t) for t in plan.targets},
+        "blobs": {f"{m}|{r}": blob_facts(b.blob) for (m, r), b in sorted(prep.blobs.items())},
+        "puzzles": {m: {**mi.puzzle_set, "sha256": mi.puzzle_set_hash} for m, mi in prep.models.items()},
+        "seeds": {"puzzles": plan.puzzle_spec()[1],
+                  "calibration": {r: get_recipe(r).calib_seed for r in plan.recipes}},
+        "tools": tools,
+        "counts": {s.backend: COUNTS.get(s.backend, s.backend) for s in inventory},
+        "machine": platform.machine(),
+    }

@@ -1,0 +1,413 @@
+"""``harness farm run``: the plan's jobs on the inventory's boards, in parallel, into the journal.
+
+One worker thread per board takes the next job of its target, brings the board up with the job's blob
+(a board keeps running while consecutive jobs share a blob), and runs every puzzle the journal does not
+already hold. A puzzle that times out, gets garbage back or faults the board is an event: the board is
+reset (closed and started again) and the puzzle retried, ``run.retries`` times; a board that still
+fails, or has failed ``run.quarantine_after`` times in the run, is quarantined and its job goes back to the queue for another board of the same target. When no
+healthy board of a target is left, its remaining puzzles are journalled as ``board_failure`` (never as
+wrong answers) and ``--resume`` tries them again.
+
+Emulated boards share the host's cores: at most ``run.max_parallel`` of them (default: the core
+count) run at once. Host-side figures (golden or torch accuracy and carry fidelity on the same puzzles)
+are computed first, for every model × recipe × depth, plus the plan's host-only recipes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..boards.base import Board
+from ..boards.inventory import BoardSpec
+from ..boards.protocol import BoardError, ProtocolError
+from ..models.evaluate import Depth, default_depth
+from ..targets import Target, load_target
+from .faults import arm
+from .journal import Journal
+from .plan import Job, Plan
+from .provenance import collect_provenance
+
+# what a sick board looks like from here: anything else is a bug in the harness and stops the run
+BOARD_FAILURES = (TimeoutError, ConnectionError, OSError, ProtocolError, BoardError, RuntimeError,
+                  struct.error, ValueError)
+EMULATED = ("qemu", "renode")
+
+
+def default_inventory(plan: Plan, backend: str = "qemu") -> list[BoardSpec]:
+    """One board of ``backend`` per target of the plan."""
+    return [BoardSpec(f"{backend}-{t}", backend, t) for t in plan.targets]
+
+
+# --- what every job needs, prepared once ----------------------------------------------------------
+@dataclass
+class ModelInputs:
+    net: Any
+    task: Any
+    puzzles: list
+    x: np.ndarray
+    y: np.ndarray
+    puzzle_set: dict[str, Any]
+    puzzle_set_hash: str
+
+
+@dataclass
+class BlobInfo:
+    blob: bytes
+    sha256: str
+    golden: Any          # the integer model read back from the blob (harness.export.blob.from_blob)
+
+
+class Prepared:
+    def __init__(self, plan: Plan, log: Callable[[str], None] = print):
+        from ..models.checkpoint import load_checkpoint
+        from ..tasks import stack
+        from ..tasks.puzzle_source import load_puzzle_source, puzzle_set_hash
+
+        self.plan = plan
+        self.models: dict[str, ModelInputs] = {}
+        spec, seed = plan.puzzle_spec()
+        for m in plan.models:
+            net, task, config = load_checkpoint(m)
+            source, puzzles = load_puzzle_source(task, spec, seed)
+            x, y = stack(puzzles)
+            self.models[m] = ModelInputs(net, task, puzzles, x, y, source, puzzle_set_hash(puzzles))
+        self.blobs: dict[tuple[str, str], BlobInfo] = {}
+
+    def depth(self, job_model: str, depth: str) -> Depth:
+        net = self.models[job_model].net
+        return Depth.parse(None if depth == "default" else depth, default_depth(net))
+
+    def export_all(self, progress: Callable[[str], None] | None = None) -> None:
+        from ..export import blob as B
+        from ..export.exporter import export_blob
+        for m in self.plan.models:
+            for r in self.plan.recipes:
+                if progress:
+                    progress(f"{m} {r}")
+                data = export_blob(m, r)
+                self.blobs[(m, r)] = BlobInfo(data, hashlib.sha256(data).hexdigest(), B.from_blob(data))
+
+
+# --- host-side figures ----------------------------------------------------------------------------
+def host_figures(prep: Prepared, journal: Journal, run: str, progress=None) -> None:
+    """Golden (integer recipes, from the very blob the boards run) or torch accuracy and carry fidelity
+    to fp32, for every model × recipe × depth of the plan, on the plan's puzzles."""
+    from ..compress.compressed import Compressed
+    from ..compress.recipes import apply, get_recipe
+    from ..compress.study import evaluate_compressed, reference_runs
+
+    plan = prep.plan
+    done = journal.host_done(run)
+    todo = [(m, r, d) for m in plan.models for r in plan.host_recipes + plan.recipes for d in plan.depths
+            if f"{m}|{r}|{d}" not in done]
+    bar = progress.add_task("host: golden and fp32 figures", total=len(todo)) if progress else None
+    refs: dict[tuple[str, str], list] = {}
+    for m, r, d in todo:
+        mi = prep.models[m]
+        depth = prep.depth(m, d)
+        recipe = get_recipe(r)
+        if (m, r) in prep.blobs:
+            comp = Compressed(recipe, mi.net, int_model=prep.blobs[(m, r)].golden)
+        else:
+            comp = apply(recipe, mi.net, mi.task)
+        if (m, d) not in refs:
+            refs[(m, d)] = reference_runs(mi.net, mi.puzzles, depth)
+        res = evaluate_compressed(comp, mi.net, mi.task, mi.puzzles, depth, reference_runs=refs[(m, d)])
+        journal.record_host(run, f"{m}|{r}|{d}", {
+            "model": m, "recipe": r, "depth": depth.label(), "depth_spec": d, "mixer": mi.net.cfg.mixer,
+            "evaluated_by": "golden" if comp.int_model is not None else "torch",
+            "puzzles": res["puzzles"], "exact_accuracy": res["exact_accuracy"],
+            "cell_accuracy": res["cell_accuracy"], "mean_steps": res["mean_steps"],
+            "fidelity_final": res["fidelity_final"], "fidelity_auc": res["fidelity_auc"],
+            "fidelity_per_cycle": [round(v, 6) for v in res["fidelity_per_cycle"]],
+            "params": comp.params(), "weight_bytes": comp.weight_bytes(), "macs": comp.macs(depth),
+            "puzzle_set_hash": mi.puzzle_set_hash})
+        if progress:
+            progress.advance(bar)
+
+
+# --- boards ---------------------------------------------------------------------------------------
+@dataclass
+class BoardState:
+    spec: BoardSpec
+    status: str = "waiting"       # waiting | running | idle | quarantined | done
+    job: str = ""
+    puzzles: int = 0
+    failures: int = 0
+    resets: int = 0
+    busy_s: float = 0.0
+    last_error: str = ""
+
+
+class Farm:
+    def __init__(self, plan: Plan, inventory: list[BoardSpec], journal: Journal, run: str, prep: Prepared,
+                 log_dir: Path, make: Callable[..., Board] | None = None):
+        from ..boards.factory import make_board
+        self.plan, self.journal, self.run_id, self.prep, self.log_dir = plan, journal, run, prep, log_dir
+        self.make = make or make_board
+        self.changed = threading.Condition()
+        self.active = {t: 0 for t in plan.targets}     # jobs of a target some board is running
+        self.queues: dict[str, deque[Job]] = {t: deque() for t in plan.targets}
+        self.skipped: list[tuple[Job, str]] = []
+        self.targets: dict[str, Target] = {t: load_target(t) for t in plan.targets}
+        for job in plan.jobs():
+            blob = prep.blobs[(job.model, job.recipe)].blob
+            region = self.targets[job.target].blob.size
+            if len(blob) > region:
+                self.skipped.append((job, f"does not fit: the blob ({len(blob):,} bytes) exceeds "
+                                          f"{job.target}'s blob region ({region:,} bytes)"))
+                continue
+            if len(journal.done(run, job.key)) < len(prep.models[job.model].puzzles):
+                self.queues[job.target].append(job)
+        self.states = [BoardState(s) for s in inventory if s.target in self.queues]
+        slots = plan.run.max_parallel or os.cpu_count() or 1
+        self.emulated_slots = threading.Semaphore(slots)
+
+    def total_puzzles(self) -> int:
+        return sum(len(self.prep.models[j.model].puzzles) for q in self.queues.values() for j in q)
+
+    def _next(self, target: str) -> Job | None:
+        """The next job of ``target``; None once the queue is empty and no other board of the target
+        still holds a job (one that a quarantine could hand back)."""
+        with self.changed:
+            while True:
+                q = self.queues[target]
+                if q:
+                    self.active[target] += 1
+                    return q.popleft()
+                if not self.active[target]:
+                    return None
+                self.changed.wait()
+
+    def _finished(self, job: Job, requeue: bool = False) -> None:
+        with self.changed:
+            self.active[job.target] -= 1
+            if requeue:
+                self.queues[job.target].appendleft(job)
+            self.changed.notify_all()
+
+    def _peek(self, target: str) -> Job | None:
+        with self.changed:
+            q = self.queues[target]
+            return q[0] if q else None
+
+    def run(self) -> None:
+        errors: list[BaseException] = []
+
+        def work(st: BoardState) -> None:
+            try:
+                self._worker(st)
+            except BaseException as e:   # a bug, not a board failure: stop the run and say so
+                st.status, st.last_error = "crashed", f"{type(e).__name__}: {e}"
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(st,), name=st.spec.id, daemon=True) for st in self.states]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        self._record_unrunnable()
+
+    # one board
+    def _worker(self, st: BoardState) -> None:
+        board: Board | None = None
+        blob_of: tuple[str, str] | None = None
+        holds_slot = False
+        emulated = st.spec.backend in EMULATED
+        try:
+            while True:
+                job = self._next(st.spec.target)
+                if job is None:
+                    break
+                if (job.model, job.recipe) != blob_of and board is not None:
+                    board.close()
+                    board, blob_of = None, None
+                if board is None and emulated and not holds_slot:
+                    st.status = "waiting"
+                    self.emulated_slots.acquire()
+                    holds_slot = True
+                st.status, st.job = "running", job.key
+                try:
+                    board = self._run_job(st, job, board)
+                    blob_of = (job.model, job.recipe)
+                except Quarantined as q:
+                    board, blob_of = None, None
+                    st.status, st.last_error = "quarantined", str(q)
+                    self.journal.event(self.run_id, "quarantine", str(q), st.spec.id, job.key)
+                    self._finished(job, requeue=True)
+                    return
+                except BaseException:
+                    self._finished(job, requeue=True)
+                    raise
+                self._finished(job)
+                nxt = self._peek(st.spec.target)
+                if board is not None and (nxt is None or (nxt.model, nxt.recipe) != blob_of):
+                    board.close()
+                    board, blob_of = None, None
+                    if holds_slot:
+                        self.emulated_slots.release()
+                        holds_slot = False
+                st.status = "idle"
+        finally:
+            if board is not None:
+                board.close()
+            if holds_slot:
+                self.emulated_slots.release()
+            if st.status != "quarantined":
+                st.status = "done"
+
+    def _start(self, st: BoardState, job: Job) -> Board:
+        blob = self.prep.blobs[(job.model, job.recipe)].blob
+        options = {k: v for k, v in st.spec.options.items() if k != "inject"}
+        if st.spec.backend in EMULATED:
+            options["log_dir"] = self.log_dir
+        board = self.make(st.spec.backend, self.targets[st.spec.target], blob, board_id=st.spec.id, **options)
+        start = getattr(board, "start")
+        try:
+            start(timeout=self.plan.run.start_timeout_s)
+        except TypeError:
+            start()
+        arm(board, st.spec.options.get("inject"))
+        return board
+
+    def _run_job(self, st: BoardState, job: Job, board: Board | None) -> Board:
+        mi = self.prep.models[job.model]
+        bi = self.prep.blobs[(job.model, job.recipe)]
+        depth = self.prep.depth(job.model, job.depth)
+        done = self.journal.done(self.run_id, job.key)
+        from ..boards.runner import puzzle_row
+        for i, p in enumerate(mi.puzzles):
+            if p.id in done:
+                continue
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    if board is None:
+                        board = self._start(st, job)
+                    t0 = time.monotonic()
+                    row = puzzle_row(board, bi.golden if self.plan.run.check else None, mi.task, p, mi.x[i], mi.y[i],
+                                     depth, check=self.plan.run.check, timeout=self.plan.run.puzzle_timeout_s)
+                    wall = time.monotonic() - t0
+                    break
+                except BOARD_FAILURES as e:
+                    st.failures += 1
+                    st.last_error = f"{type(e).__name__}: {e}"[:300]
+                    self.journal.event(self.run_id, "failure", f"puzzle {p.id}, attempt {attempts}: {st.last_error}",
+                                       st.spec.id, job.key)
+                    if board is not None:
+                        board.close()
+                        board = None
+                    st.resets += 1
+                    if attempts > self.plan.run.retries:
+                        raise Quarantined(f"{st.spec.id} failed puzzle {p.id} {attempts} times "
+                                          f"(last: {st.last_error})")
+                    if st.failures >= self.plan.run.quarantine_after:
+                        raise Quarantined(f"{st.spec.id} failed {st.failures} times in this run "
+                                          f"(last: {st.last_error})")
+            row.update(model=job.model, recipe=job.recipe, depth=depth.label(), depth_spec=job.depth,
+                       target=job.target, backend=st.spec.backend, blob_sha256=bi.sha256, wall_s=wall)
+            self.journal.record(self.run_id, job.key, p.id, "ok", st.spec.id, attempts, row)
+            st.puzzles += 1
+            st.busy_s += wall
+        return board
+
+    def _record_unrunnable(self) -> None:
+        """Jobs left in a queue had no healthy board: their missing puzzles become board_failure rows."""
+        for target, q in self.queues.items():
+            for job in q:
+                mi = self.prep.models[job.model]
+                done = self.journal.done(self.run_id, job.key)
+                why = f"no healthy {target} board left (see the events in the journal)"
+                depth = self.prep.depth(job.model, job.depth)
+                for p in mi.puzzles:
+                    if p.id not in done:
+                        self.journal.record(self.run_id, job.key, p.id, "board_failure", None, 0, {
+                            "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
+                            "target": job.target, "error": why})
+        for job, why in self.skipped:
+            self.journal.event(self.run_id, "does_not_fit", why, None, job.key)
+
+
+class Quarantined(RuntimeError):
+    pass
+
+
+# --- the live view --------------------------------------------------------------------------------
+class LiveView:
+    """A rich table of the boards, rebuilt on every refresh."""
+
+    def __init__(self, farm: Farm, total: int):
+        self.farm, self.total, self.t0 = farm, total, time.monotonic()
+
+    def __rich__(self):
+        from rich.table import Table
+        done = sum(s.puzzles for s in self.farm.states)
+        elapsed = time.monotonic() - self.t0
+        t = Table(title=f"farm: {done}/{self.total} puzzles, {elapsed:.0f} s, "
+                        f"{done / elapsed if elapsed > 0 else 0:.2f} puzzles/s")
+        for col in ("board", "target", "status", "job", "puzzles", "puzzles/s", "failures", "last error"):
+            t.add_column(col)
+        for s in self.farm.states:
+            rate = s.puzzles / s.busy_s if s.busy_s else 0.0
+            t.add_row(s.spec.id, s.spec.target, s.status, " ".join(s.job.split("|")[:3]),
+                      str(s.puzzles), f"{rate:.2f}", str(s.failures), s.last_error[:60])
+        return t
+
+
+# --- the whole run --------------------------------------------------------------------------------
+def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = False, console=None,
+             log: Callable[[str], None] = print) -> str:
+    """Run ``plan`` on ``inventory`` into ``out`` (journal, board logs). Returns the run id."""
+    from rich.live import Live
+    from rich.progress import Progress
+
+    out = Path(out)
+    journal = Journal.in_dir(out)
+    try:
+        run = journal.meta("run")
+        if run is not None and not resume:
+            raise FarmError(f"{out} already holds run {run}: rerun with --resume to finish it, or choose a new --out")
+        if run is not None and journal.meta("plan_digest") != plan.digest():
+            raise FarmError(f"{out} holds run {run} of a different plan: --resume needs the same plan "
+                            f"(or choose a new --out)")
+        if run is None:
+            run = time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
+            journal.set_meta("run", run)
+            journal.set_meta("plan", plan.to_dict())
+            journal.set_meta("plan_digest", plan.digest())
+        else:
+            log(f"resuming {run}")
+        journal.set_meta("inventory", [s.__dict__ for s in inventory])
+        missing = sorted(set(plan.targets) - {s.target for s in inventory})
+        if missing:
+            log(f"no board in the inventory for {', '.join(missing)}: their jobs will be journalled as board_failure")
+        prep = Prepared(plan, log)
+        with Progress(console=console, transient=True) as progress:
+            bar = progress.add_task("exporting blobs", total=len(plan.models) * len(plan.recipes))
+            prep.export_all(lambda what: progress.update(bar, description=f"exporting {what}", advance=1))
+            host_figures(prep, journal, run, progress)
+        journal.set_meta("provenance", collect_provenance(plan, prep, inventory))
+        farm = Farm(plan, inventory, journal, run, prep, out / "logs")
+        total = farm.total_puzzles()
+        with Live(LiveView(farm, total), console=console, refresh_per_second=2, transient=False):
+            farm.run()
+        journal.set_meta("finished", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        return run
+    finally:
+        journal.close()
+
+
+class FarmError(RuntimeError):
+    pass

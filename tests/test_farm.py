@@ -1,0 +1,275 @@
+"""The farm: plans, the journal, kill-and-resume, failing boards, identical reruns, the baseline gate."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.boards.inventory import BoardSpec
+from harness.farm.journal import Journal
+from harness.farm.plan import PlanError, load_plan, plan_from_dict
+from harness.farm.scheduler import farm_run
+from harness.report.build import build_report
+from harness.report.tables import load_run, tables
+
+TARGET = "mps2-an386"
+TINY = {"name": "tiny", "models": ["sudoku6-mlp"], "recipes": ["int8", "int4-naive"], "depths": ["1,1,2"],
+        "targets": [TARGET], "puzzles": {"count": 12, "seed": 3}, "run": {"puzzle_timeout_s": 3, "retries": 1}}
+
+needs_qemu = pytest.mark.skipif(subprocess.run(["which", "qemu-system-arm"], capture_output=True).returncode != 0,
+                                reason="qemu-system-arm is not installed")
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+TINY_TOML = """
+name = "tiny"
+models = ["sudoku6-mlp"]
+recipes = ["int8", "int4-naive"]
+depths = ["1,1,2"]
+targets = ["mps2-an386"]
+[puzzles]
+count = 12
+seed = 3
+[run]
+puzzle_timeout_s = 3
+retries = 1
+[budgets]
+min_exact_accuracy = 0.0
+"""
+
+
+def qemu_boards(*specs: tuple[str, str | None]) -> list[BoardSpec]:
+    return [BoardSpec(i, "qemu", TARGET, {"inject": inj} if inj else {}) for i, inj in specs]
+
+
+def frame(out: Path, drop_board: bool = False) -> dict[str, pd.DataFrame]:
+    t = tables(load_run(out))
+    if drop_board:
+        t["puzzles"] = t["puzzles"].drop(columns=["board", "attempts"])
+    return t
+
+
+def assert_same_tables(a: dict, b: dict) -> None:
+    for name in ("puzzles", "host", "configs"):
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+# --- plans ----------------------------------------------------------------------------------------
+def test_the_shipped_demo_plan_loads():
+    p = load_plan("demo")
+    assert len(p.jobs()) == len(p.models) * len(p.recipes) * len(p.depths) * len(p.targets) >= 2 * 3 * 2 * 2
+    assert {"sudoku6-mlp", "sudoku6-attention"} <= set(p.models) and "fp32" in p.host_recipes
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"recipes": ["fp16"]}, "host_recipes"),
+    ({"targets": ["no-such-board"]}, "no-such-board"),
+    ({"colour": "blue"}, "unknown keys"),
+    ({"run": {"retry": 3}}, "unknown keys"),
+    ({"budgets": {"mps3-an547": {"latency_ms": 1}}}, "does not run"),
+    ({"models": []}, "non-empty"),
+])
+def test_a_bad_plan_says_what_is_wrong(change, message):
+    with pytest.raises(PlanError, match=message):
+        plan_from_dict({**TINY, **change}, "bad.toml")
+
+
+def test_budgets_per_target_override_the_defaults():
+    p = plan_from_dict({**TINY, "budgets": {"latency_ms": 5, "min_exact_accuracy": 0.5,
+                                            TARGET: {"latency_ms": 9}}})
+    b = p.budget(TARGET)
+    assert (b.latency_ms, b.min_exact_accuracy, b.energy_uj) == (9, 0.5, None)
+
+
+# --- the journal ----------------------------------------------------------------------------------
+def test_the_journal_keeps_one_row_per_key_and_survives_reopening(tmp_path):
+    with Journal.in_dir(tmp_path) as j:
+        j.record("r", "job", "p1", "board_failure", None, 0, {"error": "x"})
+        j.record("r", "job", "p1", "ok", "b", 2, {"correct": True})
+        j.record("r", "job", "p2", "ok", "b", 1, {"correct": False})
+        j.event("r", "failure", "timeout", "b", "job")
+    with Journal.in_dir(tmp_path) as j:
+        rows = j.results("r")
+        assert [(r["puzzle_id"], r["status"]) for r in rows] == [("p1", "ok"), ("p2", "ok")]
+        assert j.done("r", "job") == {"p1", "p2"}
+        assert j.events("r")[0]["message"] == "timeout"
+    mode = sqlite3.connect(tmp_path / "journal.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+# --- runs on QEMU ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted run of the tiny plan on one QEMU board."""
+    if subprocess.run(["which", "qemu-system-arm"], capture_output=True).returncode != 0:
+        pytest.skip("qemu-system-arm is not installed")
+    out = tmp_path_factory.mktemp("reference")
+    farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("q1", None)), out, log=lambda m: None)
+    return out
+
+
+@needs_qemu
+def test_every_puzzle_runs_once_and_matches_golden(reference_run):
+    t = frame(reference_run)
+    p = t["puzzles"]
+    assert len(p) == 2 * 12 and (p.status == "ok").all() and p.golden_match.all()
+    assert p.instructions.notna().all() and (p.instructions > 0).all()
+    c = t["configs"]
+    assert list(c.recipe) == ["int4-naive", "int8"]
+    assert (c.exact_accuracy == c.host_exact_accuracy).all()
+
+
+@needs_qemu
+def test_two_runs_of_a_plan_on_emulators_give_identical_tables(reference_run, tmp_path):
+    farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("q1", None)), tmp_path, log=lambda m: None)
+    assert_same_tables(frame(reference_run), frame(tmp_path))
+
+
+def _cli_run(out: Path, plan: Path, inventory: Path, resume: bool) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "harness.cli", "farm", "run", "--plan", str(plan), "--inventory", str(inventory),
+           "--out", str(out), "--no-report"] + (["--resume"] if resume else [])
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    plan = write_toml(d / "tiny.toml", TINY_TOML)
+    inventory = write_toml(d / "inv.toml", f'[[board]]\nid = "q1"\nbackend = "qemu"\ntarget = "{TARGET}"\n')
+    return plan, inventory
+
+
+@needs_qemu
+def test_the_cli_farm_run_gives_the_same_tables(reference_run, cli_files, tmp_path):
+    out = tmp_path / "run"
+    proc = _cli_run(out, *cli_files, resume=False)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-3000:]
+    assert_same_tables(frame(reference_run), frame(out))
+
+
+def _rows_in(out: Path) -> int:
+    try:
+        db = sqlite3.connect(f"file:{out / 'journal.sqlite'}?mode=ro", uri=True, timeout=0.1)
+        try:
+            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+@needs_qemu
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_killed_run_resumes_to_the_same_table(reference_run, cli_files, tmp_path, seed):
+    """SIGKILL the whole process group (harness and its QEMU) at random moments, resume until the run
+    finishes: the tables equal the uninterrupted run's, no row lost, none twice. Each kill comes either
+    at a random time in the first seconds (start-up, export, host figures) or once the journal holds a
+    random number of device rows (mid-run)."""
+    rng = random.Random(seed)
+    out = tmp_path / "run"
+    kills, total = 0, 2 * 12
+    for attempt in range(12):
+        proc = _cli_run(out, *cli_files, resume=attempt > 0)
+        if kills < 3:
+            early = rng.random() < 0.3
+            deadline = time.monotonic() + (rng.uniform(0.2, 2.5) if early else 300)
+            at_rows = _rows_in(out) + rng.randint(1, 6)
+            while proc.poll() is None and time.monotonic() < deadline and (early or _rows_in(out) < min(at_rows, total)):
+                time.sleep(0.01)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+        proc.wait(timeout=300)
+        assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
+        break
+    else:
+        pytest.fail("the run did not finish in 12 attempts")
+    assert kills == 3
+    with Journal.in_dir(out) as j:
+        assert j.meta("finished")
+        assert len(j.results(j.meta("run"))) == total
+    assert_same_tables(frame(reference_run), frame(out))
+
+
+@needs_qemu
+@pytest.mark.parametrize("fault, quarantined", [("hang@5", False), ("hang@0", True), ("garbage@1", True)])
+def test_a_failing_board_is_reset_or_quarantined_and_nothing_is_lost(reference_run, tmp_path, fault, quarantined):
+    """hang@5 wedges after five puzzles of every start: a reset recovers it (two failures, under the
+    quarantine threshold of three). hang@0 never answers and garbage@1 fails every second puzzle: both
+    are quarantined and the good board finishes their job."""
+    out = tmp_path / "run"
+    farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("bad", fault), ("good", None)), out, log=lambda m: None)
+    rd = load_run(out)
+    kinds = [e["kind"] for e in rd.events if e["board"] == "bad"]
+    assert "failure" in kinds and ("quarantine" in kinds) == quarantined
+    assert not [e for e in rd.events if e["board"] == "good"]
+    assert_same_tables(frame(reference_run, drop_board=True), frame(out, drop_board=True))
+    report = build_report(out)
+    md = (out / "report.md").read_text()
+    assert "## Board failures" in md and ("quarantine" in md) == quarantined
+    assert report.decisions[0].recommended is not None
+
+
+@needs_qemu
+def test_with_no_healthy_board_left_puzzles_are_board_failures_never_wrong_answers(tmp_path):
+    out = tmp_path / "run"
+    plan = plan_from_dict({**TINY, "recipes": ["int8"]}, "tiny")
+    farm_run(plan, qemu_boards(("bad", "garbage@0")), out, log=lambda m: None)
+    p = frame(out)["puzzles"]
+    assert (p.status == "board_failure").sum() == 12
+    assert "correct" not in p            # a board failure is never scored as a wrong answer
+    r = build_report(out)
+    assert r.decisions[0].recommended is None
+    assert "board failures" in (out / "report.md").read_text()
+    # a resumed run with a healthy board finishes the job
+    farm_run(plan, qemu_boards(("good", None)), out, resume=True, log=lambda m: None)
+    p = frame(out)["puzzles"]
+    assert (p.status == "ok").all() and len(p) == 12
+
+
+@needs_qemu
+def test_a_run_folder_is_not_overwritten_without_resume(reference_run):
+    from harness.farm.scheduler import FarmError
+    with pytest.raises(FarmError, match="--resume"):
+        farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("q1", None)), reference_run, log=lambda m: None)
+
+
+@needs_qemu
+def test_the_baseline_gate_passes_a_rerun_and_flags_a_regression(reference_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    rerun = tmp_path / "rerun"
+    farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("q1", None)), rerun, log=lambda m: None)
+    ok = CliRunner().invoke(app, ["report", str(rerun), "--baseline", str(reference_run)])
+    assert ok.exit_code == 0, ok.output
+    assert "no regression" in ok.output
+    # inject a regression: two int8 puzzles lose cells and take 20 % more instructions
+    db = sqlite3.connect(rerun / "journal.sqlite")
+    rows = db.execute("SELECT job, puzzle, row FROM results WHERE job LIKE '%|int8|%' ORDER BY puzzle").fetchall()
+    import json
+    for job, puzzle, row in rows[:2]:
+        r = json.loads(row)
+        r["cell_accuracy"] -= 0.5
+        r["instructions"] = int(r["instructions"] * 1.2)
+        db.execute("UPDATE results SET row = ? WHERE job = ? AND puzzle = ?", (json.dumps(r), job, puzzle))
+    db.commit()
+    db.close()
+    bad = CliRunner().invoke(app, ["report", str(rerun), "--baseline", str(reference_run)])
+    assert bad.exit_code == 1, bad.output
+    assert "cell_accuracy" in bad.output and "latency_ms" in bad.output and "int8" in bad.output
