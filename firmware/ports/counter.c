@@ -43,6 +43,40 @@ void counter_init(void)
 
 uint8_t counter_unit(void) { return unit; }
 
+/* SysTick as a 64-bit count: wraps (interrupt) and the 24-bit down-counter */
+static uint64_t systick_raw(void)
+{
+    uint32_t wraps, value;
+    do {
+        wraps = systick_wraps;
+        value = SYST_CVR;
+    } while (wraps != systick_wraps);
+    return ((uint64_t)wraps << 24) + (0x00FFFFFFu - value);
+}
+
+/* SysTick ticks every 1e9 / CORE_HZ instructions under QEMU; a stretch of code is counted as the tick
+ * edges it spans, which depends on where in a period it starts. That phase would come from host
+ * wall-clock time (when the request's last byte arrived, how long a probe held the core at the cycle
+ * hook), so the count could differ by a tick between identical runs. Instead, each measured stretch
+ * (a "segment": from the start of a run to the first cycle hook, between hooks, to the end) restarts
+ * the SysTick period when it begins (a write to CVR clears it; the reload follows from that instant)
+ * and adds its ticks to seg_base. Every segment then starts at the same phase: identical runs give
+ * identical counts, traced or not. Each segment rounds down to whole ticks, by the same amount in every
+ * run. DWT needs none of this: it counts every cycle and is simply stopped around the hook. */
+static uint64_t seg_base;   /* ticks of the finished segments of this measurement */
+static uint64_t seg_start;  /* raw reading when the current segment began */
+
+static void systick_new_segment(void)
+{
+    SYST_CSR = 0u;
+    SYST_CVR = 0u;
+    SYST_CSR = 7u;
+    /* the reload from 0 is no wrap (no interrupt): wait for it, so the reading starts a full period */
+    while (SYST_CVR == 0u) {
+    }
+    seg_start = systick_raw();
+}
+
 uint64_t counter_read(void)
 {
     if (unit == TRM_UNIT_CYCLES) {
@@ -54,41 +88,25 @@ uint64_t counter_read(void)
         cyccnt_last = now;
         return (uint64_t)cyccnt_high << 32 | now;
     }
-    uint32_t wraps, value;
-    do {
-        wraps = systick_wraps;
-        value = SYST_CVR;
-    } while (wraps != systick_wraps);
-    return ((uint64_t)wraps << 24) + (0x00FFFFFFu - value);
+    return seg_base + (systick_raw() - seg_start);
 }
 
-/* Before a measurement. SysTick ticks every 1e9 / CORE_HZ instructions under QEMU; a run's count is
- * the number of tick edges it spans, which depends on where in a period it starts, and that depends
- * on when the request's last byte arrived (host wall-clock time), so two runs of one puzzle could
- * differ by a tick. Restarting the period here (a write to CVR clears it; the reload follows from
- * this instant) puts every run at the same phase: identical runs give identical counts. DWT needs
- * nothing (it counts every cycle). */
+/* Before a measurement's first read. */
 void counter_restart(void)
 {
     if (unit == TRM_UNIT_CYCLES)
         return;
-    SYST_CSR = 0u;
-    SYST_CVR = 0u;
-    SYST_CSR = 7u;
-    /* the reload from 0 is no wrap (no interrupt): wait for it, so the first read is not the
-     * "period just ended" value 0 */
-    while (SYST_CVR == 0u) {
-    }
+    seg_base = 0;
+    systick_new_segment();
 }
 
-/* Stop and restart the counter around the cycle hook (trm.h). SysTick: clearing ENABLE freezes the
- * current value; DWT: clearing CYCCNTENA stops CYCCNT. */
+/* Around the cycle hook (trm.h), where a probe may hold the core: the hook is not counted. */
 void trm_counter_pause(void)
 {
     if (unit == TRM_UNIT_CYCLES)
         DWT_CTRL &= ~1u;
     else
-        SYST_CSR &= ~1u;
+        seg_base += systick_raw() - seg_start;
 }
 
 void trm_counter_resume(void)
@@ -96,5 +114,5 @@ void trm_counter_resume(void)
     if (unit == TRM_UNIT_CYCLES)
         DWT_CTRL |= 1u;
     else
-        SYST_CSR |= 1u;
+        systick_new_segment();
 }

@@ -119,7 +119,7 @@ def _recommend(d: TargetDecision) -> None:
                      f"{rec['ram_static']:,} of {rec['ram_limit']:,} B, inference RAM peak {rec['ram_inference_peak']:,} B")
     d.reasons.append(f"puzzle-exact {pct(rec['exact_accuracy'])} (cell {pct(rec['cell_accuracy'])}) on "
                      f"{rec['puzzles']} puzzles: the best of the {len(d.meeting)} configurations meeting the budgets "
-                     f"is {pct(best_acc)}, and {len(near)} are within one puzzle of it")
+                     f"is {pct(best_acc)}, and {len(near)} {'is' if len(near) == 1 else 'are'} within one puzzle of it")
     faster = "the fastest of those" if len(near) > 1 else "the only one"
     d.reasons.append(f"{faster}: {rec['latency_ms']:.2f} ms ({rec['latency_basis']}), energy proxy "
                      f"{rec['energy_uj']:.0f} uJ, {rec['blob_bytes']:,} B blob")
