@@ -331,16 +331,15 @@ def run(
             print(json.dumps({"model": config["name"], "recipe": recipe, "target": t.name, "fits": False,
                               "summary": {"memory": fit}, "rows": []}))
         _fail(fit["does_not_fit"])
-    if trace and board != "qemu":
-        _fail("--trace needs a board with a debug probe: --board qemu")
+    if trace and board not in ("qemu", "renode"):
+        _fail("--trace needs a board with a debug probe: --board qemu (or renode)")
     gdb_port = _free_port() if trace else None
     b = _open_board(board, t, blob, log_dir, gdb_port)
     with b, _progress_bar(f"{config['name']} {recipe} on {b.describe()}", len(items), as_json) as advance:
         probe = None
         if trace:
-            from .probe.gdb import GdbRemote
             b.info()
-            probe = GdbRemote(port=gdb_port)
+            probe = b.probe()
         try:
             out = run_puzzles(b, blob, task, items, d, progress=advance, check=check, embed_ram=embed_ram,
                               probe=probe, reference=net if trace else None)

@@ -140,6 +140,15 @@ def test_board_survives_bad_input(open_board, blobs):
         _bad_input_checks(board, 36)
 
 
+@pytest.mark.board
+def test_a_reset_board_answers_again(open_board, blobs):
+    with open_board("mps2-an386", blobs("sudoku6-mlp", "int8")) as board:
+        first = board.info()
+        board.reset()
+        assert board.ping(b"again") == b"again"
+        assert board.info().build_id == first.build_id
+
+
 def _corrupt(blob: bytes, how: str) -> bytes:
     b = bytearray(blob)
     if how == "crc":

@@ -137,6 +137,16 @@ class Board:
     def close(self) -> None:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Bring the board back to a known state: stop it and start it again (firmware and blob as
+        before). Backends with a cheaper reset (a probe's reset line) may override."""
+        self.close()
+        self.start()
+
+    def probe(self, timeout: float = 10.0):
+        """The board's debug probe (``harness.probe.Probe``), attached with the core running."""
+        raise NotImplementedError(f"{self.describe()}: the {self.backend} backend gives no debug probe")
+
     def _drop_session(self) -> None:
         if self.session is not None:
             try:

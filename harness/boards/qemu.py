@@ -124,6 +124,13 @@ class QemuBoard(EmulatorProcess, Board):
             self.tmp.cleanup()  # without a log_dir the log lived here and goes with it
             self.tmp = None
 
+    def probe(self, timeout: float = 10.0):
+        """QEMU's gdbstub (construct the board with ``gdb_port``): a GdbRemote, core running."""
+        from ..probe.gdb import GdbRemote
+        if self.gdb_port is None:
+            raise RuntimeError(f"{self.describe()}: no gdbstub: construct the board with gdb_port=PORT")
+        return GdbRemote(port=self.gdb_port, timeout=timeout)
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

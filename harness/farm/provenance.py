@@ -26,6 +26,17 @@ def git_state() -> dict[str, Any]:
         return {"sha": None, "dirty": None, "note": "not a git checkout"}
 
 
+def _relative(path: str | None) -> str | None:
+    """A path inside the checkout as the repository names it (the same in every clone)."""
+    from pathlib import Path
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
+
+
 def _version(cmd: list[str]) -> str | None:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
@@ -63,7 +74,7 @@ def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
             tools[pkg] = None
     return {
         "git": git_state(),
-        "plan": plan.path, "plan_digest": plan.digest(),
+        "plan": _relative(plan.path), "plan_digest": plan.digest(),
         "firmware": {t: firmware(t) for t in plan.targets},
         "blobs": {f"{m}|{r}": blob_facts(b.blob) for (m, r), b in sorted(prep.blobs.items())},
         "puzzles": {m: {**mi.puzzle_set, "sha256": mi.puzzle_set_hash} for m, mi in prep.models.items()},

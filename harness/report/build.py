@@ -152,6 +152,7 @@ def _provenance_blocks(doc: Doc, rd, configs: pd.DataFrame) -> None:
     doc.h(2, "Provenance")
     git = prov.get("git", {})
     items = [f"run {rd.run}, finished {rd.finished or 'NOT FINISHED (resume with --resume)'}",
+             f"made by: {rd.command or 'unknown'} (then `harness report {rd.out}` rewrites this report)",
              f"git {git.get('sha')}{' (with uncommitted changes)' if git.get('dirty') else ''}",
              f"plan {prov.get('plan')} (sha256 {str(prov.get('plan_digest'))[:16]}…)"]
     items += [f"firmware {t}: sha256 {f.get('elf_sha256')} (build {f.get('build_id')}, {f.get('toolchain')})"

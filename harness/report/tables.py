@@ -35,6 +35,7 @@ class RunData:
     host: list[dict[str, Any]]
     events: list[dict[str, Any]]
     finished: str | None
+    command: str | None = None
 
 
 def load_run(out: Path) -> RunData:
@@ -46,7 +47,7 @@ def load_run(out: Path) -> RunData:
         if run is None:
             raise ValueError(f"{out / NAME} holds no run")
         return RunData(out, run, j.meta("plan", {}), j.meta("provenance", {}), j.results(run), j.host_rows(run),
-                       j.events(run), j.meta("finished"))
+                       j.events(run), j.meta("finished"), j.meta("command"))
 
 
 def puzzle_table(rd: RunData) -> pd.DataFrame:
