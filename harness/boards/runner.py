@@ -81,10 +81,11 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
 
 
 def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: Depth, check: bool = True,
-               embed_ram: bool = False, timeout: float = 600.0, probe=None, fp32=None) -> dict:
+               embed_ram: bool = False, timeout: float = 600.0, probe=None, fp32=None, golden=None) -> dict:
     """Run one puzzle (tokens ``x``, label ``y``) on ``board`` and return its row. ``im`` is the golden
-    integer model of the board's blob (None: no check, no trace). Board failures (timeouts, protocol
-    errors, faults) propagate to the caller."""
+    integer model of the board's blob (None: no check, no trace); ``golden``, when given, is its output
+    for this puzzle already computed (``golden_batch``). Board failures (timeouts, protocol errors,
+    faults) propagate to the caller."""
     request = RunRequest(x, depth.T, depth.n, depth.steps, depth.halting, carries=check, embed_ram=embed_ram)
     trace = None
     if probe is not None:
@@ -92,15 +93,22 @@ def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: D
         res, records = run_traced(board, probe, board.firmware, request, timeout=timeout)
         trace = {"records": records, "wall_s": time.monotonic() - t0}
     else:
+        t0 = time.monotonic()
         res = board.run(request, timeout=timeout)
+        device_s = time.monotonic() - t0
     s = score(task, x[None], y[None], res.prediction[None])
     row = {"puzzle_id": p.id, "correct": bool(s["exact"][0]), "cell_accuracy": s["cell_accuracy"],
            "steps": res.steps_run, "counter": res.counter, "counter_unit": res.counter_unit,
            "stack_bytes": res.stack_bytes, "arena_bytes": res.arena_bytes, "flash_bytes_read": res.flash_bytes}
+    if trace is None:
+        row["device_wall_s"] = device_s    # host time of the request: emulated compute + the UART round trip
     emulated = board.backend in ("qemu", "renode")
     row["instructions"] = instructions(res.counter, res.counter_unit, res.counter_hz, emulated)
     # one golden run per puzzle serves both the bit-exactness check and the trace
-    g = im.run(x[None], depth.T, depth.n, depth.steps, keep_carries=True) if im is not None else None
+    if golden is not None:
+        g = golden
+    else:
+        g = im.run(x[None], depth.T, depth.n, depth.steps, keep_carries=True) if im is not None else None
     if check:
         k = res.steps_run
         if depth.halting:
@@ -130,6 +138,14 @@ def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: D
             row["fidelity_final"] = float(dev[-1])
             row["fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
     return row
+
+
+def golden_batch(im, x: np.ndarray, depth: Depth) -> list[dict]:
+    """The golden reference on a batch of puzzles at once (vectorised: much cheaper than one by one),
+    split into what ``puzzle_row(golden=...)`` takes for each puzzle."""
+    g = im.run(x, depth.T, depth.n, depth.steps, keep_carries=True)
+    return [{"per_step": g["per_step"][:, i:i + 1], "halt": g["halt"][:, i:i + 1],
+             "y": g["y"][:, :, i:i + 1], "z": g["z"][:, :, i:i + 1]} for i in range(len(x))]
 
 
 def working_buffer_bytes(header: dict) -> int:

@@ -40,6 +40,7 @@ from .provenance import collect_provenance
 BOARD_FAILURES = (TimeoutError, ConnectionError, OSError, ProtocolError, BoardError, RuntimeError,
                   struct.error, ValueError)
 EMULATED = ("qemu", "renode")
+GOLDEN_BATCH = 32      # puzzles the golden reference runs at once for the bit-exactness check
 
 
 def default_inventory(plan: Plan, backend: str = "qemu") -> list[BoardSpec]:
@@ -286,10 +287,14 @@ class Farm:
         bi = self.prep.blobs[(job.model, job.recipe)]
         depth = self.prep.depth(job.model, job.depth)
         done = self.journal.done(self.run_id, job.key)
-        from ..boards.runner import puzzle_row
-        for i, p in enumerate(mi.puzzles):
-            if p.id in done:
-                continue
+        from ..boards.runner import golden_batch, puzzle_row
+        todo = [i for i, p in enumerate(mi.puzzles) if p.id not in done]
+        gold: dict[int, dict] = {}
+        for k, i in enumerate(todo):
+            p = mi.puzzles[i]
+            if self.plan.run.check and i not in gold:   # the golden reference, GOLDEN_BATCH puzzles at a time
+                chunk = todo[k:k + GOLDEN_BATCH]
+                gold = dict(zip(chunk, golden_batch(bi.golden, mi.x[chunk], depth)))
             attempts = 0
             while True:
                 attempts += 1
@@ -298,7 +303,8 @@ class Farm:
                         board = self._start(st, job)
                     t0 = time.monotonic()
                     row = puzzle_row(board, bi.golden if self.plan.run.check else None, mi.task, p, mi.x[i], mi.y[i],
-                                     depth, check=self.plan.run.check, timeout=self.plan.run.puzzle_timeout_s)
+                                     depth, check=self.plan.run.check, timeout=self.plan.run.puzzle_timeout_s,
+                                     golden=gold.get(i))
                     wall = time.monotonic() - t0
                     break
                 except BOARD_FAILURES as e:

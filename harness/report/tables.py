@@ -22,7 +22,7 @@ from ..targets import load_target
 
 KEY = ["model", "recipe", "depth", "target"]
 # columns that change from run to run, kept in the journal but out of the tables
-VOLATILE = ("wall_s", "job")
+VOLATILE = ("wall_s", "device_wall_s", "job")
 
 
 @dataclass
