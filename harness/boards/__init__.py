@@ -1,2 +1,2 @@
-"""Boards: every backend (qemu here; renode, serial and host in the boards issue) speaks the framed
-protocol of docs/protocol.md through the same ``Board`` interface (``base.py``)."""
+"""Boards: every backend (qemu, renode, serial, host) speaks the framed protocol of docs/protocol.md
+through the same ``Board`` interface (``base.py``); ``factory.make_board`` builds one by name."""

@@ -9,7 +9,7 @@
     baud = 115200                 # serial: optional, 115200
     probe = "0669FF535155878281"  # serial: pyOCD probe unique id (`pyocd list`); optional with one probe
     tags = ["nightly"]
-    # inject = "hang@3"           # any backend: misbehave after 3 puzzles (testing the farm, farm/faults.py)
+    # inject = "hang@3"           # any backend: misbehave after 3 puzzles (testing the farm, boards/faults.py)
 
 A ``BoardSpec``'s ``options`` are ``make_board``'s keyword arguments (``probe`` becomes ``probe_id``):
 ``make_board(spec.backend, load_target(spec.target), blob, board_id=spec.id, **spec.options)``.
@@ -89,8 +89,8 @@ def _spec(entry: dict, where: str) -> BoardSpec:
     tags = entry.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise InventoryError(f"{where}: `tags` must be a list of strings")
-    if "inject" in entry:                 # testing the farm: harness/farm/faults.py
-        from ..farm.faults import parse
+    if "inject" in entry:                 # testing the farm: harness/boards/faults.py
+        from .faults import parse
         try:
             parse(entry["inject"])
         except (ValueError, TypeError) as e:

@@ -31,7 +31,7 @@ from ..boards.inventory import BoardSpec
 from ..boards.protocol import BoardError, ProtocolError
 from ..models.evaluate import Depth, default_depth
 from ..targets import Target, load_target
-from .faults import arm
+from ..boards.faults import arm
 from .journal import Journal
 from .plan import Job, Plan
 from .provenance import collect_provenance

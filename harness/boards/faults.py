@@ -15,7 +15,7 @@ import os
 import random
 import signal
 
-from ..boards.base import Board, BoardTimeout
+from .base import Board, BoardTimeout
 
 KINDS = ("hang", "garbage")
 
