@@ -361,14 +361,18 @@ class LiveView:
         from rich.table import Table
         done = sum(s.puzzles for s in self.farm.states)
         elapsed = time.monotonic() - self.t0
-        t = Table(title=f"farm: {done}/{self.total} puzzles, {elapsed:.0f} s, "
-                        f"{done / elapsed if elapsed > 0 else 0:.2f} puzzles/s")
-        for col in ("board", "target", "status", "job", "puzzles", "puzzles/s", "failures", "last error"):
-            t.add_column(col)
+        t = Table(title=f"farm: {done}/{self.total} puzzles in {elapsed:.0f} s "
+                        f"({done / elapsed if elapsed > 0 else 0:.2f}/s)", title_justify="left")
+        t.add_column("board", no_wrap=True)
+        t.add_column("status", no_wrap=True)
+        t.add_column("job (model recipe depth)", overflow="fold")
+        for col in ("done", "/s", "fail"):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("last error", overflow="ellipsis", max_width=40)
         for s in self.farm.states:
             rate = s.puzzles / s.busy_s if s.busy_s else 0.0
-            t.add_row(s.spec.id, s.spec.target, s.status, " ".join(s.job.split("|")[:3]),
-                      str(s.puzzles), f"{rate:.2f}", str(s.failures), s.last_error[:60])
+            t.add_row(s.spec.id, s.status, " ".join(s.job.split("|")[:3]), str(s.puzzles), f"{rate:.1f}",
+                      str(s.failures), s.last_error)
         return t
 
 
