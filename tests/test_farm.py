@@ -242,6 +242,27 @@ def test_with_no_healthy_board_left_puzzles_are_board_failures_never_wrong_answe
 
 
 @needs_qemu
+def test_a_blob_too_big_for_the_target_is_reported_as_not_fitting(tmp_path, monkeypatch):
+    import dataclasses
+
+    import harness.farm.scheduler as S
+    from harness.targets import Region, load_target
+
+    def small(name):
+        t = load_target(name)
+        return dataclasses.replace(t, blob=Region(t.blob.origin, 30_000))   # int8 (36 KB) no, int4 (22 KB) yes
+
+    monkeypatch.setattr(S, "load_target", small)
+    out = tmp_path / "run"
+    farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("q1", None)), out, log=lambda m: None)
+    p = frame(out)["puzzles"]
+    assert set(p[p.recipe == "int8"].status) == {"does_not_fit"} and set(p[p.recipe == "int4-naive"].status) == {"ok"}
+    r = build_report(out)
+    assert [(x["recipe"], x["why"].split(" (")[0]) for x in r.decisions[0].not_fitting] == [("int8", "does not fit flash")]
+    assert r.decisions[0].recommended["recipe"] == "int4-naive"
+
+
+@needs_qemu
 def test_a_run_folder_is_not_overwritten_without_resume(reference_run):
     from harness.farm.scheduler import FarmError
     with pytest.raises(FarmError, match="--resume"):

@@ -342,8 +342,12 @@ class Farm:
                         self.journal.record(self.run_id, job.key, p.id, "board_failure", None, 0, {
                             "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
                             "target": job.target, "error": why})
-        for job, why in self.skipped:
-            self.journal.event(self.run_id, "does_not_fit", why, None, job.key)
+        for job, why in self.skipped:      # a result, not a failure: the report shows it as "does not fit"
+            depth = self.prep.depth(job.model, job.depth)
+            for p in self.prep.models[job.model].puzzles:
+                self.journal.record(self.run_id, job.key, p.id, "does_not_fit", None, 0, {
+                    "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
+                    "target": job.target, "error": why})
 
 
 class Quarantined(RuntimeError):

@@ -81,8 +81,9 @@ def decide(configs: pd.DataFrame, plan: dict[str, Any]) -> list[TargetDecision]:
         for r in g.to_dict("records"):
             ran = r.get("exact_accuracy") is not None and not pd.isna(r.get("exact_accuracy"))
             if not ran or r["board_failures"] or not (r["fits_flash"] and r["fits_ram"]):
-                why = ("board failures" if r["board_failures"] else "no device result" if not ran else
-                       "does not fit flash" if not r["fits_flash"] else "static RAM does not fit")
+                why = ("does not fit flash (blob larger than the blob region)" if not r["fits_flash"] else
+                       "board failures" if r["board_failures"] else "no device result" if not ran else
+                       "static RAM does not fit")
                 d.not_fitting.append({**r, "why": why})
                 continue
             d.fitting.append(r)

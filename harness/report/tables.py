@@ -99,7 +99,8 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
         r: dict[str, Any] = dict(zip(KEY, key))
         r["core"] = t.core
         r["puzzles"] = len(g)
-        r["board_failures"] = int((g.status != "ok").sum())
+        r["board_failures"] = int((g.status == "board_failure").sum())
+        r["does_not_fit"] = bool((g.status == "does_not_fit").any())
         r["backend"] = ",".join(sorted(set(ok.backend.dropna()))) if "backend" in ok and len(ok) else ""
         if len(ok):
             r["golden_match"] = int(ok.golden_match.sum()) if "golden_match" in ok else None
@@ -132,7 +133,7 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
         r["flash_total"] = (r["firmware_flash"] or 0) + (r["blob_bytes"] or 0)
         r["flash_limit"], r["ram_limit"], r["blob_region"] = t.flash.size, t.ram.size, t.blob.size
         r["fits_flash"] = bool(r["blob_bytes"] is not None and r["blob_bytes"] <= t.blob.size
-                               and (r["firmware_flash"] or 0) <= t.firmware_flash)
+                               and (r["firmware_flash"] or 0) <= t.firmware_flash and not r["does_not_fit"])
         r["fits_ram"] = bool(r["ram_static"] is not None and r["ram_static"] <= t.ram.size)
         rows.append(r)
     df = pd.DataFrame(rows)
