@@ -15,6 +15,7 @@ are computed first, for every model × recipe × depth, plus the plan's host-onl
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import struct
 import threading
@@ -68,7 +69,7 @@ class BlobInfo:
 
 
 class Prepared:
-    def __init__(self, plan: Plan, log: Callable[[str], None] = print):
+    def __init__(self, plan: Plan):
         from ..models.checkpoint import load_checkpoint
         from ..tasks import stack
         from ..tasks.puzzle_source import load_puzzle_source, puzzle_set_hash
@@ -274,11 +275,10 @@ class Farm:
         if st.spec.backend in EMULATED:
             options["log_dir"] = self.log_dir
         board = self.make(st.spec.backend, self.targets[st.spec.target], blob, board_id=st.spec.id, **options)
-        start = getattr(board, "start")
-        try:
-            start(timeout=self.plan.run.start_timeout_s)
-        except TypeError:
-            start()
+        if "timeout" in inspect.signature(board.start).parameters:   # emulators and serial boards take one
+            board.start(timeout=self.plan.run.start_timeout_s)
+        else:
+            board.start()
         arm(board, st.spec.options.get("inject"))
         return board
 
@@ -407,7 +407,7 @@ def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = F
         missing = sorted(set(plan.targets) - {s.target for s in inventory})
         if missing:
             log(f"no board in the inventory for {', '.join(missing)}: their jobs will be journalled as board_failure")
-        prep = Prepared(plan, log)
+        prep = Prepared(plan)
         with Progress(console=console, transient=True) as progress:
             bar = progress.add_task("exporting blobs", total=len(plan.models) * len(plan.recipes))
             prep.export_all(lambda what: progress.update(bar, description=f"exporting {what}", advance=1))

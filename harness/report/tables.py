@@ -55,9 +55,6 @@ def puzzle_table(rd: RunData) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    for col in ("fidelity_per_cycle",):
-        if col in df:
-            df[col] = df[col].map(lambda v: None if v is None or v is np.nan else str(v))
     first = ["model", "recipe", "depth", "target", "board", "puzzle_id", "status"]
     df = df[first + sorted(c for c in df.columns if c not in first)]
     return df.sort_values(["model", "recipe", "depth", "target", "puzzle_id"]).reset_index(drop=True)
