@@ -12,6 +12,7 @@ import pytest
 
 from harness.boards import renode as R
 from harness.boards.factory import BoardUnavailable, backend_missing, make_board
+from harness.firmware import firmware_elf
 from harness.targets import load_target, target_names
 
 SUPPORTED = ["mps2-an386", "mps2-an500", "netduinoplus2"]
@@ -28,7 +29,7 @@ def _lines(target: str, gdb_port: int | None = 3333, blob: bytes | None = b"\x01
 def test_script_builds_loads_wires_and_starts_each_target(name):
     t = load_target(name)
     lines = _lines(name)
-    fw = Path(R.firmware_elf(name)).resolve()
+    fw = Path(firmware_elf(name)).resolve()
     assert f"machine LoadPlatformDescription @{R.platform_file(t).resolve()}" in lines
     assert "sysbus.cpu PerformanceInMips 1000" in lines         # one instruction = 1 ns of virtual time
     assert 'emulation CreateServerSocketTerminal 40001 "uart" false' in lines   # no telnet negotiation bytes

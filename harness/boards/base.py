@@ -205,8 +205,20 @@ class Board:
 class EmulatorProcess:
     """For backends that run an emulator process (QEMU, Renode): a scratch folder per start holding the
     blob, and the process's output appended to ``<log_dir>/<board id>.log`` (appended: the log of a
-    start that failed survives the restart that follows). Expects ``id``, ``target``, ``blob`` and
-    ``log_dir`` on the board."""
+    start that failed survives the restart that follows). Subclasses call ``_emulator_init`` after
+    ``Board.__init__``."""
+
+    def _emulator_init(self, blob: bytes | None, firmware: Path | None, log_dir: Path | None,
+                       gdb_port: int | None) -> None:
+        from ..firmware import firmware_elf
+        check_blob_fits(self.target, blob)
+        self.blob = blob
+        self.firmware = Path(firmware) if firmware else firmware_elf(self.target.name)
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.gdb_port = gdb_port            # the emulator's GDB server (the probe), when given
+        self.proc: subprocess.Popen | None = None
+        self.tmp: tempfile.TemporaryDirectory | None = None
+        self.log_path: Path | None = None
 
     def _workspace(self, prefix: str) -> tuple[Path, Path | None]:
         self.tmp = tempfile.TemporaryDirectory(prefix=f"{prefix}-{self.target.name}-")

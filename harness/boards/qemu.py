@@ -12,14 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from ..firmware import firmware_elf
 from ..targets import Target
-from .base import Board, BoardTimeout, EmulatorProcess, Session, check_blob_fits, stop_process
+from .base import Board, BoardTimeout, EmulatorProcess, Session, stop_process
 
 QEMU = "qemu-system-arm"
 
@@ -37,15 +34,8 @@ class QemuBoard(EmulatorProcess, Board):
                  firmware: Path | None = None, log_dir: Path | None = None, gdb_port: int | None = None,
                  icount: bool = True):
         super().__init__(target, board_id)
-        check_blob_fits(target, blob)
-        self.blob = blob
-        self.firmware = Path(firmware) if firmware else firmware_elf(target.name)
-        self.log_dir = Path(log_dir) if log_dir else None
-        self.gdb_port = gdb_port
+        self._emulator_init(blob, firmware, log_dir, gdb_port)
         self.icount = icount
-        self.proc: subprocess.Popen | None = None
-        self.tmp: tempfile.TemporaryDirectory | None = None
-        self.log_path: Path | None = None
         self.sock_path: Path | None = None
 
     def command(self, sock_path: Path | None, blob_path: Path | None) -> list[str]:

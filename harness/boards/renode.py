@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from ..firmware import firmware_elf
 from ..targets import TARGETS_DIR, Target
-from .base import Board, BoardTimeout, EmulatorProcess, Session, check_blob_fits, stop_process
+from .base import Board, BoardTimeout, EmulatorProcess, Session, stop_process
 
 RENODE = "renode"
 PLATFORMS = TARGETS_DIR / "renode"
@@ -94,16 +91,9 @@ class RenodeBoard(EmulatorProcess, Board):
         if target.core in UNSUPPORTED_CORES and not allow_standin:
             raise RenodeUnsupported(f"{target.name}: {UNSUPPORTED_CORES[target.core]}")
         super().__init__(target, board_id)
-        check_blob_fits(target, blob)
-        self.blob = blob
-        self.firmware = Path(firmware) if firmware else firmware_elf(target.name)
-        self.log_dir = Path(log_dir) if log_dir else None
-        self.gdb_port = gdb_port
+        self._emulator_init(blob, firmware, log_dir, gdb_port)
         self.uart_port: int | None = None
         self.monitor_port: int | None = None
-        self.proc: subprocess.Popen | None = None
-        self.tmp: tempfile.TemporaryDirectory | None = None
-        self.log_path: Path | None = None
 
     def script(self, blob_path: Path | None, uart_port: int) -> str:
         """The Renode monitor script (.resc) that builds, loads and starts this board's machine."""
