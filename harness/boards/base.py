@@ -232,6 +232,26 @@ class EmulatorProcess:
         self.log_path = log_dir / f"{self.id}.log"
         return work, blob_path
 
+    def _serve(self, sock, deadline: float, min_wait: float) -> None:
+        """Open the protocol session on the emulator's UART stream and wait for the firmware to answer
+        (at least ``min_wait`` s, else until ``deadline``); on failure the emulator is stopped."""
+        self.session = Session(sock, self.describe())
+        try:
+            self.wait_ready(max(min_wait, deadline - time.monotonic()))
+        except Exception:
+            self.close()
+            raise
+
+    def _stop(self, ask=None) -> None:
+        """Close the session, stop the process (``stop_process``), drop the scratch folder (and with it
+        the log, unless it went to a ``log_dir``)."""
+        self._drop_session()
+        stop_process(self.proc, ask=ask)
+        self.proc = None
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
+
     def _spawn(self, cmd: list[str], cwd: Path | None = None) -> None:
         with open(self.log_path, "a") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} " + " ".join(cmd) + "\n")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..targets import Target
-from .base import Board, BoardTimeout, EmulatorProcess, Session, stop_process
+from .base import Board, BoardTimeout, EmulatorProcess
 
 QEMU = "qemu-system-arm"
 
@@ -99,20 +99,10 @@ class QemuBoard(EmulatorProcess, Board):
                     raise BoardTimeout(f"{self.describe()}: QEMU's UART socket did not appear in {timeout} s; "
                                        f"log: {self.log_path}")
                 time.sleep(0.02)
-        self.session = Session(sock, self.describe())
-        try:
-            self.wait_ready(max(1.0, deadline - time.monotonic()))
-        except Exception:
-            self.close()
-            raise
+        self._serve(sock, deadline, min_wait=1.0)
 
     def close(self) -> None:
-        self._drop_session()
-        stop_process(self.proc)
-        self.proc = None
-        if self.tmp is not None:
-            self.tmp.cleanup()  # without a log_dir the log lived here and goes with it
-            self.tmp = None
+        self._stop()
 
     def probe(self, timeout: float = 10.0):
         """QEMU's gdbstub (construct the board with ``gdb_port``): a GdbRemote, core running."""

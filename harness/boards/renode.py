@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ..targets import TARGETS_DIR, Target
-from .base import Board, BoardTimeout, EmulatorProcess, Session, stop_process
+from .base import Board, BoardTimeout, EmulatorProcess
 
 RENODE = "renode"
 PLATFORMS = TARGETS_DIR / "renode"
@@ -144,12 +144,7 @@ class RenodeBoard(EmulatorProcess, Board):
                                        f"open in {timeout} s; log: {self.log_path}")
                 time.sleep(0.1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.session = Session(sock, self.describe())
-        try:
-            self.wait_ready(max(5.0, deadline - time.monotonic()))
-        except Exception:
-            self.close()
-            raise
+        self._serve(sock, deadline, min_wait=5.0)
 
     def probe(self, timeout: float = 10.0):
         """Renode's GDB server as the probe: a GdbRemote attached with the core running. Renode halts the
@@ -162,12 +157,7 @@ class RenodeBoard(EmulatorProcess, Board):
         return probe
 
     def close(self) -> None:
-        self._drop_session()
-        stop_process(self.proc, ask=self._quit)
-        self.proc = None
-        if self.tmp is not None:
-            self.tmp.cleanup()  # without a log_dir the log and the script lived here and go with them
-            self.tmp = None
+        self._stop(ask=self._quit)   # without a log_dir the log and the script go with the scratch folder
 
     def _quit(self) -> None:
         """Ask Renode to quit through its monitor (it then closes its sockets and files cleanly)."""
