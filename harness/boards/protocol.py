@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+from cobs import cobs as _cobs
 
 VERSION = 1
 PING, INFO, RUN, RELOAD, BENCH = 0x01, 0x02, 0x03, 0x04, 0x05
@@ -39,38 +40,19 @@ class BoardError(RuntimeError):
 # --- COBS ---------------------------------------------------------------------------------------------
 
 def cobs_encode(data: bytes) -> bytes:
-    """COBS without the delimiter: blocks of up to 254 non-zero bytes, each led by its length + 1; a
-    block shorter than 254 stands for a zero after it (except at the very end)."""
-    out, i, n = bytearray(), 0, len(data)
-    ended_by_zero = True  # an empty input, or one ending in 0x00, still needs a final block
-    while i < n or ended_by_zero:
-        run = 0
-        while i + run < n and data[i + run] != 0 and run < 254:
-            run += 1
-        out.append(run + 1)
-        out += data[i:i + run]
-        i += run
-        ended_by_zero = False
-        if run < 254 and i < n:  # the block ended at a zero byte
-            i += 1
-            ended_by_zero = i == n
-    return bytes(out)
+    """COBS without the delimiter (the ``cobs`` package): blocks of up to 254 non-zero bytes, each led by
+    its length + 1; a block shorter than 254 stands for a zero after it (except at the very end). The
+    firmware's ``trm_cobs_write`` gives the same bytes (tests/test_cobs.py)."""
+    return _cobs.encode(bytes(data))
 
 
 def cobs_decode(data: bytes) -> bytes:
-    out, i = bytearray(), 0
-    while i < len(data):
-        code = data[i]
-        if code == 0 or i + code > len(data):
-            raise ProtocolError("bad COBS block")
-        block = data[i + 1:i + code]
-        if 0 in block:
-            raise ProtocolError("zero byte inside a COBS block")
-        out += block
-        i += code
-        if code != 0xFF and i < len(data):
-            out.append(0)
-    return bytes(out)
+    """The bytes a COBS encoding (without the delimiter) stands for; ``ProtocolError`` when it is not
+    one (a zero byte, or a block running past the end)."""
+    try:
+        return _cobs.decode(bytes(data))
+    except _cobs.DecodeError as e:
+        raise ProtocolError(f"bad COBS: {e}") from None
 
 
 def frame(kind: int, seq: int, payload: bytes = b"", version: int = VERSION) -> bytes:
