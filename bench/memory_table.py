@@ -11,10 +11,12 @@ import argparse
 
 from harness.boards.base import RunRequest
 from harness.boards.qemu import QemuBoard
-from harness.boards.runner import memory
+from harness.export import blob as B
 from harness.export.exporter import export_blob
+from harness.figures import fit, ram_theoretical_min
 from harness.models.checkpoint import load_checkpoint
 from harness.targets import load_target, target_names
+from harness.run import firmware_sections
 from harness.tasks import stack
 
 
@@ -34,14 +36,14 @@ def main() -> None:
             blob = export_blob(model, recipe)
             for name in a.targets.split(","):
                 with QemuBoard(load_target(name), blob) as board:
-                    info = board.info()
+                    board.info()
                     flash = board.run(RunRequest(x[0], 1, 1, 1))
                     ram = board.run(RunRequest(x[0], 1, 1, 1, embed_ram=True))
-                row = {"arena_bytes": flash.arena_bytes, "stack_bytes": flash.stack_bytes}
-                m = memory(board, info, [row], blob)
+                m = fit(board.target, len(blob), firmware_sections(board), flash.stack_bytes)
+                peak, minimum = flash.arena_bytes + flash.stack_bytes, ram_theoretical_min(B.read_header(blob))
                 print(f"| {name} | {model} | {recipe} | {m['firmware_flash']:,} | {len(blob):,} | {flash.stack_bytes:,} "
-                      f"| {flash.arena_bytes:,} | {m['ram_inference_peak']:,} | {m['ram_theoretical_min']:,} "
-                      f"| {m['ram_peak_over_min']:.2f} | {ram.arena_bytes - flash.arena_bytes:,} "
+                      f"| {flash.arena_bytes:,} | {peak:,} | {minimum:,} "
+                      f"| {peak / minimum:.2f} | {ram.arena_bytes - flash.arena_bytes:,} "
                       f"| {flash.flash_bytes - ram.flash_bytes:,} |")
 
 

@@ -16,7 +16,9 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+    # one line whatever the width, and the message as written ('[run]' in it is not markup)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -103,14 +105,15 @@ def eval_cmd(
 
     from .models.card import write_card as write_model_card
     from .models.checkpoint import load_checkpoint
-    from .models.evaluate import Depth, default_depth, evaluate
+    from .depth import Depth
+    from .models.evaluate import default_depth, evaluate
     from .models.trm import macs_per_inference
     from .tasks.puzzle_source import load_puzzle_source
 
     torch.set_num_threads(threads)
     try:
         net, model_task, config = load_checkpoint(model)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     if task and task != model_task.name:
         _fail(f"model {model} solves {model_task.name!r}, not {task!r}")
@@ -283,10 +286,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _open_board(board: str, target, blob: bytes, log_dir: Optional[Path], gdb_port: Optional[int] = None):
-    from .boards.factory import BoardUnavailable, make_board
+def _open_board(board: str, target, blob: bytes, log_dir: Optional[Path], gdb_port: Optional[int] = None,
+                **options):
+    from .boards.errors import BoardUnavailable
+    from .boards.factory import make_board
+    if board == "serial" and not options.get("port"):
+        _fail("--board serial needs the board's UART: --port /dev/ttyACM0 (and --probe-id ID when more than "
+              "one debug probe is attached)")
     try:
-        return make_board(board, target, blob, log_dir=log_dir, gdb_port=gdb_port)
+        return make_board(board, target, blob, log_dir=log_dir, gdb_port=gdb_port,
+                          **{k: v for k, v in options.items() if v is not None})
     except (BoardUnavailable, ValueError) as e:
         _fail(f"--board {board}: {e}")
 
@@ -294,7 +303,7 @@ def _open_board(board: str, target, blob: bytes, log_dir: Optional[Path], gdb_po
 @app.command()
 def run(
     ctx: typer.Context,
-    board: str = typer.Option("qemu", help="Backend: qemu or host."),
+    board: str = typer.Option("qemu", help="Backend: qemu, host, renode or serial (a physical board: --port)."),
     target: str = typer.Option("mps2-an386", help="Target (targets/*.toml)."),
     model: str = typer.Option(..., help="Zoo model name or checkpoint folder."),
     recipe: str = typer.Option("int8", help="Integer recipe."),
@@ -305,14 +314,21 @@ def run(
     check: bool = typer.Option(True, help="Compare every puzzle with the golden reference, bit for bit."),
     trace: bool = typer.Option(False, help="Capture every cycle's carries through the debug probe (QEMU's "
                                             "gdbstub) and compute the device's carry fidelity to fp32."),
+    port: Optional[str] = typer.Option(None, help="--board serial: the board's UART (e.g. /dev/ttyACM0)."),
+    probe_id: Optional[str] = typer.Option(None, help="--board serial: the pyOCD probe's unique id (`pyocd list`)."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the board's log here."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Solve puzzles on a board running the prebuilt firmware: per-puzzle rows and a summary."""
-    from .boards.runner import provenance, run_puzzles
+    from . import figures as F
+    from .boards.errors import BoardFailure
+    from .boards.protocol import BoardError
+    from .depth import Depth
     from .export.exporter import export_blob
     from .models.checkpoint import load_checkpoint
-    from .models.evaluate import Depth, default_depth
+    from .models.evaluate import default_depth
+    from .run import RunError, check_blob, open_probe, prebuilt_sections, provenance, run_puzzles
+    from .tasks import stack
     from .tasks.puzzle_source import load_puzzle_source
 
     t = _target(target)
@@ -324,28 +340,34 @@ def run(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if len(blob) > t.blob.size:
-        from .boards.runner import footprint
-        from .firmware import BIN
-        fit = footprint(t, BIN / t.name / "firmware.elf", len(blob))
+        fit = F.fit(t, len(blob), prebuilt_sections(t))
         if as_json:  # a result a script can read, rather than only an error
             print(json.dumps({"model": config["name"], "recipe": recipe, "target": t.name, "fits": False,
-                              "summary": {"memory": fit}, "rows": []}))
+                              "summary": fit, "rows": []}))
         _fail(fit["does_not_fit"])
+    try:
+        check_blob(blob, stack(items[:1])[0].shape[1], f"the blob of {model} {recipe}")
+    except RunError as e:
+        _fail(str(e))
     if trace and board not in ("qemu", "renode"):
         _fail("--trace needs a board with a debug probe: --board qemu (or renode)")
     gdb_port = _free_port() if trace else None
-    b = _open_board(board, t, blob, log_dir, gdb_port)
-    with b, _progress_bar(f"{config['name']} {recipe} on {b.describe()}", len(items), as_json) as advance:
-        probe = None
-        if trace:
-            b.info()
-            probe = b.probe()
-        try:
-            out = run_puzzles(b, blob, task, items, d, progress=advance, check=check, embed_ram=embed_ram,
-                              probe=probe, reference=net if trace else None)
-        finally:
-            if probe is not None:
-                probe.close()
+    options = {"port": port, "probe_id": probe_id} if board == "serial" else {}
+    b = _open_board(board, t, blob, log_dir, gdb_port, **options)
+    try:
+        with b, _progress_bar(f"{config['name']} {recipe} on {b.describe()}", len(items), as_json) as advance:
+            probe = None
+            if trace:
+                b.info()
+                probe = open_probe(b)
+            try:
+                out = run_puzzles(b, blob, task, items, d, progress=advance, check=check, embed_ram=embed_ram,
+                                  probe=probe, reference=net if trace else None)
+            finally:
+                if probe is not None:
+                    probe.close()
+    except (BoardFailure, BoardError, RunError) as e:
+        _fail(f"{b.describe()}: {e}")
     result = {"model": config["name"], "recipe": recipe, "depth": d.label(), "puzzle_set": source,
               "command": _command_line(ctx), **provenance(b, blob), "summary": out["summary"], "rows": out["rows"]}
     for r in result["rows"]:
@@ -356,20 +378,19 @@ def run(
     s = out["summary"]
     table = Table(title=f"{config['name']} {recipe} {d.label()} on {b.describe()}")
     for k in ("puzzles", "exact_accuracy", "cell_accuracy", "mean_steps", "golden_match", "carries_match_golden",
-              "fidelity_final", "fidelity_equals_golden", "trace_wall_s_mean", "instructions_mean",
-              "ms_at_clock_estimate", "cycles_mean", "stack_bytes_max", "arena_bytes", "blob_bytes",
-              "flash_bytes_read_mean", "energy_uj_estimate"):
-        if k in s:
+              "device_fidelity_final", "device_fidelity_equals_golden", "trace_wall_s_mean", "counts_mean",
+              "latency_ms", "energy_uj", "stack_bytes_max", "arena_bytes_max", "blob_bytes", "flash_bytes_read_mean"):
+        if s.get(k) is not None:
             v = s[k]
             table.add_row(k, f"{v:.2%}" if k.endswith("accuracy") else f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
     Console().print(table)
-    Console().print(s["counter_note"] + (f"; estimate assumes {s['estimate_assumption']}" if "estimate_assumption" in s else ""))
-    m = s.get("memory", {})
-    if "firmware_flash" in m:
-        Console().print(f"memory on {t.name}: flash {m['firmware_flash']:,} B firmware + {m['blob_bytes']:,} B blob "
-                        f"(limit {m['flash_limit']:,}); RAM {m['ram_static']:,} B static (limit {m['ram_limit']:,}); "
-                        f"inference peak {m['ram_inference_peak']:,} B = {m['ram_peak_over_min']:.2f}x the theoretical "
-                        f"minimum {m['ram_theoretical_min']:,} B; {'fits' if m['fits'] else 'DOES NOT FIT'}")
+    Console().print(f"counts: {s['counts_kind']}, {s['counts_note']}; latency: {s['latency_basis']}")
+    if s.get("firmware_flash") is not None:
+        Console().print(f"memory on {t.name}: flash {s['firmware_flash']:,} B firmware + {s['blob_bytes']:,} B blob "
+                        f"(limit {s['flash_limit']:,}); RAM {s['ram_static']:,} B static (limit {s['ram_limit']:,}); "
+                        f"inference peak {s['ram_inference_peak']:,} B = {s['ram_peak_over_min']:.2f}x the theoretical "
+                        f"minimum {s['ram_theoretical_min']:,} B; "
+                        + ("fits" if s["fits"] else s["does_not_fit"]))
     if check and s.get("golden_match") != s["puzzles"]:
         console.print(f"[bold red]{s['puzzles'] - s['golden_match']} puzzle(s) differ from the golden reference[/]")
         raise typer.Exit(1)
@@ -417,7 +438,8 @@ app.add_typer(farm_app, name="farm")
 
 def _farm(plan_path: str, inventory: Optional[Path], out: Path, resume: bool, command: str) -> str:
     from .boards.inventory import InventoryError, load_inventory
-    from .farm.journal import Journal
+    from .farm.folder import FolderError, check_journal, check_out, lock_folder
+    from .farm.journal import JournalError
     from .farm.plan import PlanError, load_plan
     from .farm.scheduler import FarmError, default_inventory, farm_run
 
@@ -431,12 +453,12 @@ def _farm(plan_path: str, inventory: Optional[Path], out: Path, resume: bool, co
         if (msg := backend_missing(kind)):
             _fail(f"inventory boards with backend {kind}: {msg}")
     try:
-        with Journal.in_dir(out) as j:
-            if j.meta("command") is None:
-                j.set_meta("command", command)
-        return farm_run(plan, boards, out, resume=resume, console=console,
-                        log=lambda m: console.print(m))
-    except FarmError as e:
+        check_out(out, resume)   # nothing is written to OUT before the plan and OUT itself are checked
+        with lock_folder(out, command):
+            check_journal(out, plan, resume, command)
+            return farm_run(plan, boards, out, resume=resume, console=console,
+                            log=lambda m: console.print(m))
+    except (FarmError, FolderError, JournalError) as e:
         _fail(str(e))
 
 

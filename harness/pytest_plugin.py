@@ -208,7 +208,7 @@ def board(request, target, default_blob):
 
 def board_context(board) -> str:
     """What a failure on ``board`` needs said: the board, its target, firmware sha256 and log."""
-    from harness.boards.runner import provenance
+    from harness.run import provenance
     fw = getattr(board, "firmware", None)
     sha = provenance(board, b"").get("firmware_sha256") if fw else None
     log = getattr(board, "log_path", None)

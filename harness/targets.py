@@ -55,14 +55,6 @@ class Target:
     def firmware_region(self) -> Region:
         return Region(self.flash.origin, self.firmware_flash)
 
-    def energy_uj(self, counts: float, unit: str) -> float:
-        """Energy proxy in microjoules for ``counts`` cycles at the target clock (instruction counts
-        from an emulator are taken as cycles: one instruction per cycle, an assumption stated with the
-        figure): I = active_ua_per_mhz x MHz, E = V x I x t."""
-        seconds = counts / self.clock_hz
-        current_a = self.energy["active_ua_per_mhz"] * 1e-6 * self.clock_hz / 1e6
-        return self.energy["voltage"] * current_a * seconds * 1e6
-
 
 def _region(d: dict, key: str, where: Path) -> Region:
     try:

@@ -11,7 +11,7 @@ from harness.compress.recipes import BUILTIN, Recipe, apply, get_recipe, load_re
 from harness.compress.study import evaluate_compressed
 from harness.golden import arith
 from harness.golden.fidelity import cosine_per_cycle, spearman, summarize
-from harness.models.evaluate import Depth
+from harness.depth import Depth
 from harness.models.train import TrainConfig, train
 from harness.models.trm import TRM, macs_per_inference
 from harness.tasks import split_of, stack

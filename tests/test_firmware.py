@@ -184,6 +184,95 @@ def test_bad_blob_is_reported_and_board_keeps_serving(open_board, board_kind, bl
         assert board.ping(b"ok") == b"ok"
 
 
+# --- the work one request may ask for: bounds, overflow, errors with their numbers -----------------------------
+
+def _bench_need(rows: int, cols: int, bits: int) -> int:
+    """Arena bytes of a BENCH matrix (mn, weights, x, out) on a shape no DSP path takes (> 256 columns)."""
+    row_bytes = (cols + 1) // 2 if bits == 4 else cols
+    return 8 * rows + (row_bytes * rows + 7) // 8 * 8 + cols + rows
+
+
+def _error(board, wire: bytes) -> tuple[str, int, str]:
+    """(code name, detail, message) of the ERROR answering wire; then the board must still serve."""
+    (kind, body), = _exchange(board, wire, 1, timeout=60)
+    assert kind == P.ERROR, f"expected an ERROR frame, got type {kind:#x}"
+    (pk, pbody), = _exchange(board, P.frame(P.PING, 98, b"alive"), 1)
+    assert (pk, pbody) == (P.PONG, b"alive"), "the board stopped serving after the error"
+    return P.ERRORS[body[0]], body[1], body[2:].decode("ascii")
+
+
+def _bound_checks(board, L: int, arena: int):
+    """Requests for more work than limits.h allows (harness/depth.py LIMITS, BENCH_LIMITS) and the BENCH
+    shapes whose sizes pass 2^32: ARGS errors that name the bound and the value, never a FAULT."""
+    from harness.depth import BENCH_LIMITS, LIMITS
+    assert board.info().max_steps == LIMITS["steps"]
+    for rows, cols, bits in ((65528, 65535, 8), (65535, 65535, 4)):
+        code, _, msg = _error(board, P.frame(P.BENCH, 21, P.bench_payload(rows, cols, bits, 1)))
+        assert code == "ARGS", (code, msg)
+        assert msg == f"BENCH {rows}x{cols} int{bits} needs {_bench_need(rows, cols, bits)} bytes, the arena has {arena}"
+    x = np.ones(L, np.uint8)
+    run = lambda T, n, steps: P.frame(P.RUN, 22, P.run_payload(x, T, n, steps))   # noqa: E731
+    bounds = {(LIMITS["T"] + 1, 1, 1): f"T {LIMITS['T'] + 1} > {LIMITS['T']} (TRM_MAX_T)",
+              (1, LIMITS["n"] + 1, 1): f"n {LIMITS['n'] + 1} > {LIMITS['n']} (TRM_MAX_N)",
+              (1, 1, 100): f"steps 100 > {LIMITS['steps']} (TRM_MAX_STEPS)",
+              (255, 255, 255): f"T 255 > {LIMITS['T']} (TRM_MAX_T)",
+              (16, 16, 8): f"network evaluations T*(n+1)*steps {16 * 17 * 8} > {LIMITS['evaluations']} "
+                           "(TRM_MAX_EVALUATIONS)",
+              (0, 1, 1): "T 0 < 1", (1, 0, 1): "n 0 < 1", (1, 1, 0): "steps 0 < 1"}
+    for (T, n, steps), want in bounds.items():
+        code, _, msg = _error(board, run(T, n, steps))
+        assert code == "ARGS" and msg.startswith(want), ((T, n, steps), code, msg)
+    code, _, msg = _error(board, P.frame(P.BENCH, 23, P.bench_payload(16, 16, 8, BENCH_LIMITS["reps"] + 1)))
+    assert code == "ARGS" and msg.startswith(f"BENCH reps {BENCH_LIMITS['reps'] + 1} > {BENCH_LIMITS['reps']} "
+                                             "(TRM_MAX_BENCH_REPS)"), msg
+    code, _, msg = _error(board, P.frame(P.RUN, 24, P.run_payload(np.ones(L + 1, np.uint8), 1, 1, 1)))
+    assert code == "PUZZLE" and msg == f"puzzle length {L + 1} with {L + 1} token bytes; the blob's model has L = {L}"
+
+
+def test_host_server_refuses_work_beyond_the_bounds_with_the_numbers(blobs, zoo_model):
+    """The host build: the bounds and the BENCH overflow (which a 64-bit size_t hid), the largest legal
+    depth still runs bit-exactly, the MAC bound (reachable with a bigger arena), and the arena error."""
+    from harness.boards.host import HostBoard
+    from harness.depth import BENCH_LIMITS, LIMITS
+    from harness.native import NativeServer
+    from harness.targets import load_target
+    blob = blobs("sudoku6-mlp", "int8")
+    t = load_target("mps2-an386")
+    with HostBoard(t, blob) as board:
+        _bound_checks(board, 36, t.arena_bytes)
+        _, (x, _) = held_out(zoo_model, "sudoku6-mlp", 1)
+        T, n, steps = 16, 15, LIMITS["evaluations"] // (16 * 16)        # exactly at the bound: 2048
+        assert T * (n + 1) * steps == LIMITS["evaluations"]
+        _check_bit_exact(board, blob, x, T, n, steps)
+    # rows*cols*reps > 2^30 MACs needs a matrix larger than a target's arena: a host server with 4 MiB
+    with NativeServer(b"", arena_bytes=4 << 20) as s:
+        rows, cols, reps = 2048, 1024, BENCH_LIMITS["reps"]
+        kind, _, body = P.unframe(s.feed(P.frame(P.BENCH, 1, P.bench_payload(rows, cols, 8, reps)))[:-1])
+        assert kind == P.ERROR and P.ERRORS[body[0]] == "ARGS"
+        assert body[2:].decode().startswith(f"BENCH MACs rows*cols*reps {rows * cols * reps} > {BENCH_LIMITS['macs']} "
+                                            "(TRM_MAX_BENCH_MACS)")
+    # the arena too small for the model: needed vs available bytes
+    with NativeServer(blob, arena_bytes=2048) as s:
+        ws = P.parse_info(P.unframe(s.feed(P.frame(P.INFO, 1))[:-1])[2]).workspace_bytes
+        for embed_ram, what in ((False, "model workspace"), (True, "model with EMBED_RAM (workspace + embedding table)")):
+            wire = P.frame(P.RUN, 2, P.run_payload(x[0], 1, 1, 1, embed_ram=embed_ram))
+            kind, _, body = P.unframe(s.feed(wire)[:-1])
+            need = ws + (B.read_header(blob)["vocab_size"] * 32 if embed_ram else 0)
+            assert kind == P.ERROR and P.ERRORS[body[0]] == "RUN" and body[1] == 10      # TRM_ERR_WORKSPACE
+            assert body[2:].decode() == f"{what} needs {need} bytes, the arena has 2048"
+
+
+@pytest.mark.board
+def test_boards_refuse_work_beyond_the_bounds_and_the_bench_overflow(open_board, board_targets, blobs):
+    """Every target: the BENCH shapes whose sizes pass 2^32 (before: a 32-bit sum wrapped, the matrix was
+    written past the arena, FAULT) and depths beyond the bounds get ARGS errors with their numbers."""
+    from harness.targets import load_target
+    blob = blobs("sudoku6-mlp", "int8")
+    for target in board_targets:
+        with open_board(target, blob) as board:
+            _bound_checks(board, 36, load_target(target).arena_bytes)
+
+
 # --- bit-exactness against the golden reference --------------------------------------------------------------
 
 def _check_bit_exact(board, blob: bytes, x: np.ndarray, T: int, n: int, steps: int):
@@ -251,7 +340,7 @@ def test_inference_ram_within_bound_of_theoretical_minimum(open_board, board_tar
     arena used + stack high-water mark of a run within 1.25x of 2·L·D + L + the model's largest working
     buffer (from its dimensions, without kernel scratch). The arena holds the whole workspace: that
     buffer, plus the DSP linear kernels' scratch on Cortex-M4/M7."""
-    from harness.boards.runner import memory, working_buffer_bytes
+    from harness.figures import ram_theoretical_min, working_buffer_bytes
     blob = blobs("sudoku6-mlp", recipe)
     header = B.read_header(blob)
     L, D = header["seq_len"], header["hidden"]
@@ -262,11 +351,11 @@ def test_inference_ram_within_bound_of_theoretical_minimum(open_board, board_tar
         with open_board(target, blob) as board:
             info = board.info()
             r = board.run(RunRequest(x[0], 1, 1, 1))
-            m = memory(board, info, [{"arena_bytes": r.arena_bytes, "stack_bytes": r.stack_bytes}], blob)
-        assert m["ram_theoretical_min"] == 2 * L * D + L + work
+        minimum = ram_theoretical_min(header)
+        assert minimum == 2 * L * D + L + work
         assert r.arena_bytes == info.workspace_bytes >= (2 * L * D + 7) // 8 * 8 + work
         if board.backend != "host":  # the host build measures no stack
-            assert 0 < r.stack_bytes and m["ram_peak_over_min"] <= 1.25, (target, m)
+            assert 0 < r.stack_bytes and (r.arena_bytes + r.stack_bytes) / minimum <= 1.25, (target, r)
 
 
 @pytest.mark.board
@@ -330,45 +419,46 @@ def test_run_command_prints_rows_and_a_summary(board, board_kind, blobs):
     assert len(out["rows"]) == 2 and out["summary"]["golden_match"] == 2
     row = out["rows"][0]
     assert {"model", "recipe", "depth", "target", "board", "puzzle_id", "correct", "steps", "counter"} <= set(row)
-    assert out["blob_sha256"] and out["summary"]["memory"]["blob_fits"]
+    s = out["summary"]
+    assert out["blob_sha256"] and s["fits"] is True and s["does_not_fit"] is None
+    assert row["ram_inference_bytes"] == row["arena_bytes"] + row["stack_bytes"]
     if board == "qemu":
         assert row["instructions"] > 0 and row["stack_bytes"] > 0
-        assert out["firmware_sha256"] and "not silicon cycles" in out["summary"]["counter_note"]
-    # deployment figures per row: latency with its unit, energy with its model, memory against the target
-    if board == "qemu":
-        assert row["latency"] == row["instructions"] and row["latency_unit"] == "instructions"
-        assert row["latency_us"] == pytest.approx(row["instructions"] / 25.0)       # mps2-an386: 25 MHz
-        assert "one instruction per cycle at 25 MHz" in row["latency_us_basis"]
-        # 3.3 V x 274 uA/MHz x 25 MHz x t
-        assert row["energy_uj"] == pytest.approx(3.3 * 274e-6 * 25 * row["latency_us"])
-        assert "274 uA/MHz" in row["energy_model"] and "DS8626" in row["energy_model"]
+        assert out["firmware_sha256"] and "not silicon cycles" in s["counts_note"]
+        # mps2-an386 at 25 MHz; 3.3 V x 274 uA/MHz x 25 MHz x t
+        assert row["counts_kind"] == s["counts_kind"] == "instructions"
+        assert row["latency_ms"] == pytest.approx(row["instructions"] / 25e3)
+        assert row["energy_uj"] == pytest.approx(3.3 * 274e-6 * 25 * row["latency_ms"] * 1e3)
+        assert "one per cycle at 25 MHz" in s["latency_basis"]
+        assert "274 uA/MHz" in s["energy_model"] and "DS8626" in s["energy_model"]
+        assert s["counts_mean"] == pytest.approx(sum(r["instructions"] for r in out["rows"]) / 2)
     else:
-        assert row["latency_unit"] == "ns" and row["latency_us"] == row["counter"] / 1e3
-        assert row["energy_uj"] is None and row["energy_model"].startswith("none")
-    m = out["summary"]["memory"]
-    assert row["flash_bytes"] == m["firmware_flash"] + m["blob_bytes"] and row["flash_limit"] == 4 << 20
-    assert row["ram_static_bytes"] == m["ram_static"] and row["ram_limit"] == 4 << 20
-    assert row["ram_inference_bytes"] == row["arena_bytes"] + row["stack_bytes"]
-    assert row["fits"] is True and "does_not_fit" not in row
+        assert row["counts_kind"] == "host-ns" and row["latency_ms"] == row["counter"] / 1e6
+        assert row["energy_uj"] is None and s["energy_model"].startswith("none")
+    assert s["flash_total"] == s["firmware_flash"] + s["blob_bytes"] and s["flash_limit"] == 4 << 20
+    assert s["ram_limit"] == 4 << 20 and s["ram_static"] > 0
 
 
-def test_row_figures_silicon_cycles_and_does_not_fit():
-    """A silicon row (DWT cycles) on the STM32F405 at 168 MHz, with a footprint that overflows and a
-    stack beyond its reservation: µs from cycles, energy from the datasheet figure, no fit with reasons."""
-    from harness.boards.runner import Figures, footprint, row_figures
+def test_figures_silicon_cycles_and_what_does_not_fit():
+    """A silicon configuration (DWT cycles) on the STM32F405 at 168 MHz: ms from cycles, energy from the
+    datasheet figure; a blob past the blob region, a firmware image past its region and a stack past its
+    reservation each make it not fit, and say so with the numbers."""
+    from harness import figures as F
     from harness.targets import load_target
     t = load_target("netduinoplus2")
-    fit = footprint(t, None, t.blob.size + 1)
-    assert fit["fits"] is False and "firmware_flash" not in fit
-    assert fit["does_not_fit"] == f"does not fit netduinoplus2: blob {t.blob.size + 1:,} B > blob region {t.blob.size:,} B"
-    row = {"counter": 1_680_000, "counter_unit": "cycles", "instructions": None, "stack_bytes": 9000, "arena_bytes": 4000}
-    f = row_figures(row, t, Figures("cycles", "DWT"), fit)
-    assert (f["latency"], f["latency_unit"]) == (1_680_000, "cycles") and f["latency_us"] == pytest.approx(10_000)
+    f = F.config_figures(t, "serial", "cycles", [1_680_000, 1_680_000], [800, 900], [4800, 4900], 1000,
+                         {"flash": 20_000, "ram": 60_000}, 4000)
+    assert f["latency_ms"] == pytest.approx(10.0) and "measured" in f["latency_basis"]
     assert f["energy_uj"] == pytest.approx(3.3 * 274e-6 * 168 * 0.01 * 1e6)  # 274 uA/MHz at 168 MHz for 10 ms
-    assert f["fits"] is False and "stack high-water mark 9,000 B > stack reservation 8,192 B" in f["does_not_fit"]
-    ok = footprint(t, t.path.parent.parent / "firmware-bin" / "netduinoplus2" / "firmware.elf", 1000)
-    assert ok["fits"] and ok["firmware_flash"] > 0 and ok["flash_total"] == ok["firmware_flash"] + 1000
-    assert row_figures(dict(row, stack_bytes=800), t, Figures("cycles", "DWT"), ok)["fits"] is True
+    assert f["fits"] and f["flash_total"] == 21_000 and f["ram_peak_over_min"] == pytest.approx(4900 / 4000)
+    big = F.fit(t, t.blob.size + 1, None)
+    assert big["fits_flash"] is False and big["fits_ram"] is True and big["firmware_flash"] is None
+    assert big["does_not_fit"] == f"does not fit netduinoplus2: blob {t.blob.size + 1:,} B > blob region {t.blob.size:,} B"
+    image = F.fit(t, 1000, {"flash": t.firmware_flash + 1, "ram": 100})
+    assert not image["fits_flash"] and "firmware image" in image["does_not_fit"] and "not the blob" in image["does_not_fit"]
+    stack = F.fit(t, 1000, {"flash": 100, "ram": 100}, stack_bytes_max=9000)
+    assert stack["fits_flash"] and not stack["fits_ram"]
+    assert "stack high-water mark 9,000 B > stack reservation 8,192 B" in stack["does_not_fit"]
 
 
 def test_run_command_refuses_a_blob_that_does_not_fit(monkeypatch):
@@ -384,4 +474,4 @@ def test_run_command_refuses_a_blob_that_does_not_fit(monkeypatch):
     import json
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert r.exit_code == 2 and out["fits"] is False and out["rows"] == []
-    assert out["summary"]["memory"]["does_not_fit"] == "does not fit netduinoplus2: blob 2,097,152 B > blob region 917,504 B"
+    assert out["summary"]["does_not_fit"] == "does not fit netduinoplus2: blob 2,097,152 B > blob region 917,504 B"

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from harness.models.checkpoint import load_checkpoint, save_checkpoint
-from harness.models.evaluate import Depth, evaluate, halt_steps
+from harness.depth import Depth
+from harness.models.evaluate import evaluate, halt_steps
 from harness.models.train import TrainConfig, train
 from harness.models.trm import TRM, TRMConfig, apply_rotary, macs_per_inference, macs_per_net, rotary_tables
 from harness.tasks import make_task

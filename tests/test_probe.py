@@ -63,7 +63,8 @@ def test_probe_reads_memory_by_symbol(traced_board):
 
 @pytest.mark.board
 def test_per_cycle_carries_equal_golden_and_tracing_does_not_perturb_counts(traced_board, zoo_model):
-    from harness.probe.capture import carries_array, run_traced
+    from harness.probe.capture import carries_array
+    from harness.run import run_traced
     board, probe, blob = traced_board
     im = B.from_blob(blob)
     _, task, _ = zoo_model("sudoku6-mlp")
@@ -86,15 +87,15 @@ def test_per_cycle_carries_equal_golden_and_tracing_does_not_perturb_counts(trac
 @pytest.mark.board
 def test_device_fidelity_equals_golden_fidelity(traced_board, zoo_model):
     """Through the whole `harness run --trace` path: carries bit-identical, so fidelity identical."""
-    from harness.boards.runner import run_puzzles
-    from harness.models.evaluate import Depth
+    from harness.run import run_puzzles
+    from harness.depth import Depth
     board, probe, blob = traced_board
     net, task, _ = zoo_model("sudoku6-mlp")
     puzzles = task.generate(2, seed=32, split="test")
     out = run_puzzles(board, blob, task, puzzles, Depth(2, 2, 2), probe=probe, reference=net)
     for row in out["rows"]:
-        assert row["golden_match"] and row["carries_match_golden"] and row["fidelity_equals_golden"]
-        assert len(row["fidelity_per_cycle"]) == 4 and 0 < row["fidelity_final"] <= 1
+        assert row["golden_match"] and row["carries_match_golden"] and row["device_fidelity_equals_golden"]
+        assert len(row["device_fidelity_per_cycle"]) == 4 and 0 < row["device_fidelity_final"] <= 1
 
 
 # --- the GDB remote protocol at the packet level, against a scripted server -------------------------------

@@ -160,8 +160,8 @@ def renode_board(request):
 
 @needs_renode
 def test_renode_protocol_is_bit_exact_with_golden(renode_board, zoo_model):
-    from harness.boards.runner import run_puzzles
-    from harness.models.evaluate import Depth
+    from harness.run import run_puzzles
+    from harness.depth import Depth
     board, blob = renode_board
     assert board.ping(b"hello") == b"hello"
     info = board.info()
@@ -177,7 +177,8 @@ def test_renode_gdb_probe_reads_memory(renode_board):
     from harness.probe import read_symbol
     from harness.probe.elf import symbols
     board, _ = renode_board
-    probe = board.probe()
+    from harness.run import open_probe
+    probe = open_probe(board)
     try:
         probe.halt()
         name = "trm_carry_snapshot"

@@ -51,8 +51,8 @@ def test_info_names_the_target_and_the_blob(serial_board, target, default_blob):
 
 @pytest.mark.board
 def test_run_matches_golden_bit_for_bit(serial_board, default_blob, zoo_model):
-    from harness.boards.runner import run_puzzles
-    from harness.models.evaluate import Depth
+    from harness.run import run_puzzles
+    from harness.depth import Depth
     _, task, _ = zoo_model("sudoku6-mlp")
     out = run_puzzles(serial_board, default_blob, task, task.generate(2, seed=77, split="test"), Depth(1, 2, 2))
     assert [r["golden_match"] for r in out["rows"]] == [True, True], out["rows"]

@@ -10,7 +10,7 @@ from harness.compress import train_recipes
 from harness.compress.recipes import Compressed, Recipe, get_recipe
 from harness.compress.train_recipes import apply_trained, cache_key, fake_quant_weights
 from harness.models.checkpoint import load_checkpoint
-from harness.models.evaluate import Depth
+from harness.depth import Depth
 from harness.models.train import STATE, TrainConfig, train
 from harness.models.trm import TRM, TRMConfig, linear_attention, macs_per_net
 from harness.tasks import make_task, score, stack

@@ -8,7 +8,8 @@ import torch
 from harness.compress.compressed import _calibration_tokens
 
 from harness.models.checkpoint import ZOO, zoo_names
-from harness.models.evaluate import Depth, evaluate
+from harness.depth import Depth
+from harness.models.evaluate import evaluate
 from harness.models.trm import macs_per_inference
 
 REQUIRED = [f"{task}-{mixer}" for task in ("sudoku6", "maze7", "arc1x12") for mixer in ("mlp", "attention")]

@@ -1,14 +1,20 @@
 """The board interface and the protocol session shared by all backends.
 
-A ``Board`` is context-managed: ``start()`` brings it up with a firmware and a blob, ``info()``,
-``run()``, ``bench()`` and ``ping()`` talk the protocol, ``close()`` stops it. Every wait has a
-timeout; what the board's process printed goes to a log file per board, named in every error.
+A ``Board`` is context-managed: ``start(timeout)`` brings it up with a firmware and a blob (the same
+arguments on every backend), ``send`` and ``poll`` are the protocol underneath (send a request, collect
+its answer by sequence number, so a caller can do other work, e.g. serve a probe, while the board
+computes), ``info()``, ``run()``, ``bench()`` and ``ping()`` are requests on top of them, ``close()``
+stops it. ``debug_port()`` says where a probe can attach (the probe connects to it: boards do not know
+probes). Every wait has a timeout; what the board's process printed goes to a log file per board, named
+in every error. Board failures (``errors.py``) are what a reset and retry may cure.
 """
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,18 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol as P
+from .errors import BoardLinkLost, BoardTimeout, EmulatorDied
 from ..targets import Target
 
-
-class BoardTimeout(TimeoutError):
-    pass
+__all__ = ["Board", "BoardTimeout", "DebugPort", "RunRequest", "Session", "EmulatorProcess", "check_blob_fits"]
 
 
 def check_blob_fits(target: Target, blob: bytes | None) -> None:
     """A blob larger than the target's blob region cannot be placed: say so before starting a board."""
     if blob is not None and len(blob) > target.blob.size:
-        raise ValueError(f"blob of {len(blob)} bytes does not fit {target.name}'s blob region "
-                         f"of {target.blob.size} bytes")
+        raise ValueError(f"blob of {len(blob):,} bytes does not fit {target.name}'s blob region "
+                         f"of {target.blob.size:,} bytes (targets/{target.name}.toml, [memory.blob])")
 
 
 class Session:
@@ -41,13 +46,20 @@ class Session:
         self.describe = describe
         self.seq = 0
         self.buffer = bytearray()
-        self.garbage = 0          # bytes that did not form a valid frame
+
+    def send(self, kind: int, payload: bytes = b"") -> int:
+        """Send one request; returns its sequence number."""
+        self.seq = (self.seq + 1) & 0xFFFF
+        # the leading 0x00 ends any partial frame left in the firmware's receive buffer
+        self.send_raw(b"\x00" + P.frame(kind, self.seq, payload))
+        return self.seq
 
     def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, framed or not (tests of the firmware's decoder send garbage this way)."""
         self.sock.sendall(data)
 
-    def read_frame(self, timeout: float) -> bytes:
-        """The next delimited frame's raw bytes (without the 0x00)."""
+    def next_frame(self, timeout: float) -> bytes | None:
+        """The next delimited frame's raw bytes (without the 0x00), or None when none came in time."""
         deadline = time.monotonic() + timeout
         while True:
             i = self.buffer.find(0)
@@ -59,31 +71,46 @@ class Session:
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BoardTimeout(f"{self.describe}: no answer within {timeout:.1f} s "
-                                   f"({len(self.buffer)} bytes of a partial frame received)")
+                return None
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 continue
             if not chunk:
-                raise ConnectionError(f"{self.describe}: the connection closed")
+                raise BoardLinkLost(f"{self.describe}: the connection closed")
             self.buffer += chunk
 
-    def request(self, kind: int, payload: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
-        """Send one request and return (type, payload) of its response; ERROR frames raise BoardError."""
-        self.seq = (self.seq + 1) & 0xFFFF
-        # the leading 0x00 ends any partial frame left in the firmware's receive buffer
-        self.send_raw(b"\x00" + P.frame(kind, self.seq, payload))
+    def read_frame(self, timeout: float) -> bytes:
+        """The next frame's raw bytes; BoardTimeout when none came in time."""
+        wire = self.next_frame(timeout)
+        if wire is None:
+            raise BoardTimeout(f"{self.describe}: no answer within {timeout:.1f} s "
+                               f"({len(self.buffer)} bytes of a partial frame received)")
+        return wire
+
+    def poll(self, seq: int, timeout: float) -> tuple[int, bytes] | None:
+        """(type, payload) of the answer to request ``seq`` once it came, None if it did not within
+        ``timeout`` s. An ERROR frame for it (or for no request: seq 0) raises its BoardError; answers to
+        earlier, timed-out requests are dropped."""
+        deadline = time.monotonic() + timeout
         while True:
-            kind_back, seq, body = P.unframe(self.read_frame(timeout))
-            if kind_back == P.ERROR:
-                if seq in (self.seq, 0):
-                    raise P.parse_error(body)
-                continue
-            if seq != self.seq:
-                continue      # a stale answer to an earlier (timed-out) request
-            return kind_back, body
+            wire = self.next_frame(max(0.0, deadline - time.monotonic()))
+            if wire is None:
+                return None
+            kind, got, body = P.unframe(wire)
+            if kind == P.ERROR and got in (seq, 0):
+                raise P.parse_error(body)
+            if got == seq and kind != P.ERROR:
+                return kind, body
+
+    def request(self, kind: int, payload: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
+        seq = self.send(kind, payload)
+        answer = self.poll(seq, timeout)
+        if answer is None:
+            raise BoardTimeout(f"{self.describe}: no answer within {timeout:.1f} s "
+                               f"({len(self.buffer)} bytes of a partial frame received)")
+        return answer
 
 
 @dataclass
@@ -95,6 +122,29 @@ class RunRequest:
     halting: bool = False
     carries: bool = False
     embed_ram: bool = False
+
+    def payload(self) -> bytes:
+        return P.run_payload(self.tokens, self.T, self.n, self.steps, self.halting, self.carries, self.embed_ram)
+
+
+@dataclass(frozen=True)
+class DebugPort:
+    """Where a debug probe can attach to a board: a GDB remote server on ``host:port`` (QEMU's gdbstub,
+    Renode's GDB server). ``halts_on_attach``: the server stops the core when a client connects and
+    says nothing (Renode), so the probe must resume it."""
+    kind: str               # "gdb-remote"
+    host: str
+    port: int
+    halts_on_attach: bool = False
+
+
+def die_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that it gets SIGKILL when the harness thread that started it exits, however the
+    harness ends (SIGKILL included): no emulator outlives the harness. Linux's parent-death signal, set by
+    util-linux's ``setpriv`` (essential on Debian) just before it execs the emulator: a ``preexec_fn``
+    would do the same but is unsafe in a process with threads (the farm starts boards from threads)."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
 def stop_process(proc: subprocess.Popen | None, ask=None, grace: float = 5.0) -> None:
@@ -115,14 +165,16 @@ def stop_process(proc: subprocess.Popen | None, ask=None, grace: float = 5.0) ->
 
 
 class Board:
-    """Base of the backends. Subclasses implement ``start``/``close`` and set ``self.session``."""
+    """Base of the backends. Subclasses implement ``start``/``close`` and set ``self.session``;
+    ``start_timeout`` is how long their start may take by default."""
     backend = "?"
+    start_timeout = 10.0
 
     def __init__(self, target: Target, board_id: str | None = None):
         self.target = target
         self.id = board_id or f"{self.backend}-{target.name}"
         self.session: Session | None = None
-        self._info: P.Info | None = None
+        self.model_info: P.Info | None = None   # the last INFO the firmware gave (None before one)
 
     def __enter__(self):
         self.start()
@@ -131,21 +183,18 @@ class Board:
     def __exit__(self, *exc):
         self.close()
 
-    def start(self) -> None:
+    def start(self, timeout: float | None = None) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
 
-    def reset(self) -> None:
-        """Bring the board back to a known state: stop it and start it again (firmware and blob as
-        before). Backends with a cheaper reset (a probe's reset line) may override."""
-        self.close()
-        self.start()
+    def debug_port(self) -> DebugPort | None:
+        """Where a probe can attach, None when this board has no debug port."""
+        return None
 
-    def probe(self, timeout: float = 10.0):
-        """The board's debug probe (``harness.probe.Probe``), attached with the core running."""
-        raise NotImplementedError(f"{self.describe()}: the {self.backend} backend gives no debug probe")
+    def describe(self) -> str:
+        return f"{self.id} ({self.backend}, {self.target.name})"
 
     def _drop_session(self) -> None:
         if self.session is not None:
@@ -155,8 +204,8 @@ class Board:
                 pass
             self.session = None
 
-    def describe(self) -> str:
-        return f"{self.id} ({self.backend}, {self.target.name})"
+    def _check_alive(self) -> None:
+        """Raise EmulatorDied when the board's process has exited (backends with a process override)."""
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """PING until the firmware answers: bytes sent before its UART is up are lost (the STM32
@@ -167,39 +216,62 @@ class Board:
                 self.ping(b"ready", timeout=0.25)
                 return
             except BoardTimeout:
+                self._check_alive()
                 if time.monotonic() > deadline:
                     raise BoardTimeout(f"{self.describe()}: the firmware did not answer PING within {timeout} s")
 
     # --- protocol ---
-    def ping(self, payload: bytes = b"", timeout: float = 5.0) -> bytes:
-        kind, body = self.session.request(P.PING, payload, timeout)
+    def send(self, kind: int, payload: bytes = b"") -> int:
+        """Send one request (``protocol`` types); returns its sequence number for ``poll``."""
+        if self.session is None:
+            raise RuntimeError(f"{self.describe()}: not started (use the board as a context manager or call start())")
+        return self.session.send(kind, payload)
+
+    def poll(self, seq: int, timeout: float) -> tuple[int, bytes] | None:
+        """The answer (type, payload) to request ``seq``, or None while it has not come within ``timeout``
+        s; an ERROR answer raises its ``protocol.BoardError``."""
+        try:
+            answer = self.session.poll(seq, timeout)
+        except BoardLinkLost:
+            self._check_alive()
+            raise
+        if answer is None:
+            self._check_alive()
+        return answer
+
+    def request(self, kind: int, payload: bytes = b"", timeout: float = 10.0, expect: int | None = None
+                ) -> bytes:
+        """Send a request and wait for its answer (of type ``expect`` when given); returns its payload."""
+        seq = self.send(kind, payload)
+        answer = self.poll(seq, timeout)
+        if answer is None:
+            raise BoardTimeout(f"{self.describe()}: no answer within {timeout:.1f} s "
+                               f"({len(self.session.buffer)} bytes of a partial frame received)")
+        got, body = answer
+        if expect is not None and got != expect:
+            raise P.ProtocolError(f"{self.describe()}: expected an answer of type {expect:#x}, got {got:#x}")
         return body
 
+    def ping(self, payload: bytes = b"", timeout: float = 5.0) -> bytes:
+        return self.request(P.PING, payload, timeout, expect=P.PONG)
+
     def info(self, timeout: float = 5.0) -> P.Info:
-        kind, body = self.session.request(P.INFO, b"", timeout)
-        self._info = P.parse_info(body)
-        return self._info
+        self.model_info = P.parse_info(self.request(P.INFO, b"", timeout, expect=P.INFO_RSP))
+        return self.model_info
 
     def reload(self, timeout: float = 10.0) -> P.Info:
-        kind, body = self.session.request(P.RELOAD, b"", timeout)
-        self._info = P.parse_info(body)
-        return self._info
+        self.model_info = P.parse_info(self.request(P.RELOAD, b"", timeout, expect=P.INFO_RSP))
+        return self.model_info
 
     def run(self, r: RunRequest, timeout: float = 120.0) -> P.Result:
-        info = self._info or self.info()
-        kind, body = self.session.request(
-            P.RUN, P.run_payload(r.tokens, r.T, r.n, r.steps, r.halting, r.carries, r.embed_ram), timeout)
-        if kind != P.RESULT:
-            raise P.ProtocolError(f"{self.describe()}: expected RESULT, got type {kind:#x}")
-        return P.parse_result(body, info.hidden)
+        info = self.model_info or self.info()
+        return P.parse_result(self.request(P.RUN, r.payload(), timeout, expect=P.RESULT), info.hidden)
 
     def bench(self, rows: int, cols: int, bits: int, reps: int = 1, timeout: float = 60.0) -> P.Bench:
         """Time ``reps`` calls of the firmware's trm_linear on a generated [rows, cols] matrix of int8 or
         int4 weights (no blob needed); see ``protocol.bench_reference`` for the pattern."""
-        kind, body = self.session.request(P.BENCH, P.bench_payload(rows, cols, bits, reps), timeout)
-        if kind != P.BENCH_RSP:
-            raise P.ProtocolError(f"{self.describe()}: expected BENCH_RESULT, got type {kind:#x}")
-        return P.parse_bench(body)
+        return P.parse_bench(self.request(P.BENCH, P.bench_payload(rows, cols, bits, reps), timeout,
+                                          expect=P.BENCH_RSP))
 
 
 class EmulatorProcess:
@@ -232,6 +304,15 @@ class EmulatorProcess:
         self.log_path = log_dir / f"{self.id}.log"
         return work, blob_path
 
+    def debug_port(self) -> DebugPort | None:
+        return DebugPort("gdb-remote", "127.0.0.1", self.gdb_port) if self.gdb_port is not None else None
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-1500:] if self.log_path and self.log_path.exists() else ""
+            raise EmulatorDied(f"{self.describe()}: the emulator exited with {self.proc.returncode}; "
+                               f"log: {self.log_path}" + (f"\n{tail}" if tail else ""))
+
     def _serve(self, sock, deadline: float, min_wait: float) -> None:
         """Open the protocol session on the emulator's UART stream and wait for the firmware to answer
         (at least ``min_wait`` s, else until ``deadline``); on failure the emulator is stopped."""
@@ -256,4 +337,4 @@ class EmulatorProcess:
         with open(self.log_path, "a") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} " + " ".join(cmd) + "\n")
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+            self.proc = subprocess.Popen(die_with_parent(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)

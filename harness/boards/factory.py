@@ -5,13 +5,9 @@ from pathlib import Path
 
 from ..targets import Target
 from .base import Board
+from .errors import BoardUnavailable
 
 BACKENDS = ("qemu", "host", "renode", "serial")
-
-
-class BoardUnavailable(RuntimeError):
-    """The backend cannot run here (emulator not installed, no firmware, unknown name): the message says
-    what is missing and what to do."""
 
 
 def backend_missing(kind: str) -> str | None:
@@ -31,9 +27,20 @@ def backend_missing(kind: str) -> str | None:
 
 
 def make_board(kind: str, target: Target, blob: bytes | None, board_id: str | None = None,
-               log_dir: Path | None = None, gdb_port: int | None = None, **options) -> Board:
+               log_dir: Path | None = None, gdb_port: int | None = None, inject: str | None = None,
+               **options) -> Board:
     """A board of backend ``kind`` for ``target`` holding ``blob`` (not started: use it as a context
-    manager or call ``start``). Raises BoardUnavailable with an actionable message."""
+    manager or call ``start``); with ``inject`` (an inventory's fault spec, for testing the farm) wrapped
+    in a ``faults.FaultyBoard``. Raises BoardUnavailable with an actionable message."""
+    board = _make(kind, target, blob, board_id, log_dir, gdb_port, **options)
+    if inject:
+        from .faults import FaultyBoard
+        return FaultyBoard(board, inject)
+    return board
+
+
+def _make(kind: str, target: Target, blob: bytes | None, board_id: str | None, log_dir: Path | None,
+          gdb_port: int | None, **options) -> Board:
     if (msg := backend_missing(kind)):
         raise BoardUnavailable(msg)
     if kind == "qemu":
@@ -45,7 +52,7 @@ def make_board(kind: str, target: Target, blob: bytes | None, board_id: str | No
             raise BoardUnavailable(str(e)) from e
     if kind == "host":
         from .host import HostBoard
-        return HostBoard(target, blob, board_id=board_id)
+        return HostBoard(target, blob, board_id=board_id, **options)
     if kind == "serial":
         from ..firmware import FirmwareError
         from .serial import SerialBoard

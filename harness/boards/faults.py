@@ -1,13 +1,14 @@
 """Fault injection for testing the farm itself: an inventory entry with ``inject = "hang@N"`` or
 ``inject = "garbage@N"`` makes that board misbehave after answering N puzzles of each start.
 
-  hang     a QEMU board's process is stopped (SIGSTOP): the UART goes silent, like a wedged board;
-           other backends stop reading (the request times out)
+  hang     a QEMU or Renode board's process is stopped (SIGSTOP): the UART goes silent, like a wedged
+           board; a board without a process stops reading (the request times out)
   garbage  every byte the board sends from then on is replaced by random bytes: the real frame
            decoder has to reject them
 
-The faults act below the protocol so the farm's detection, reset, retry and quarantine paths run
-exactly as they would for a real board.
+``FaultyBoard`` wraps a real board (the factory builds it when an inventory entry says ``inject``) and
+acts below the protocol, at ``send``: every RUN, traced or not, passes through it, so the farm's
+detection, reset, retry and quarantine paths run exactly as they would for a real board.
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import os
 import random
 import signal
 
-from .base import Board, BoardTimeout
+from . import protocol as P
+from .base import Board
+from .errors import BoardTimeout
 
 KINDS = ("hang", "garbage")
 
 
 def parse(spec: str) -> tuple[str, int]:
-    kind, _, after = spec.partition("@")
+    kind, _, after = str(spec).partition("@")
     if kind not in KINDS or (after and not after.isdigit()):
         raise ValueError(f"inject {spec!r}: expected 'hang@N' or 'garbage@N' (N puzzles answered before the fault)")
     return kind, int(after or 0)
@@ -47,25 +50,59 @@ class _GarbageSocket:
         self.sock.close()
 
 
-def arm(board: Board, spec: str | None) -> None:
-    """Make ``board`` misbehave as ``spec`` says (nothing when None)."""
-    if not spec:
-        return
-    kind, after = parse(spec)
-    real_run = board.run
-    answered = 0
+class FaultyBoard(Board):
+    """``inner`` with the fault ``spec`` armed: the first ``N`` RUN requests of each start pass, the ones
+    after misbehave. Everything else is the inner board's."""
 
-    def run(request, timeout: float = 120.0):
-        nonlocal answered
-        if answered >= after:
-            if kind == "hang":
-                proc = getattr(board, "proc", None)
-                if proc is None:
-                    raise BoardTimeout(f"{board.describe()}: no answer within {timeout:.1f} s (injected hang)")
+    def __init__(self, inner: Board, spec: str):
+        self.inner = inner
+        self.kind, self.after = parse(spec)
+        self.runs = 0
+        self.backend = inner.backend
+        self.start_timeout = inner.start_timeout
+        super().__init__(inner.target, inner.id)
+
+    def __getattr__(self, name):        # firmware, log_path, proc, ... of the inner board
+        return getattr(self.inner, name)
+
+    @property
+    def session(self):
+        return self.inner.session
+
+    @session.setter
+    def session(self, value):
+        if "inner" in self.__dict__ and value is not None:
+            self.inner.session = value
+
+    def start(self, timeout: float | None = None) -> None:
+        self.runs = 0
+        self.inner.start(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def debug_port(self):
+        return self.inner.debug_port()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def send(self, kind: int, payload: bytes = b"") -> int:
+        if kind == P.RUN:
+            if self.runs >= self.after:
+                self._misbehave()
+            self.runs += 1
+        return self.inner.send(kind, payload)
+
+    def poll(self, seq: int, timeout: float):
+        if self.kind == "hang" and self.runs > self.after and getattr(self.inner, "proc", None) is None:
+            raise BoardTimeout(f"{self.describe()}: no answer within {timeout:.1f} s (injected hang)")
+        return self.inner.poll(seq, timeout)
+
+    def _misbehave(self) -> None:
+        if self.kind == "hang":
+            proc = getattr(self.inner, "proc", None)
+            if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGSTOP)
-            elif not isinstance(board.session.sock, _GarbageSocket):
-                board.session.sock = _GarbageSocket(board.session.sock)
-        answered += 1
-        return real_run(request, timeout=timeout)
-
-    board.run = run
+        elif not isinstance(self.inner.session.sock, _GarbageSocket):
+            self.inner.session.sock = _GarbageSocket(self.inner.session.sock)

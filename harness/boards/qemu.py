@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ..targets import Target
-from .base import Board, BoardTimeout, EmulatorProcess
+from .base import Board, EmulatorProcess
+from .errors import BoardTimeout, BoardUnavailable, EmulatorDied
 
 QEMU = "qemu-system-arm"
 
@@ -59,13 +60,13 @@ class QemuBoard(EmulatorProcess, Board):
         """Start QEMU (scratch folder, blob file, log) with the UART on a Unix socket (``uart="socket"``,
         at ``self.sock_path``) or on a pty (``uart="pty"``, see ``pty_path``); connects nothing."""
         if (msg := qemu_missing()):
-            raise RuntimeError(msg)
+            raise BoardUnavailable(msg)
         work, blob_path = self._workspace("trm")
         self.sock_path = work / "uart.sock" if uart == "socket" else None
         self._spawn(self.command(self.sock_path, blob_path))
 
-    def _exited(self) -> RuntimeError:
-        return RuntimeError(f"{self.describe()}: QEMU exited with {self.proc.returncode}; "
+    def _exited(self) -> EmulatorDied:
+        return EmulatorDied(f"{self.describe()}: QEMU exited with {self.proc.returncode}; "
                             f"log: {self.log_path}\n{self.log_path.read_text()[-2000:]}")
 
     def pty_path(self, timeout: float = 10.0) -> str:
@@ -83,7 +84,8 @@ class QemuBoard(EmulatorProcess, Board):
                                    f"in {timeout} s; log: {self.log_path}")
             time.sleep(0.02)
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float | None = None) -> None:
+        timeout = timeout or self.start_timeout
         self.launch("socket")
         deadline = time.monotonic() + timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -103,14 +105,3 @@ class QemuBoard(EmulatorProcess, Board):
 
     def close(self) -> None:
         self._stop()
-
-    def probe(self, timeout: float = 10.0):
-        """QEMU's gdbstub (construct the board with ``gdb_port``): a GdbRemote, core running."""
-        from ..probe.gdb import GdbRemote
-        if self.gdb_port is None:
-            raise RuntimeError(f"{self.describe()}: no gdbstub: construct the board with gdb_port=PORT")
-        return GdbRemote(port=self.gdb_port, timeout=timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from ..targets import TARGETS_DIR, Target
-from .base import Board, BoardTimeout, EmulatorProcess
+from .base import Board, DebugPort, EmulatorProcess
+from .errors import BoardTimeout, BoardUnavailable, EmulatorDied
 
 RENODE = "renode"
 PLATFORMS = TARGETS_DIR / "renode"
@@ -119,10 +120,17 @@ class RenodeBoard(EmulatorProcess, Board):
         ``-P`` headless Renode opens 1234, which parallel boards would share), the script included."""
         return [RENODE, "--disable-xwt", "--plain", "--port", str(monitor_port), str(script_path)]
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Renode takes seconds to start (.NET), hence the long default ``timeout``."""
+    start_timeout = 60.0      # Renode takes seconds to start (.NET)
+
+    def debug_port(self) -> DebugPort | None:
+        """Renode's GDB server halts the core when a client connects and, unlike QEMU, says nothing (no
+        stop packet): the probe resumes it."""
+        return DebugPort("gdb-remote", "127.0.0.1", self.gdb_port, halts_on_attach=True) if self.gdb_port else None
+
+    def start(self, timeout: float | None = None) -> None:
+        timeout = timeout or self.start_timeout
         if (msg := renode_missing()):
-            raise RuntimeError(msg)
+            raise BoardUnavailable(msg)
         work, blob_path = self._workspace("trm-renode")
         self.uart_port, self.monitor_port = free_ports(2)
         script_path = self.log_path.with_suffix(".resc")   # kept with the log: rerun it with `renode FILE`
@@ -133,7 +141,7 @@ class RenodeBoard(EmulatorProcess, Board):
             if self.proc.poll() is not None:
                 code = self.proc.returncode
                 self.close()
-                raise RuntimeError(f"{self.describe()}: Renode exited with {code}; log: {self.log_path}")
+                raise EmulatorDied(f"{self.describe()}: Renode exited with {code}; log: {self.log_path}")
             try:
                 sock = socket.create_connection(("127.0.0.1", self.uart_port), timeout=1.0)
                 break
@@ -145,16 +153,6 @@ class RenodeBoard(EmulatorProcess, Board):
                 time.sleep(0.1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._serve(sock, deadline, min_wait=5.0)
-
-    def probe(self, timeout: float = 10.0):
-        """Renode's GDB server as the probe: a GdbRemote attached with the core running. Renode halts the
-        core when a client connects and, unlike QEMU, says nothing (no stop packet), so resume it here."""
-        from ..probe.gdb import GdbRemote
-        if self.gdb_port is None:
-            raise RuntimeError(f"{self.describe()}: no GDB server: construct the board with gdb_port=PORT")
-        probe = GdbRemote(port=self.gdb_port, timeout=timeout, resume=False)
-        probe.cont()
-        return probe
 
     def close(self) -> None:
         self._stop(ask=self._quit)   # without a log_dir the log and the script go with the scratch folder
@@ -172,7 +170,3 @@ class RenodeBoard(EmulatorProcess, Board):
                     pass
         except OSError:
             pass
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None

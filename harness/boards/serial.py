@@ -15,6 +15,7 @@ from pathlib import Path
 from ..firmware import firmware_elf
 from ..targets import Target
 from .base import Board, Session, check_blob_fits
+from .errors import BoardLinkLost, BoardUnavailable
 
 DEFAULT_BAUD = 115200
 
@@ -71,12 +72,12 @@ class PyocdFlasher:
             from pyocd.core.helpers import ConnectHelper
             from pyocd.flash.file_programmer import FileProgrammer
         except ImportError as e:
-            raise RuntimeError("pyOCD is not installed: `python -m pip install pyocd`") from e
+            raise BoardUnavailable("pyOCD is not installed: `python -m pip install pyocd`") from e
         session = ConnectHelper.session_with_chosen_probe(
             blocking=False, unique_id=self.probe_id, target_override=target.pyocd_target)
         if session is None:
-            raise RuntimeError(f"no debug probe found{f' with id {self.probe_id}' if self.probe_id else ''}: "
-                               "check the USB cable and `pyocd list`")
+            raise BoardUnavailable(f"no debug probe found{f' with id {self.probe_id}' if self.probe_id else ''}: "
+                                   "check the USB cable and `pyocd list`")
         with session:
             log.write(f"pyOCD: probe {session.probe.unique_id}, target {target.pyocd_target}\n")
             programmer = FileProgrammer(session)
@@ -139,8 +140,9 @@ class SerialBoard(Board):
     def describe(self) -> str:
         return f"{self.id} (serial {self.port or '?'} at {self.baud} baud, {self.target.name})"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float | None = None) -> None:
         import serial
+        timeout = timeout or self.start_timeout
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.log_path = self.log_dir / f"{self.id}.log"
@@ -155,7 +157,10 @@ class SerialBoard(Board):
             self.wait_ready(timeout)
         except serial.SerialException as e:
             self.close()
-            raise RuntimeError(f"{self.describe()}: cannot open the port: {e}; log: {self.log_path}") from e
+            if self.port and not Path(self.port).exists():   # not a sick board: there is no such port
+                raise BoardUnavailable(f"{self.describe()}: no serial port {self.port}: check the board is "
+                                       "plugged in and the inventory's `port` (or --port)") from e
+            raise BoardLinkLost(f"{self.describe()}: cannot open the port: {e}; log: {self.log_path}") from e
         except Exception:
             self.close()
             raise

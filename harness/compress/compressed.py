@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.evaluate import Depth, halt_steps
+from ..depth import Depth
+from ..models.evaluate import halt_steps
 from ..models.trm import TRM, macs_per_inference
 from ..tasks import Task
 from . import quantize as Q

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..golden.fidelity import cosine_per_cycle, spearman, summarize
-from ..models.evaluate import Depth, accuracy_report
+from ..depth import Depth
+from ..models.evaluate import accuracy_report
 from ..models.trm import TRM
 from ..tasks import Puzzle, Task, stack
 from .compressed import Compressed

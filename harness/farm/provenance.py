@@ -9,12 +9,9 @@ from importlib import metadata
 from typing import Any
 
 from ..compress.recipes import get_recipe
+from ..figures import counts_note, ram_theoretical_min
 from ..firmware import BIN, REPO
 
-COUNTS = {"qemu": "emulated instructions (QEMU -icount shift=0), not silicon cycles",
-          "renode": "emulated instructions (Renode virtual time at the CPU's PerformanceInMips), not silicon cycles",
-          "serial": "silicon core cycles (DWT CYCCNT)",
-          "host": "host wall-clock nanoseconds of the natively built core (not comparable to a board)"}
 
 
 def git_state() -> dict[str, Any]:
@@ -57,12 +54,9 @@ def firmware(target: str) -> dict[str, Any]:
 def blob_facts(blob: bytes) -> dict[str, Any]:
     """sha256, size and the RAM an inference needs at the least (docs/boards.md: carries, input and the
     largest working buffer, from the blob's dimensions)."""
-    from ..boards.runner import working_buffer_bytes
     from ..export.blob import read_header
-    h = read_header(blob)
-    L, D = h["seq_len"], h["hidden"]
     return {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
-            "ram_theoretical_min": 2 * L * D + L + working_buffer_bytes(h)}
+            "ram_theoretical_min": ram_theoretical_min(read_header(blob))}
 
 
 def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
@@ -81,6 +75,6 @@ def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
         "seeds": {"puzzles": plan.puzzle_spec()[1],
                   "calibration": {r: get_recipe(r).calib_seed for r in plan.recipes}},
         "tools": tools,
-        "counts": {s.backend: COUNTS.get(s.backend, s.backend) for s in inventory},
+        "counts": {s.backend: counts_note(s.backend) for s in inventory},
         "machine": platform.machine(),
     }

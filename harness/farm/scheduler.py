@@ -2,11 +2,14 @@
 
 One worker thread per board takes the next job of its target, brings the board up with the job's blob
 (a board keeps running while consecutive jobs share a blob), and runs every puzzle the journal does not
-already hold. A puzzle that times out, gets garbage back or faults the board is an event: the board is
-reset (closed and started again) and the puzzle retried, ``run.retries`` times; a board that still
+already hold. A puzzle that fails the board (``boards.errors.BoardFailure``: a timeout, garbage, a
+fault, a dead emulator, a lost probe) is an event: the board is reset (closed and started again) and
+the puzzle retried, ``run.retries`` times; a board that still
 fails, or has failed ``run.quarantine_after`` times in the run, is quarantined and its job goes back to the queue for another board of the same target. When no
 healthy board of a target is left, its remaining puzzles are journalled as ``board_failure`` (never as
-wrong answers) and ``--resume`` tries them again.
+wrong answers) and ``--resume`` tries them again. Anything else (a refused request, a bad input, a bug
+in the harness) is not a board's fault: the run stops, every board is closed, the journal keeps what
+was recorded, and the error reaches the caller.
 
 Emulated boards share the host's cores: at most ``run.max_parallel`` of them (default: the core
 count) run at once. Host-side figures (golden or torch accuracy and carry fidelity on the same puzzles)
@@ -15,9 +18,7 @@ are computed first, for every model × recipe × depth, plus the plan's host-onl
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
-import struct
 import threading
 import time
 from collections import deque
@@ -27,19 +28,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import figures as F
 from ..boards.base import Board
+from ..boards.errors import BoardFailure
 from ..boards.inventory import BoardSpec
-from ..boards.protocol import BoardError, ProtocolError
-from ..models.evaluate import Depth, default_depth
+from ..depth import Depth
+from ..models.evaluate import default_depth
+from ..probe.gdb import ProbeError
+from ..run import golden_batch, prebuilt_sections, puzzle_row
 from ..targets import Target, load_target
-from ..boards.faults import arm
 from .journal import Journal
 from .plan import Job, Plan
 from .provenance import collect_provenance
 
-# what a sick board looks like from here: anything else is a bug in the harness and stops the run
-BOARD_FAILURES = (TimeoutError, ConnectionError, OSError, ProtocolError, BoardError, RuntimeError,
-                  struct.error, ValueError)
+# what a sick board looks like from here (a lost probe too): anything else stops the run
+BOARD_FAILURES = (BoardFailure, ProbeError)
 EMULATED = ("qemu", "renode")
 GOLDEN_BATCH = 32      # puzzles the golden reference runs at once for the bit-exactness check
 
@@ -162,15 +165,15 @@ class Farm:
         self.skipped: list[tuple[Job, str]] = []
         self.targets: dict[str, Target] = {t: load_target(t) for t in plan.targets}
         for job in plan.jobs():
-            blob = prep.blobs[(job.model, job.recipe)].blob
-            region = self.targets[job.target].blob.size
-            if len(blob) > region:
-                self.skipped.append((job, f"does not fit: the blob ({len(blob):,} bytes) exceeds "
-                                          f"{job.target}'s blob region ({region:,} bytes)"))
+            t = self.targets[job.target]
+            fit = F.fit(t, len(prep.blobs[(job.model, job.recipe)].blob), prebuilt_sections(t))
+            if not fit["fits_flash"]:
+                self.skipped.append((job, fit["does_not_fit"]))
                 continue
             if len(journal.done(run, job.key)) < len(prep.models[job.model].puzzles):
                 self.queues[job.target].append(job)
         self.states = [BoardState(s) for s in inventory if s.target in self.queues]
+        self.stopping = threading.Event()      # set when a worker hit an error that is not a board's
         slots = plan.run.max_parallel or os.cpu_count() or 1
         self.emulated_slots = threading.Semaphore(slots)
 
@@ -182,6 +185,8 @@ class Farm:
         still holds a job (one that a quarantine could hand back)."""
         with self.changed:
             while True:
+                if self.stopping.is_set():
+                    return None
                 q = self.queues[target]
                 if q:
                     self.active[target] += 1
@@ -208,9 +213,13 @@ class Farm:
         def work(st: BoardState) -> None:
             try:
                 self._worker(st)
-            except BaseException as e:   # a bug, not a board failure: stop the run and say so
+            except BaseException as e:   # not a board failure: stop every worker and say so
                 st.status, st.last_error = "crashed", f"{type(e).__name__}: {e}"
                 errors.append(e)
+                self.journal.event(self.run_id, "error", f"{type(e).__name__}: {e}"[:2000], st.spec.id, st.job)
+                with self.changed:
+                    self.stopping.set()
+                    self.changed.notify_all()
 
         threads = [threading.Thread(target=work, args=(st,), name=st.spec.id, daemon=True) for st in self.states]
         for t in threads:
@@ -218,7 +227,10 @@ class Farm:
         for t in threads:
             t.join()
         if errors:
-            raise errors[0]
+            e = errors[0]
+            raise FarmStopped(f"the run stopped: {type(e).__name__}: {e} (not a board failure, so no board was "
+                              f"retried; the journal keeps every row recorded before it: fix the cause and "
+                              f"rerun with --resume)") from e
         self._record_unrunnable()
 
     # one board
@@ -271,15 +283,11 @@ class Farm:
 
     def _start(self, st: BoardState, job: Job) -> Board:
         blob = self.prep.blobs[(job.model, job.recipe)].blob
-        options = {k: v for k, v in st.spec.options.items() if k != "inject"}
+        options = dict(st.spec.options)        # backend options, and a fault spec (boards/faults.py)
         if st.spec.backend in EMULATED:
             options["log_dir"] = self.log_dir
         board = self.make(st.spec.backend, self.targets[st.spec.target], blob, board_id=st.spec.id, **options)
-        if "timeout" in inspect.signature(board.start).parameters:   # emulators and serial boards take one
-            board.start(timeout=self.plan.run.start_timeout_s)
-        else:
-            board.start()
-        arm(board, st.spec.options.get("inject"))
+        board.start(timeout=self.plan.run.start_timeout_s)
         return board
 
     def _run_job(self, st: BoardState, job: Job, board: Board | None) -> Board:
@@ -287,10 +295,11 @@ class Farm:
         bi = self.prep.blobs[(job.model, job.recipe)]
         depth = self.prep.depth(job.model, job.depth)
         done = self.journal.done(self.run_id, job.key)
-        from ..boards.runner import golden_batch, puzzle_row
         todo = [i for i, p in enumerate(mi.puzzles) if p.id not in done]
         gold: dict[int, dict] = {}
         for k, i in enumerate(todo):
+            if self.stopping.is_set():
+                break
             p = mi.puzzles[i]
             if self.plan.run.check and i not in gold:   # the golden reference, GOLDEN_BATCH puzzles at a time
                 chunk = todo[k:k + GOLDEN_BATCH]
@@ -425,3 +434,7 @@ def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = F
 
 class FarmError(RuntimeError):
     pass
+
+
+class FarmStopped(FarmError):
+    """A worker hit an error that is not a board failure: every worker stopped and closed its board."""

@@ -1,40 +1,14 @@
 """Host evaluation of a torch TRM: accuracy after every supervision step, and with halting."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..depth import Depth
 from ..tasks import Puzzle, Task, score, stack
 from .trm import TRM
-
-
-@dataclass(frozen=True)
-class Depth:
-    """How deep to run the recursion at inference: T cycles of n z-updates, ``steps`` supervision
-    steps, optionally stopping a puzzle early when its halting logit turns positive."""
-    T: int
-    n: int
-    steps: int
-    halting: bool = False
-
-    @classmethod
-    def parse(cls, text: str | None, default: "Depth") -> "Depth":
-        """'T,n,steps' (e.g. '2,3,8'), optionally followed by ',halt'."""
-        if not text:
-            return default
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        halting = bool(parts) and parts[-1] == "halt"
-        nums = parts[:-1] if halting else parts
-        if len(nums) != 3 or not all(p.isdigit() and int(p) > 0 for p in nums):
-            raise ValueError(f"--depth wants 'T,n,steps' with positive integers (optionally ',halt'), got {text!r}")
-        T, n, steps = (int(p) for p in nums)
-        return cls(T, n, steps, halting)
-
-    def label(self) -> str:
-        return f"T{self.T}n{self.n}s{self.steps}" + ("h" if self.halting else "")
 
 
 def default_depth(model: TRM) -> Depth:

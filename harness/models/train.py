@@ -35,7 +35,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..tasks import Puzzle, Task, make_task, stack
 from ..tasks.files import read_puzzles, write_jsonl
 from .checkpoint import CONFIG, save_checkpoint
-from .evaluate import Depth, evaluate
+from ..depth import Depth
+from .evaluate import evaluate
 from .trm import TRM, Point, TRMConfig, identity, macs_per_inference
 
 STATE = "train_state.pt"

@@ -5,7 +5,7 @@ A ``PowerMonitor`` opens a window with ``start()`` and closes it with ``stop()``
 takes the board's counter for the window (cycles or emulated instructions): a model needs it, an
 instrument ignores it. Implementations:
 
-- ``ModelPowerMonitor``: the target's energy coefficients (``Target.energy_uj``: active current per MHz
+- ``ModelPowerMonitor``: the target's energy coefficients (``figures.energy_uj``: active current per MHz
   x voltage x time at the target clock); a proxy, with the datasheet source it came from;
 - ``ppk2.PPK2Monitor``: a Nordic Power Profiler Kit II through the ``ppk2-api`` package.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ..figures import energy_uj
 from ..targets import Target
 
 
@@ -74,7 +75,9 @@ class ModelPowerMonitor:
             raise ValueError(f"{self.name}: a model needs the window's counter (cycles or instructions)")
         self._open = False
         t = self.target
-        energy = t.energy_uj(counts, unit)
+        if unit not in ("cycles", "instructions"):
+            raise ValueError(f"{self.name}: unit {unit!r}: expected 'cycles' or 'instructions'")
+        energy = energy_uj(t, unit, counts)
         voltage = float(t.energy["voltage"])
         source = t.energy.get("source", "")
         if unit != "cycles":

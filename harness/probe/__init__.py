@@ -2,7 +2,8 @@
 a stop) with two implementations: ``gdb.GdbRemote`` over the GDB remote serial protocol (QEMU's gdbstub,
 Renode, OpenOCD, `pyocd gdbserver`) and ``pyocd_probe.PyOcdProbe`` over pyOCD's Python API (physical
 boards); symbols from the firmware ELF; and per-cycle carry capture at the firmware's ``trm_cycle_hook``
-(``capture.run_traced``, which takes either)."""
+(``capture``). A probe connects to a board's debug port (``attach``, from what a board's
+``debug_port()`` says); it knows nothing of boards, and boards nothing of probes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Probe(Protocol):
-    """What ``capture.run_traced`` and the tests use of a probe. Addresses are the core's; a Thumb
+    """What ``harness.run.run_traced`` and the tests use of a probe. Addresses are the core's; a Thumb
     function address may carry bit 0 (breakpoints ignore it)."""
 
     running: bool  # False once a stop was collected or ``halt`` returned
@@ -59,3 +60,17 @@ def read_symbol(probe: Probe, elf: str | Path, name: str, length: int | None = N
         raise KeyError(f"symbol {name!r} not in {elf}")
     addr, size = table[name]
     return probe.read_memory(addr, size if length is None else length)
+
+
+def attach(kind: str, host: str, port: int, halts_on_attach: bool = False, timeout: float = 10.0) -> Probe:
+    """A probe attached to a debug port, with the core running: ``kind`` "gdb-remote" is a GDB remote
+    server at ``host:port``; ``halts_on_attach``, the server stops the core on connect without a stop
+    packet (Renode), so the probe resumes it."""
+    if kind != "gdb-remote":
+        raise ValueError(f"debug port kind {kind!r}: expected 'gdb-remote'")
+    from .gdb import GdbRemote
+    if halts_on_attach:
+        probe = GdbRemote(host, port, timeout=timeout, resume=False)
+        probe.cont()
+        return probe
+    return GdbRemote(host, port, timeout=timeout)

@@ -1,5 +1,5 @@
 """The probe over pyOCD's Python API (a CMSIS-DAP, ST-Link or J-Link probe on a physical board): the
-same interface as ``gdb.GdbRemote`` (``harness.probe.Probe``), so ``capture.run_traced`` works with
+same interface as ``gdb.GdbRemote`` (``harness.probe.Probe``), so ``harness.run.run_traced`` works with
 either. pyOCD is imported only when a session is opened.
 
 Breakpoints are pyOCD's (``BreakpointType.AUTO``: the FPB's hardware comparators where the address

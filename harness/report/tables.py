@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from .. import figures as F
 from ..farm.journal import NAME, Journal
 from ..targets import load_target
 
@@ -68,22 +68,6 @@ def host_table(rd: RunData) -> pd.DataFrame:
     return df.sort_values(["model", "recipe", "depth"]).reset_index(drop=True)
 
 
-def _counts(target, kind: str, mean: float) -> dict[str, Any]:
-    """Latency and energy from a mean count, with what the numbers are."""
-    e = target.energy
-    energy_model = (f"E = V x I x t with I = {e['active_ua_per_mhz']} uA/MHz x {target.clock_hz / 1e6:g} MHz, "
-                    f"V = {e['voltage']} V ({e['source']})")
-    if kind == "instructions":
-        return {"latency_ms": mean / target.clock_hz * 1e3,
-                "latency_basis": f"estimate: emulated instructions at one per cycle at {target.clock_hz / 1e6:g} MHz",
-                "energy_uj": target.energy_uj(mean, "instructions"), "energy_model": energy_model + "; instructions as cycles"}
-    if kind == "cycles":
-        return {"latency_ms": mean / target.clock_hz * 1e3, "latency_basis": "measured: DWT cycles at the target clock",
-                "energy_uj": target.energy_uj(mean, "cycles"), "energy_model": energy_model}
-    return {"latency_ms": mean / 1e6, "latency_basis": "host wall clock (not a board figure)",
-            "energy_uj": np.nan, "energy_model": "none: host backend"}
-
-
 def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.DataFrame:
     prov = rd.provenance
     rows = []
@@ -97,41 +81,32 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
         r["core"] = t.core
         r["puzzles"] = len(g)
         r["board_failures"] = int((g.status == "board_failure").sum())
-        r["does_not_fit"] = bool((g.status == "does_not_fit").any())
         r["backend"] = ",".join(sorted(set(ok.backend.dropna()))) if "backend" in ok and len(ok) else ""
+        blob = prov.get("blobs", {}).get(f"{model}|{recipe}", {})
+        fw = prov.get("firmware", {}).get(target, {})
+        r["blob_sha256"], r["firmware_sha256"] = blob.get("sha256"), fw.get("elf_sha256")
         if len(ok):
             r["golden_match"] = int(ok.golden_match.sum()) if "golden_match" in ok else None
             r["exact_accuracy"] = float(ok.correct.mean())
             r["cell_accuracy"] = float(ok.cell_accuracy.mean())
             r["mean_steps"] = float(ok.steps.mean())
-            if ok.instructions.notna().all():
-                kind, mean = "instructions", float(ok.instructions.mean())
-                r["instructions_mean"], r["instructions_max"] = mean, int(ok.instructions.max())
-            elif (ok.counter_unit == "cycles").all():
-                kind, mean = "cycles", float(ok.counter.mean())
-                r["cycles_mean"] = mean
-            else:
-                kind, mean = "host-ns", float(ok.counter.mean())
-            r["counts_kind"] = kind
-            r.update(_counts(t, kind, mean))
-            r["stack_bytes_max"] = int(ok.stack_bytes.max())
-            r["arena_bytes"] = int(ok.arena_bytes.max())
-            r["ram_inference_peak"] = int((ok.arena_bytes + ok.stack_bytes).max())
+            r["arena_bytes_max"] = int(ok.arena_bytes.max())
             r["flash_bytes_read_mean"] = float(ok.flash_bytes_read.mean())
-        blob = prov.get("blobs", {}).get(f"{model}|{recipe}", {})
-        fw = prov.get("firmware", {}).get(target, {})
-        sections = fw.get("sections") or {}
-        r["blob_sha256"], r["blob_bytes"] = blob.get("sha256"), blob.get("bytes")
-        r["ram_theoretical_min"] = blob.get("ram_theoretical_min")
-        if r.get("ram_inference_peak") and r["ram_theoretical_min"]:
-            r["ram_peak_over_min"] = r["ram_inference_peak"] / r["ram_theoretical_min"]
-        r["firmware_sha256"] = fw.get("elf_sha256")
-        r["firmware_flash"], r["ram_static"] = sections.get("flash"), sections.get("ram")
-        r["flash_total"] = (r["firmware_flash"] or 0) + (r["blob_bytes"] or 0)
-        r["flash_limit"], r["ram_limit"], r["blob_region"] = t.flash.size, t.ram.size, t.blob.size
-        r["fits_flash"] = bool(r["blob_bytes"] is not None and r["blob_bytes"] <= t.blob.size
-                               and (r["firmware_flash"] or 0) <= t.firmware_flash and not r["does_not_fit"])
-        r["fits_ram"] = bool(r["ram_static"] is not None and r["ram_static"] <= t.ram.size)
+            backend = ok.backend.iloc[0]
+            kinds = {F.counts_kind(b, u) for b, u in zip(ok.backend, ok.counter_unit)}
+            if len(kinds) != 1:
+                raise ValueError(f"{model} {recipe} {depth} on {target}: counts of different kinds ({', '.join(sorted(kinds))}) "
+                                 "in one configuration: boards of different backends ran it")
+            kind = kinds.pop()
+            counts = ok.instructions if kind == "instructions" else ok.counter
+            r.update(F.config_figures(t, backend, kind, counts.astype(float), ok.stack_bytes.astype(int),
+                                      (ok.arena_bytes + ok.stack_bytes).astype(int), blob.get("bytes"),
+                                      fw.get("sections"), blob.get("ram_theoretical_min")))
+        else:
+            r.update(F.fit(t, blob.get("bytes"), fw.get("sections")))
+        refused = g[g.status == "does_not_fit"]
+        if len(refused):     # the farm judged it (figures.fit, with the target as it was then): its record stands
+            r.update(fits_flash=False, fits=False, does_not_fit=str(refused.error.iloc[0]))
         rows.append(r)
     df = pd.DataFrame(rows)
     if not host.empty:

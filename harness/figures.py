@@ -1,0 +1,162 @@
+"""Deployment figures, one definition each: what the board's counter means, latency at the target
+clock, the energy proxy, the RAM minimum of a model, and whether a configuration fits its target.
+``harness run`` and the report both call these, so the same configuration gets the same figures, under
+the same names, in both (the names are the glossary's: docs/glossary.md).
+
+Pure: plain numbers, a ``Target`` and a blob header's dimensions in, plain dicts out; no board, no
+journal, no torch.
+
+  counts_kind   what a count is: "instructions" (an emulator's, under QEMU -icount shift=0 or Renode
+                at PerformanceInMips 1000), "cycles" (DWT CYCCNT on silicon) or "host-ns" (the host
+                build's wall clock, not a target figure)
+  latency_ms    the count at the target clock (instructions taken as one per cycle: an estimate, said
+                in latency_basis)
+  energy_uj     V x I x t with I = active current per MHz x MHz (the target's coefficients, their source
+                in energy_model); none for host-ns
+  fits          flash: blob <= blob region and firmware image <= firmware region; RAM: static RAM
+                (data, bss, stack reservation) <= RAM and the measured stack high-water mark <= the
+                stack reservation. ``does_not_fit`` says what overflows by how much.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .targets import Target
+
+NS_PER_S = 1_000_000_000
+EMULATED = ("qemu", "renode")
+KINDS = ("instructions", "cycles", "host-ns")
+
+COUNTS_NOTES = {
+    "qemu": "emulated instructions (QEMU -icount shift=0, SysTick resolution), not silicon cycles",
+    "renode": "emulated instructions (Renode virtual time at PerformanceInMips 1000), not silicon cycles",
+    "serial": "silicon core cycles (DWT CYCCNT)",
+    "host": "host wall-clock nanoseconds of the natively built core (not comparable to a board)",
+}
+
+
+def counts_kind(backend: str, counter_unit: str) -> str:
+    """What a board's counter counts: see the module's docstring."""
+    if backend in EMULATED and counter_unit == "systick":
+        return "instructions"
+    if counter_unit == "cycles":
+        return "cycles"
+    if counter_unit == "ns":
+        return "host-ns"
+    raise ValueError(f"a {backend} board's counter in unit {counter_unit!r} has no known meaning")
+
+
+def counts_note(backend: str) -> str:
+    return COUNTS_NOTES.get(backend, backend)
+
+
+def instructions(counter: int, counter_unit: str, counter_hz: int, backend: str) -> int | None:
+    """Instruction count of an emulated run from its SysTick count: 1 ns of virtual time per instruction
+    under QEMU's -icount shift=0 and under Renode's PerformanceInMips 1000 (the Renode board sets it, and
+    SysTick to the target clock), so ticks x 1e9 / clock on both. None for other counters."""
+    if backend in EMULATED and counter_unit == "systick" and counter_hz:
+        return round(counter * NS_PER_S / counter_hz)
+    return None
+
+
+def latency_ms(target: Target, kind: str, count: float) -> float:
+    if kind == "host-ns":
+        return count / 1e6
+    return count / target.clock_hz * 1e3
+
+
+def latency_basis(target: Target, kind: str) -> str:
+    mhz = f"{target.clock_hz / 1e6:g} MHz"
+    if kind == "instructions":
+        return f"estimate: emulated instructions at one per cycle at {mhz} (an assumption, not a measurement)"
+    if kind == "cycles":
+        return f"measured: DWT core cycles at {mhz}"
+    return "host wall clock of the natively built core, not the target"
+
+
+def energy_uj(target: Target, kind: str, count: float) -> float | None:
+    """Energy proxy in microjoules for ``count`` cycles (or instructions taken as cycles) at the target
+    clock: I = active_ua_per_mhz x MHz, E = V x I x t. None for a host wall clock."""
+    if kind == "host-ns":
+        return None
+    e = target.energy
+    seconds = count / target.clock_hz
+    current_a = e["active_ua_per_mhz"] * 1e-6 * target.clock_hz / 1e6
+    return e["voltage"] * current_a * seconds * 1e6
+
+
+def energy_model(target: Target, kind: str) -> str:
+    if kind == "host-ns":
+        return "none: a host wall clock says nothing about the target's energy"
+    e = target.energy
+    return (f"E = V x I x t with I = {e['active_ua_per_mhz']:g} uA/MHz x {target.clock_hz / 1e6:g} MHz, "
+            f"V = {e['voltage']:g} V ({e['source']})" + ("; instructions as cycles" if kind == "instructions" else ""))
+
+
+def working_buffer_bytes(header: dict) -> int:
+    """The model's largest working buffer, from its dimensions in the blob header (firmware/core/trm.h):
+    the largest of the mlp mixer L·D + L + 2I or the attention mixer 4L + 2·L·D + 3D, the channel SwiGLU
+    D + 2F and the int16 logits 2V. Intrinsic to the model: the scratch a kernel implementation adds
+    (the DSP linear kernels' arranged input, trm_linear_scratch_bytes) is not part of it."""
+    L, D, V = header["seq_len"], header["hidden"], header["vocab_size"]
+    I, F = header["mix_inner"], header["ffn_inner"]
+    mix = L * D + L + 2 * I if header["mixer"] == 0 else 4 * L + 2 * L * D + 3 * D
+    return max(mix, D + 2 * F, 2 * V)
+
+
+def ram_theoretical_min(header: dict) -> int:
+    """The least RAM an inference needs: the carries y, z (2 L D), the input (L) and the largest working
+    buffer (``working_buffer_bytes``)."""
+    return 2 * header["seq_len"] * header["hidden"] + header["seq_len"] + working_buffer_bytes(header)
+
+
+def fit(target: Target, blob_bytes: int, sections: dict | None, stack_bytes_max: int | None = None) -> dict[str, Any]:
+    """Flash and RAM of a firmware image (``sections`` of its manifest: flash, ram; None when unknown)
+    holding a blob of ``blob_bytes``, against ``target``; the rule is the module docstring's."""
+    out: dict[str, Any] = {"blob_bytes": blob_bytes, "blob_region": target.blob.size, "flash_limit": target.flash.size,
+                           "ram_limit": target.ram.size, "stack_reservation": target.stack_bytes,
+                           "stack_bytes_max": stack_bytes_max}
+    over_flash, over_ram = [], []
+    if blob_bytes > target.blob.size:
+        over_flash.append(f"blob {blob_bytes:,} B > blob region {target.blob.size:,} B")
+    firmware_flash = ram_static = None
+    if sections:
+        firmware_flash, ram_static = int(sections["flash"]), int(sections["ram"])
+        if firmware_flash > target.firmware_flash:
+            over_flash.append(f"firmware image {firmware_flash:,} B > firmware region {target.firmware_flash:,} B "
+                              "(the image overflows, not the blob)")
+        if ram_static > target.ram.size:
+            over_ram.append(f"static RAM {ram_static:,} B > RAM {target.ram.size:,} B")
+    if stack_bytes_max is not None and stack_bytes_max > target.stack_bytes:
+        over_ram.append(f"stack high-water mark {stack_bytes_max:,} B > stack reservation {target.stack_bytes:,} B")
+    out.update(firmware_flash=firmware_flash, flash_total=(firmware_flash or 0) + blob_bytes, ram_static=ram_static,
+               fits_flash=not over_flash, fits_ram=not over_ram, fits=not (over_flash or over_ram),
+               does_not_fit=(f"does not fit {target.name}: " + "; ".join(over_flash + over_ram))
+               if over_flash or over_ram else None)
+    return out
+
+
+def puzzle_figures(target: Target, kind: str, count: float) -> dict[str, Any]:
+    """One puzzle's latency and energy from its count."""
+    return {"latency_ms": latency_ms(target, kind, count), "energy_uj": energy_uj(target, kind, count)}
+
+
+def config_figures(target: Target, backend: str, kind: str, counts: Iterable[float], stack_bytes: Iterable[int],
+                   ram_inference_bytes: Iterable[int], blob_bytes: int, sections: dict | None,
+                   ram_min: int | None) -> dict[str, Any]:
+    """The deployment figures of one configuration (model, recipe, depth, target) from its puzzles'
+    counts, stack high-water marks and RAM of inference (arena + stack), its blob size, its firmware
+    image's sections and its model's RAM minimum."""
+    counts, stack_bytes, ram = list(counts), list(stack_bytes), list(ram_inference_bytes)
+    if kind not in KINDS:
+        raise ValueError(f"counts_kind {kind!r}: expected one of {', '.join(KINDS)}")
+    mean = sum(counts) / len(counts)
+    out: dict[str, Any] = {"counts_kind": kind, "counts_note": counts_note(backend),
+                           "counts_mean": mean, "counts_max": max(counts),
+                           "latency_ms": latency_ms(target, kind, mean), "latency_basis": latency_basis(target, kind),
+                           "energy_uj": energy_uj(target, kind, mean), "energy_model": energy_model(target, kind)}
+    peak = max(ram)
+    out.update(ram_inference_peak=peak, ram_theoretical_min=ram_min,
+               ram_peak_over_min=peak / ram_min if ram_min else None)
+    out.update(fit(target, blob_bytes, sections, max(stack_bytes)))
+    return out

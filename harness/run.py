@@ -1,0 +1,262 @@
+"""One job on one board: blob -> board -> (probe) -> rows. ``harness run`` and the farm both use it.
+
+For every puzzle: the board's predictions after every step it ran and its final carries, the same
+from the golden reference (``from_blob`` of the very blob the board holds), and the board's counts
+(counter, stack high-water mark, arena bytes, flash bytes read). A row says whether the board agreed
+with golden bit for bit; a disagreement is a bug, never a tolerance. With a probe, every cycle's carries
+are read at the firmware's cycle hook and the device's carry-trajectory fidelity is computed from them.
+
+It sits above ``boards/`` and ``probe/`` and joins them: a board says where its debug port is, a probe
+attaches there; deployment figures come from ``figures``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import figures as F
+from .boards import protocol as P
+from .boards.base import Board, RunRequest
+from .boards.errors import BoardTimeout
+from .depth import Depth
+from .export import blob as B
+from .golden.fidelity import cosine_per_cycle
+from .probe import attach
+from .probe.capture import HOOK, CarryRecord, capture, carries_array
+from .probe.elf import address
+from .tasks import score, stack
+
+
+class RunError(ValueError):
+    """The blob and the puzzles cannot run together (a corrupt blob, another model's blob): said before
+    any board starts."""
+
+
+def check_blob(blob: bytes, seq_len: int, what: str = "the blob") -> dict:
+    """Validate ``blob`` as the firmware will (header, CRC, tensor table, every tensor) and against the
+    puzzles' length; returns its header."""
+    try:
+        B.from_blob(blob)
+        header = B.read_header(blob)
+    except B.BlobError as e:
+        raise RunError(f"{what} is not a valid model blob: {e}; re-export it (`harness export`)") from e
+    if header["seq_len"] != seq_len:
+        raise RunError(f"{what} is for puzzles of {header['seq_len']} tokens, these puzzles have {seq_len}: "
+                       "another model's blob? export the blob of this model")
+    return header
+
+
+def open_probe(board: Board, timeout: float = 10.0):
+    """A probe attached to ``board``'s debug port, core running."""
+    port = board.debug_port()
+    if port is None:
+        raise RuntimeError(f"{board.describe()}: no debug port (a QEMU or Renode board started with gdb_port)")
+    return attach(port.kind, port.host, port.port, halts_on_attach=port.halts_on_attach, timeout=timeout)
+
+
+def run_traced(board: Board, probe, elf, request: RunRequest, timeout: float = 600.0
+               ) -> tuple[P.Result, list[CarryRecord]]:
+    """Run one puzzle with a breakpoint at the cycle hook; returns the RESULT and the carry records."""
+    info = board.model_info or board.info()
+    hook = address(elf, HOOK)
+    if probe.running:
+        probe.halt()
+    probe.set_breakpoint(hook)
+    records: list[CarryRecord] = []
+    probe.cont()
+    seq = board.send(P.RUN, request.payload())
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise BoardTimeout(f"{board.describe()}: traced run did not finish in {timeout} s")
+            if probe.wait_stop(0.02) is not None:
+                records.append(capture(probe, info.seq_len, info.hidden))
+                probe.cont_from_breakpoint(hook)
+                continue
+            answer = board.poll(seq, 0.01)
+            if answer is not None:
+                kind, body = answer
+                if kind != P.RESULT:
+                    raise P.ProtocolError(f"{board.describe()}: expected RESULT, got type {kind:#x}")
+                return P.parse_result(body, info.hidden), records
+    finally:
+        if probe.running:
+            probe.halt()
+        probe.clear_breakpoint(hook)
+        probe.cont()
+
+
+def golden_batch(im, x: np.ndarray, depth: Depth) -> list[dict]:
+    """The golden reference on a batch of puzzles at once (vectorised: much cheaper than one by one),
+    split into what ``puzzle_row(golden=...)`` takes for each puzzle."""
+    g = im.run(x, depth.T, depth.n, depth.steps, keep_carries=True)
+    return [{"per_step": g["per_step"][:, i:i + 1], "halt": g["halt"][:, i:i + 1],
+             "y": g["y"][:, :, i:i + 1], "z": g["z"][:, :, i:i + 1]} for i in range(len(x))]
+
+
+def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: Depth, check: bool = True,
+               embed_ram: bool = False, timeout: float = 600.0, probe=None, fp32=None, golden=None) -> dict:
+    """Run one puzzle (tokens ``x``, label ``y``) on ``board`` and return its row. ``im`` is the golden
+    integer model of the board's blob (None: no check, no trace); ``golden``, when given, is its output
+    for this puzzle already computed (``golden_batch``). Board failures (``boards.errors``) propagate."""
+    request = RunRequest(x, depth.T, depth.n, depth.steps, depth.halting, carries=check, embed_ram=embed_ram)
+    trace = None
+    t0 = time.monotonic()
+    if probe is not None:
+        res, records = run_traced(board, probe, board.firmware, request, timeout=timeout)
+        trace = {"records": records, "wall_s": time.monotonic() - t0}
+    else:
+        res = board.run(request, timeout=timeout)
+    device_s = time.monotonic() - t0
+    s = score(task, x[None], y[None], res.prediction[None])
+    kind = F.counts_kind(board.backend, res.counter_unit)
+    row = {"puzzle_id": p.id, "correct": bool(s["exact"][0]), "cell_accuracy": s["cell_accuracy"],
+           "steps": res.steps_run, "counter": res.counter, "counter_unit": res.counter_unit, "counts_kind": kind,
+           "instructions": F.instructions(res.counter, res.counter_unit, res.counter_hz, board.backend),
+           "stack_bytes": res.stack_bytes, "arena_bytes": res.arena_bytes,
+           "ram_inference_bytes": res.arena_bytes + res.stack_bytes, "flash_bytes_read": res.flash_bytes}
+    row.update(F.puzzle_figures(board.target, kind, count_of(row)))
+    if trace is None:
+        row["device_wall_s"] = device_s    # host time of the request: emulated compute + the UART round trip
+    # one golden run per puzzle serves both the bit-exactness check and the trace
+    g = golden if golden is not None else (
+        im.run(x[None], depth.T, depth.n, depth.steps, keep_carries=True) if im is not None else None)
+    if check:
+        k = res.steps_run
+        if depth.halting:
+            halted = np.flatnonzero(g["halt"][:, 0])
+            want_steps = int(halted[0]) + 1 if len(halted) else depth.steps
+        else:
+            want_steps = depth.steps
+        row["golden_match"] = bool(
+            k == want_steps and np.array_equal(g["per_step"][:k, 0], res.per_step)
+            and np.array_equal(g["y"][k - 1, -1, 0], res.y) and np.array_equal(g["z"][k - 1, -1, 0], res.z))
+    if trace is not None:
+        k = res.steps_run
+        yd, zd = carries_array(trace["records"], k, depth.T)
+        row["trace_cycles"] = len(trace["records"])
+        row["trace_wall_s"] = trace["wall_s"]
+        row["carries_match_golden"] = bool(
+            len(trace["records"]) == k * depth.T and np.array_equal(g["y"][:k, :, 0], yd)
+            and np.array_equal(g["z"][:k, :, 0], zd))
+        if fp32 is not None:
+            scale = im.carry_scale
+            ref = {"y": fp32["y"][:k], "z": fp32["z"][:k]}
+            dev = cosine_per_cycle(ref, {"y": yd[:, :, None].astype(np.float32) * scale,
+                                         "z": zd[:, :, None].astype(np.float32) * scale})[0]
+            gold = cosine_per_cycle(ref, {"y": g["y"][:k, :, :1].astype(np.float32) * scale,
+                                          "z": g["z"][:k, :, :1].astype(np.float32) * scale})[0]
+            row["device_fidelity_per_cycle"] = [float(v) for v in dev]
+            row["device_fidelity_final"] = float(dev[-1])
+            row["device_fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
+    return row
+
+
+def count_of(row: dict) -> float:
+    """The count a row's figures are computed from: instructions on an emulator, the counter elsewhere."""
+    return row["instructions"] if row["counts_kind"] == "instructions" else row["counter"]
+
+
+def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress=None,
+                check: bool = True, embed_ram: bool = False, timeout: float = 600.0,
+                probe=None, reference=None) -> dict:
+    """Run every puzzle on ``board``. With a ``probe`` (attached to the board's debug port) every cycle's
+    carries are captured at the firmware's cycle hook; with the fp32 ``reference`` model as well, the
+    device's carry-trajectory fidelity is computed from them (and, with ``check``, the golden
+    reference's fidelity beside it: equal when the carries are bit-identical)."""
+    x, y = stack(puzzles)
+    header = check_blob(blob, x.shape[1])
+    im = B.from_blob(blob) if (check or probe is not None) else None
+    info = board.info()
+    fp32 = _fp32_carries(reference, x, depth) if (probe is not None and reference is not None) else None
+    rows = []
+    for i, p in enumerate(puzzles):
+        fp32_i = {"y": fp32["y"][:, :, i:i + 1], "z": fp32["z"][:, :, i:i + 1]} if fp32 is not None else None
+        rows.append(puzzle_row(board, im, task, p, x[i], y[i], depth, check=check, embed_ram=embed_ram,
+                               timeout=timeout, probe=probe, fp32=fp32_i))
+        if progress:
+            progress(1)
+    summary = summarize(rows, board, len(blob), header)
+    return {"info": info, "rows": rows, "summary": summary}
+
+
+def summarize(rows: list[dict], board: Board, blob_bytes: int, header: dict) -> dict:
+    """Accuracy and agreement over the rows, and the configuration's deployment figures
+    (``figures.config_figures``: the report computes the same from the same rows)."""
+    if not rows:
+        return {}
+    n = len(rows)
+    out = {"puzzles": n, "exact_accuracy": sum(r["correct"] for r in rows) / n,
+           "cell_accuracy": float(np.mean([r["cell_accuracy"] for r in rows])),
+           "mean_steps": float(np.mean([r["steps"] for r in rows])),
+           "arena_bytes_max": max(r["arena_bytes"] for r in rows),
+           "flash_bytes_read_mean": float(np.mean([r["flash_bytes_read"] for r in rows]))}
+    if "golden_match" in rows[0]:
+        out["golden_match"] = sum(r["golden_match"] for r in rows)
+    if "trace_cycles" in rows[0]:
+        out["carries_match_golden"] = sum(r["carries_match_golden"] for r in rows)
+        out["trace_wall_s_mean"] = float(np.mean([r["trace_wall_s"] for r in rows]))
+    if "device_fidelity_final" in rows[0]:
+        out["device_fidelity_final"] = float(np.mean([r["device_fidelity_final"] for r in rows]))
+        out["device_fidelity_equals_golden"] = sum(r["device_fidelity_equals_golden"] for r in rows)
+    out.update(F.config_figures(board.target, board.backend, rows[0]["counts_kind"], [count_of(r) for r in rows],
+                                [r["stack_bytes"] for r in rows], [r["ram_inference_bytes"] for r in rows],
+                                blob_bytes, firmware_sections(board), F.ram_theoretical_min(header)))
+    return out
+
+
+def _fp32_carries(reference, x: np.ndarray, depth: Depth) -> dict[str, np.ndarray]:
+    """The fp32 model's carries [S, T, B, L, D] on the puzzles (no halting: every step)."""
+    import torch
+    with torch.no_grad():
+        r = reference.forward_trace(torch.as_tensor(x), depth.T, depth.n, depth.steps)
+    return {"y": r["y"].float().numpy(), "z": r["z"].float().numpy()}
+
+
+def firmware_image(board: Board) -> Path | None:
+    """The firmware ELF whose sections count against the target: the board's, or for a board without one
+    (the host build) the target's prebuilt image, the one a device would run."""
+    fw = getattr(board, "firmware", None)
+    if fw is None:
+        from .firmware import FirmwareError, firmware_elf
+        try:
+            fw = firmware_elf(board.target.name)
+        except FirmwareError:
+            return None
+    return Path(fw)
+
+
+def manifest(firmware: Path | None) -> dict:
+    path = Path(firmware).parent / "manifest.json" if firmware else None
+    return json.loads(path.read_text()) if path is not None and path.exists() else {}
+
+
+def firmware_sections(board: Board) -> dict | None:
+    return manifest(firmware_image(board)).get("sections")
+
+
+def prebuilt_sections(target) -> dict | None:
+    """The sections of ``target``'s prebuilt firmware image (firmware-bin/), None when there is none."""
+    from .firmware import FirmwareError, firmware_elf
+    try:
+        return manifest(firmware_elf(target.name)).get("sections")
+    except FirmwareError:
+        return None
+
+
+def provenance(board: Board, blob: bytes) -> dict:
+    out = {"board": board.id, "backend": board.backend, "target": board.target.name,
+           "blob_sha256": hashlib.sha256(blob).hexdigest()}
+    fw = getattr(board, "firmware", None)
+    if fw is not None:
+        out["firmware_sha256"] = hashlib.sha256(Path(fw).read_bytes()).hexdigest()
+        m = manifest(fw)
+        if m:
+            out["firmware_build_id"] = m.get("build_id")
+            out["firmware_sections"] = m.get("sections")
+    return out
