@@ -19,6 +19,7 @@ journal, no torch.
 """
 from __future__ import annotations
 
+from math import fsum
 from typing import Any, Iterable
 
 from .targets import Target
@@ -150,7 +151,7 @@ def config_figures(target: Target, backend: str, kind: str, counts: Iterable[flo
     counts, stack_bytes, ram = list(counts), list(stack_bytes), list(ram_inference_bytes)
     if kind not in KINDS:
         raise ValueError(f"counts_kind {kind!r}: expected one of {', '.join(KINDS)}")
-    mean = sum(counts) / len(counts)
+    mean = fsum(counts) / len(counts)
     out: dict[str, Any] = {"counts_kind": kind, "counts_note": counts_note(backend),
                            "counts_mean": mean, "counts_max": max(counts),
                            "latency_ms": latency_ms(target, kind, mean), "latency_basis": latency_basis(target, kind),
@@ -160,3 +161,15 @@ def config_figures(target: Target, backend: str, kind: str, counts: Iterable[flo
                ram_peak_over_min=peak / ram_min if ram_min else None)
     out.update(fit(target, blob_bytes, sections, max(stack_bytes)))
     return out
+
+
+def outcome(correct: Iterable[bool], cell_accuracy: Iterable[float], steps: Iterable[int], arena_bytes: Iterable[int],
+            flash_bytes_read: Iterable[int]) -> dict[str, Any]:
+    """What a configuration's puzzles came to on the board: puzzle-exact and cell accuracy, mean steps
+    run, the arena's peak use and the mean flash bytes read (exactly summed, so any caller gets the same
+    bits)."""
+    correct, cells, steps = [bool(c) for c in correct], [float(c) for c in cell_accuracy], [int(s) for s in steps]
+    flash, n = [int(f) for f in flash_bytes_read], len(correct)
+    return {"puzzles": n, "exact_accuracy": sum(correct) / n, "cell_accuracy": fsum(cells) / n,
+            "mean_steps": fsum(steps) / n, "arena_bytes_max": max(int(a) for a in arena_bytes),
+            "flash_bytes_read_mean": fsum(flash) / n}

@@ -190,12 +190,8 @@ def summarize(rows: list[dict], board: Board, blob_bytes: int, header: dict) -> 
     (``figures.config_figures``: the report computes the same from the same rows)."""
     if not rows:
         return {}
-    n = len(rows)
-    out = {"puzzles": n, "exact_accuracy": sum(r["correct"] for r in rows) / n,
-           "cell_accuracy": float(np.mean([r["cell_accuracy"] for r in rows])),
-           "mean_steps": float(np.mean([r["steps"] for r in rows])),
-           "arena_bytes_max": max(r["arena_bytes"] for r in rows),
-           "flash_bytes_read_mean": float(np.mean([r["flash_bytes_read"] for r in rows]))}
+    out = F.outcome([r["correct"] for r in rows], [r["cell_accuracy"] for r in rows], [r["steps"] for r in rows],
+                    [r["arena_bytes"] for r in rows], [r["flash_bytes_read"] for r in rows])
     if "golden_match" in rows[0]:
         out["golden_match"] = sum(r["golden_match"] for r in rows)
     if "trace_cycles" in rows[0]:

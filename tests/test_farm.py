@@ -294,3 +294,102 @@ def test_the_baseline_gate_passes_a_rerun_and_flags_a_regression(reference_run, 
     bad = CliRunner().invoke(app, ["report", str(rerun), "--baseline", str(reference_run)])
     assert bad.exit_code == 1, bad.output
     assert "cell_accuracy" in bad.output and "latency_ms" in bad.output and "int8" in bad.output
+
+
+# --- one definition per figure: harness run and the report agree --------------------------------------------
+FIGURES = ("exact_accuracy", "cell_accuracy", "mean_steps", "golden_match", "counts_kind", "counts_mean", "counts_max",
+           "latency_ms", "latency_basis", "energy_uj", "energy_model", "blob_bytes", "blob_region", "firmware_flash",
+           "flash_total", "flash_limit", "ram_static", "ram_limit", "stack_bytes_max", "stack_reservation",
+           "ram_inference_peak", "ram_theoretical_min", "ram_peak_over_min", "arena_bytes_max", "flash_bytes_read_mean",
+           "fits_flash", "fits_ram", "fits", "does_not_fit")
+
+
+@needs_qemu
+def test_harness_run_and_the_report_give_the_same_figures_for_a_configuration(reference_run):
+    """The same configuration (sudoku6-mlp int8 T1n1s2 on mps2-an386, the plan's 12 puzzles) through
+    `harness run --json` and through the farm and the report: every deployment figure is equal."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    r = CliRunner().invoke(app, ["run", "--board", "qemu", "--target", TARGET, "--model", "sudoku6-mlp", "--recipe",
+                                 "int8", "--depth", "1,1,2", "--puzzles", "12", "--seed", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    run = json.loads(r.stdout.strip().splitlines()[-1])["summary"]
+    c = frame(reference_run)["configs"]
+    report = c[(c.recipe == "int8") & (c.depth == "T1n1s2")].iloc[0].to_dict()
+    for name in FIGURES:
+        got, want = run[name], report[name]
+        if want is None or (isinstance(want, float) and pd.isna(want)):
+            assert got is None, name
+        else:
+            assert got == (want.item() if hasattr(want, "item") else want), (name, got, want)
+
+
+# --- what is not a board failure stops the run ------------------------------------------------------------------
+def _qemu_children() -> list[int]:
+    """QEMU processes whose parent is this test process (the boards it started)."""
+    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "qemu-system-arm"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@needs_qemu
+def test_an_error_that_is_no_board_failure_stops_the_run_and_every_board(tmp_path, monkeypatch):
+    """A bug in the per-puzzle path (an injected ValueError after 3 puzzles, on one of two boards): the run
+    stops with it (FarmStopped names it), rows journalled before it stay, no row is board_failure, no
+    board was quarantined and no QEMU is left running."""
+    import harness.farm.scheduler as S
+    from harness.farm.scheduler import FarmStopped
+    real, calls = S.puzzle_row, []
+
+    def buggy(*a, **kw):
+        calls.append(1)
+        if len(calls) == 4:
+            raise ValueError("a bug in the harness")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(S, "puzzle_row", buggy)
+    out = tmp_path / "run"
+    with pytest.raises(FarmStopped, match="ValueError: a bug in the harness"):
+        farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("q1", None), ("q2", None)), out, log=lambda m: None)
+    assert _qemu_children() == []
+    with Journal.in_dir(out) as j:
+        results = j.results(j.meta("run"))
+        kinds = [e["kind"] for e in j.events(j.meta("run"))]
+    assert results and {r["status"] for r in results} == {"ok"}
+    assert "error" in kinds and "quarantine" not in kinds and "failure" not in kinds
+
+
+@needs_qemu
+def test_a_missing_firmware_stops_the_run_without_board_failures(tmp_path):
+    from harness.farm.scheduler import FarmStopped
+    boards = [BoardSpec("q1", "qemu", TARGET, {"firmware": str(tmp_path / "no-such.elf")})]
+    out = tmp_path / "run"
+    with pytest.raises(FarmStopped, match="no-such.elf"):
+        farm_run(plan_from_dict(TINY, "tiny"), boards, out, log=lambda m: None)
+    with Journal.in_dir(out) as j:
+        assert not [r for r in j.results(j.meta("run")) if r["status"] == "board_failure"]
+    assert _qemu_children() == []
+
+
+@needs_qemu
+@pytest.mark.parametrize("trial", range(3))
+def test_emulators_die_with_a_killed_harness(tmp_path, trial):
+    """SIGKILL to the harness process alone (not its group): its QEMU gets SIGKILL from the kernel."""
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--board", "qemu", "--model", "sudoku6-mlp", "--puzzles", "200",
+           "--depth", "2,3,8", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, qemu = time.monotonic() + 120, []
+    while not qemu and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        qemu = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "qemu-system-arm"], capture_output=True,
+                              text=True).stdout.split()
+    assert qemu, "the harness started no QEMU"
+    time.sleep(random.Random(trial).uniform(0.1, 1.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{qemu[0]}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{qemu[0]}"), f"QEMU {qemu[0]} outlived the harness"

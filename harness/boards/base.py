@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol as P
-from .errors import BoardLinkLost, BoardTimeout, EmulatorDied
+from .errors import BoardLinkLost, BoardTimeout, BoardUnavailable, EmulatorDied
 from ..targets import Target
 
 __all__ = ["Board", "BoardTimeout", "DebugPort", "RunRequest", "Session", "EmulatorProcess", "check_blob_fits"]
@@ -286,6 +286,9 @@ class EmulatorProcess:
         check_blob_fits(self.target, blob)
         self.blob = blob
         self.firmware = Path(firmware) if firmware else firmware_elf(self.target.name)
+        if not self.firmware.is_file():
+            raise BoardUnavailable(f"{self.describe()}: no firmware at {self.firmware} (the inventory's `firmware`, "
+                                   f"or build it: `harness firmware build --target {self.target.name}`)")
         self.log_dir = Path(log_dir) if log_dir else None
         self.gdb_port = gdb_port            # the emulator's GDB server (the probe), when given
         self.proc: subprocess.Popen | None = None

@@ -331,6 +331,10 @@ class Farm:
                     if st.failures >= self.plan.run.quarantine_after:
                         raise Quarantined(f"{st.spec.id} failed {st.failures} times in this run "
                                           f"(last: {st.last_error})")
+                except BaseException:
+                    if board is not None:      # the worker holds no reference to a board started here
+                        board.close()
+                    raise
             row.update(model=job.model, recipe=job.recipe, depth=depth.label(), depth_spec=job.depth,
                        target=job.target, backend=st.spec.backend, blob_sha256=bi.sha256, wall_s=wall)
             self.journal.record(self.run_id, job.key, p.id, "ok", st.spec.id, attempts, row)

@@ -87,11 +87,8 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
         r["blob_sha256"], r["firmware_sha256"] = blob.get("sha256"), fw.get("elf_sha256")
         if len(ok):
             r["golden_match"] = int(ok.golden_match.sum()) if "golden_match" in ok else None
-            r["exact_accuracy"] = float(ok.correct.mean())
-            r["cell_accuracy"] = float(ok.cell_accuracy.mean())
-            r["mean_steps"] = float(ok.steps.mean())
-            r["arena_bytes_max"] = int(ok.arena_bytes.max())
-            r["flash_bytes_read_mean"] = float(ok.flash_bytes_read.mean())
+            r.update({k: v for k, v in F.outcome(ok.correct, ok.cell_accuracy, ok.steps, ok.arena_bytes,
+                                                  ok.flash_bytes_read).items() if k != "puzzles"})
             backend = ok.backend.iloc[0]
             kinds = {F.counts_kind(b, u) for b, u in zip(ok.backend, ok.counter_unit)}
             if len(kinds) != 1:
