@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,13 +37,35 @@ def _key(model: str, recipe) -> str:
     return h.hexdigest()[:24]
 
 
+def _cached(path: Path) -> bytes | None:
+    """A cache entry, validated the way the firmware reads a blob (header, sizes, CRC, tensor table,
+    every tensor the model needs); None, with a warning naming the file, when it is unusable: the
+    caller rebuilds it."""
+    try:
+        data = path.read_bytes()
+        B.from_blob(data)
+        return data
+    except (B.BlobError, ValueError, OSError, IndexError, KeyError, struct.error) as e:
+        warn(f"blob cache entry {path} is unusable ({e}): rebuilding it")
+        return None
+
+
+def warn(message: str) -> None:
+    """A warning on the console (stderr), where the commands print theirs."""
+    from rich.console import Console
+    from rich.markup import escape
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def export_blob(model: str, recipe_name: str, cache: bool = True) -> bytes:
     """The model blob of ``model`` (zoo name or checkpoint folder) compressed with an integer recipe."""
     from ..compress.recipes import apply, get_recipe
     recipe = get_recipe(recipe_name)
     path = _cache_dir() / f"{_key(model, recipe)}.bin"
     if cache and path.exists():
-        return path.read_bytes()
+        data = _cached(path)
+        if data is not None:
+            return data
     net, task, _ = load_checkpoint(model)
     compressed = apply(recipe, net, task)
     if compressed.int_model is None:

@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 NAME = "journal.sqlite"
+# what a run's start writes, in one transaction: a journal holding some but not all of them was killed
+# while starting a run (before the scheduler wrote them together) and never ran anything
+RUN_KEYS = ("run", "plan", "plan_digest")
+
+
+class JournalError(ValueError):
+    """A journal that cannot be opened or read; the message names the file."""
 
 
 class Journal:
@@ -42,12 +49,31 @@ class Journal:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise JournalError(f"cannot create the run folder {self.path.parent}: {e.strerror or e}") from None
+        try:
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+            self.db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.Error as e:
+            raise JournalError(f"{self.path} is not a journal this harness can open ({e}): move it away "
+                               f"(or choose another --out) and start the run again") from None
         self.lock = threading.Lock()
+        self._drop_half_started_run()
+
+    def _drop_half_started_run(self) -> None:
+        """A run id without its plan digest (a kill between the two writes, before they shared a
+        transaction) started nothing: forget it, so the folder starts the run afresh."""
+        have = {k for (k,) in self.db.execute(
+            f"SELECT key FROM meta WHERE key IN ({','.join('?' * len(RUN_KEYS))})", RUN_KEYS)}
+        if have and have != set(RUN_KEYS) and "run" in have:
+            busy = self.db.execute("SELECT (SELECT count(*) FROM results) + (SELECT count(*) FROM host)").fetchone()[0]
+            if not busy:
+                self.db.execute(f"DELETE FROM meta WHERE key IN ({','.join('?' * len(RUN_KEYS))})", RUN_KEYS)
 
     @classmethod
     def in_dir(cls, out: Path) -> "Journal":
@@ -71,6 +97,18 @@ class Journal:
     def set_meta(self, key: str, value: Any) -> None:
         self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
 
+    def set_metas(self, values: dict[str, Any]) -> None:
+        """Several meta keys in one transaction: all of them land, or none (a run's id, plan and digest)."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for key, value in values.items():
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
     def record(self, run: str, job: str, puzzle: str, status: str, board: str | None, attempts: int,
                row: dict[str, Any]) -> None:
         """A puzzle's result. 'ok' rows are final; a 'board_failure' row is replaced when a resumed run
@@ -88,7 +126,10 @@ class Journal:
     # --- reads ------------------------------------------------------------------------------------
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self.lock:
-            return self.db.execute(sql, args).fetchall()
+            try:
+                return self.db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise JournalError(f"{self.path} cannot be read ({e}): the journal is damaged") from None
 
     def meta(self, key: str, default: Any = None) -> Any:
         got = self._rows("SELECT value FROM meta WHERE key = ?", (key,))

@@ -93,16 +93,10 @@ class Plan:
     budgets: dict[str, Budgets] = field(default_factory=dict)   # '*' = every target
     regression: Regression = field(default_factory=Regression)
     path: str | None = None
+    puzzle_sha256: str | None = None  # of the [puzzles] file's bytes: a resume refuses a changed file
 
     def jobs(self) -> list[Job]:
         return [Job(m, r, d, t) for m, r, d, t in itertools.product(self.models, self.recipes, self.depths, self.targets)]
-
-    def budget(self, target: str) -> Budgets:
-        out = Budgets(**asdict(self.budgets.get("*", Budgets())))
-        for k, v in asdict(self.budgets.get(target, Budgets())).items():
-            if v is not None:
-                setattr(out, k, v)
-        return out
 
     def puzzle_spec(self) -> tuple[str, int]:
         """(spec, seed) for ``load_puzzle_source``: a count or a file."""
@@ -113,17 +107,57 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("path")
+        if d["puzzle_sha256"] is None:   # generated puzzles: count and seed say it all
+            d.pop("puzzle_sha256")
         return d
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def _section(cls, data: dict, where: str):
+# What each value may be: (kind, low, high); a number may equal low unless the kind ends in '>'.
+MAX_PUZZLES = 100_000          # a plan's generated puzzle count (each job runs every one of them)
+DAY_S = 86_400.0
+VALUES: dict[str, dict[str, tuple[str, float | None, float | None]]] = {
+    "run": {"puzzle_timeout_s": ("number>", 0, DAY_S), "retries": ("integer", 0, 100),
+            "quarantine_after": ("integer", 1, 10_000), "start_timeout_s": ("number>", 0, DAY_S),
+            "max_parallel": ("integer", 0, 1024), "check": ("boolean", None, None)},
+    "budgets": {"latency_ms": ("number>", 0, None), "energy_uj": ("number>", 0, None),
+                "min_exact_accuracy": ("number", 0, 1)},
+    "regression": {"exact_accuracy_drop": ("number", 0, 1), "cell_accuracy_drop": ("number", 0, 1),
+                   "fidelity_drop": ("number", 0, 2), "latency_increase": ("number", 0, None),
+                   "memory_increase": ("number", 0, None)},
+    "puzzles": {"count": ("integer", 1, MAX_PUZZLES), "seed": ("integer", 0, 2**63 - 1),
+                "file": ("string", None, None)},
+}
+
+
+def _check_value(where: str, key: str, value: Any, rule: tuple[str, float | None, float | None]) -> None:
+    kind, lo, hi = rule
+    strict = kind.endswith(">")
+    kind = kind.rstrip(">")
+    ok = {"integer": isinstance(value, int) and not isinstance(value, bool),
+          "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "boolean": isinstance(value, bool), "string": isinstance(value, str) and value != ""}[kind]
+    if ok and kind in ("integer", "number"):
+        ok = (lo is None or (value > lo if strict else value >= lo)) and (hi is None or value <= hi)
+    if not ok:
+        bounds = ("" if lo is None else f" {'>' if strict else '>='} {lo:g}") + \
+                 ("" if hi is None else f"{' and' if lo is not None else ''} <= {hi:g}")
+        article = "an" if kind == "integer" else "a"
+        raise PlanError(f"{where}: {key} = {value!r}: expected {article} {kind}{bounds}")
+
+
+def _section(cls, data: Any, where: str, rules: dict | None = None):
+    if not isinstance(data, dict):
+        raise PlanError(f"{where}: expected a table of keys, got {data!r}")
     known = set(cls.__dataclass_fields__)
     unknown = set(data) - known
     if unknown:
         raise PlanError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    for key, value in data.items():
+        if rules and key in rules:
+            _check_value(where, key, value, rules[key])
     return cls(**data)
 
 
@@ -143,41 +177,133 @@ def load_plan(path: str | Path) -> Plan:
 
 
 def plan_from_dict(data: dict[str, Any], where: str = "plan") -> Plan:
+    """A plan, every value checked (types, ranges, models, recipes, depths, targets, the puzzle file
+    parsed for every model's task) so that a bad plan fails here, before a run folder is touched."""
     from ..compress.recipes import get_recipe
     from ..targets import TargetError, load_target
 
     data = dict(data)
+    if "name" in data and not (isinstance(data["name"], str) and data["name"]):
+        raise PlanError(f"{where}: name = {data['name']!r}: expected a non-empty string")
     for key in ("models", "recipes", "depths", "targets"):
         if not data.get(key) or not isinstance(data[key], list):
             raise PlanError(f"{where}: '{key}' must be a non-empty list")
+    for key in ("models", "recipes", "targets", "host_recipes"):
+        for i, v in enumerate(data.get(key, [])):
+            if not isinstance(v, str) or not v:
+                raise PlanError(f"{where}: {key}[{i}] = {v!r}: expected a non-empty string")
+    if "host_recipes" in data and not isinstance(data["host_recipes"], list):
+        raise PlanError(f"{where}: 'host_recipes' must be a list of recipe names")
+    for key in ("models", "recipes", "depths", "targets", "host_recipes"):
+        seen = [str(v) for v in data.get(key, [])]
+        if (dup := sorted({v for v in seen if seen.count(v) > 1})):
+            raise PlanError(f"{where}: {key} lists {', '.join(map(repr, dup))} twice: each job would run twice")
+    tasks = _models(data["models"], where)
     for r in data["recipes"]:
         try:
             recipe = get_recipe(r)
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, OSError) as e:
             raise PlanError(f"{where}: recipe {r!r}: {e}") from e
         if recipe.kind != "integer":
             raise PlanError(f"{where}: recipe {r!r} is a {recipe.kind} recipe and cannot run on a board; "
                             f"list it under host_recipes")
+    for r in data.get("host_recipes", []):
+        try:
+            get_recipe(r)
+        except (ValueError, KeyError, OSError) as e:
+            raise PlanError(f"{where}: host_recipes: recipe {r!r}: {e}") from e
+    for i, d in enumerate(data["depths"]):
+        _depth(d, f"{where}: depths[{i}]")
     for t in data["targets"]:
         try:
             load_target(t)
         except TargetError as e:
             raise PlanError(f"{where}: {e}") from e
     budgets_in = data.pop("budgets", {}) or {}
-    budgets = {"*": _section(Budgets, {k: v for k, v in budgets_in.items() if not isinstance(v, dict)}, f"{where} [budgets]")}
+    if not isinstance(budgets_in, dict):
+        raise PlanError(f"{where}: [budgets] must be a table, got {budgets_in!r}")
+    budgets = {"*": _section(Budgets, {k: v for k, v in budgets_in.items() if not isinstance(v, dict)},
+                             f"{where} [budgets]", VALUES["budgets"])}
     for t, b in budgets_in.items():
         if isinstance(b, dict):
             if t not in data["targets"]:
                 raise PlanError(f"{where}: [budgets.{t}] names a target the plan does not run")
-            budgets[t] = _section(Budgets, b, f"{where} [budgets.{t}]")
-    known = set(Plan.__dataclass_fields__) - {"path", "budgets"}
+            budgets[t] = _section(Budgets, b, f"{where} [budgets.{t}]", VALUES["budgets"])
+    known = set(Plan.__dataclass_fields__) - {"path", "budgets", "puzzle_sha256"}
     unknown = set(data) - known
     if unknown:
         raise PlanError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(known | {'budgets'})}")
+    puzzles = data.get("puzzles", {"count": 16, "seed": 1000})
+    sha = _puzzles(puzzles, tasks, f"{where} [puzzles]")
     return Plan(name=data.get("name", Path(where).stem), models=data["models"], recipes=data["recipes"],
                 depths=[str(d) for d in data["depths"]], targets=data["targets"],
-                host_recipes=data.get("host_recipes", ["fp32"]),
-                puzzles=data.get("puzzles", {"count": 16, "seed": 1000}),
-                run=_section(RunOptions, data.get("run", {}), f"{where} [run]"),
-                budgets=budgets, regression=_section(Regression, data.get("regression", {}), f"{where} [regression]"),
-                path=where)
+                host_recipes=data.get("host_recipes", ["fp32"]), puzzles=puzzles,
+                run=_section(RunOptions, data.get("run", {}), f"{where} [run]", VALUES["run"]),
+                budgets=budgets,
+                regression=_section(Regression, data.get("regression", {}), f"{where} [regression]",
+                                    VALUES["regression"]),
+                path=where, puzzle_sha256=sha)
+
+
+def _models(models: list[str], where: str) -> dict[str, Any]:
+    """The task of every model (from its config.json: no weights are read here)."""
+    from ..models.checkpoint import CheckpointError, checkpoint_task
+    tasks = {}
+    for m in models:
+        try:
+            tasks[m] = checkpoint_task(m)
+        except (FileNotFoundError, CheckpointError) as e:
+            raise PlanError(f"{where}: models: {e}") from None
+    return tasks
+
+
+def _depth(text: Any, where: str) -> None:
+    if not isinstance(text, str):
+        raise PlanError(f"{where} = {text!r}: expected a string 'T,n,steps[,halt]' (e.g. '2,3,8,halt') or 'default'")
+    if text.strip() == "default":
+        return
+    try:
+        from ..depth import Depth, DepthError
+    except ImportError:            # before the torch-free module: the evaluator's copy
+        from ..models.evaluate import Depth
+        try:
+            Depth.parse(text, None)
+        except ValueError as e:
+            raise PlanError(f"{where} = {text!r}: {e}") from None
+        return
+    try:
+        Depth.parse(text, None, option=where)   # its message: "<where> '<text>': <what is wrong>"
+    except DepthError as e:
+        raise PlanError(str(e)) from None
+
+
+def _puzzles(puzzles: Any, tasks: dict[str, Any], where: str) -> str | None:
+    """Check the [puzzles] table; a file is read and parsed for every model's task. Returns the sha256
+    of the file's bytes (None for generated puzzles)."""
+    if not isinstance(puzzles, dict):
+        raise PlanError(f"{where}: expected a table with count and seed, or file; got {puzzles!r}")
+    unknown = set(puzzles) - set(VALUES["puzzles"])
+    if unknown:
+        raise PlanError(f"{where}: unknown keys {sorted(unknown)}; expected count and seed, or file")
+    for key, value in puzzles.items():
+        _check_value(where, key, value, VALUES["puzzles"][key])
+    if "file" in puzzles and "count" in puzzles:
+        raise PlanError(f"{where}: give either count (generated puzzles) or file, not both")
+    if "file" not in puzzles:
+        return None
+    from ..tasks.files import read_puzzles
+
+    path = Path(puzzles["file"])
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PlanError(f"{where}: file = {str(path)!r} does not exist (relative paths are from the "
+                        f"current folder, {Path.cwd()})") from None
+    except OSError as e:
+        raise PlanError(f"{where}: file = {str(path)!r} cannot be read: {e.strerror or e}") from None
+    for model, task in tasks.items():
+        try:
+            read_puzzles(path, task)
+        except ValueError as e:
+            raise PlanError(f"{where}: file = {str(path)!r} does not suit model {model} ({task.name}): {e}") from None
+    return hashlib.sha256(data).hexdigest()

@@ -17,6 +17,11 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint folder whose config.json or model.safetensors cannot be used; the message names the
+    file, what is wrong with it and what to do."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -50,13 +55,79 @@ def resolve(name_or_path: str | Path) -> Path:
         f"or a zoo model name ({', '.join(zoo_names()) or 'the zoo is empty'})")
 
 
+def read_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder, checked far enough to build the model and the task
+    (torch-free: the farm checks a plan's models with it before anything runs)."""
+    path = Path(folder) / CONFIG
+    fix = f"restore it from where the checkpoint came from (or retrain into {Path(folder)})"
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: a checkpoint folder holds {WEIGHTS} and {CONFIG}; {fix}") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not text (not UTF-8): it should be the checkpoint's JSON config; {fix}") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or not isinstance(config.get("task"), dict):
+        raise CheckpointError(f"{path}: expected a JSON object with 'model' and 'task' objects "
+                              f"(written by harness train); {fix}")
+    for key in ("vocab_size", "seq_len"):
+        if not isinstance(config["model"].get(key), int):
+            raise CheckpointError(f"{path}: model.{key} must be an integer, got {config['model'].get(key)!r}; {fix}")
+    if not isinstance(config["task"].get("name"), str):
+        raise CheckpointError(f"{path}: task.name must be a task name (sudoku, maze, arc), "
+                              f"got {config['task'].get('name')!r}; {fix}")
+    return config
+
+
+def checkpoint_task(name_or_path: str | Path) -> Task:
+    """The task a checkpoint solves, from its config.json alone (no torch, no weights)."""
+    folder = resolve(name_or_path)
+    config = read_config(folder)
+    try:
+        return make_task(**config["task"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / CONFIG}: task {config['task']}: {e}") from None
+
+
 def load_checkpoint(name_or_path: str | Path) -> tuple[TRM, Task, dict[str, Any]]:
     folder = resolve(name_or_path)
-    config = json.loads((folder / CONFIG).read_text())
-    model = TRM(TRMConfig.from_dict(config["model"]))
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    config = read_config(folder)
+    where = folder / CONFIG
+    try:
+        model = TRM(TRMConfig.from_dict(config["model"]))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{where}: the model config {config['model']} does not build a TRM ({e})") from None
+    model.load_state_dict(_weights(folder, model))
     model.eval()
-    task = make_task(**config["task"])
+    task = checkpoint_task(folder)
     config["path"] = str(folder)
     config.setdefault("name", folder.name)
     return model, task, config
+
+
+def _weights(folder: Path, model: TRM) -> dict[str, Any]:
+    """The tensors of ``model.safetensors``, checked name by name and shape by shape against the model
+    that config.json describes."""
+    from safetensors import SafetensorError
+
+    path = folder / WEIGHTS
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}): it is "
+                              f"truncated or corrupt; restore it (or retrain into {folder})") from None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    other = f"{WEIGHTS} and {CONFIG} must come from the same training run"
+    if (missing := sorted(set(want) - set(got))):
+        raise CheckpointError(f"{path} lacks {len(missing)} tensor(s) the model of {CONFIG} needs "
+                              f"(first: {missing[0]!r}): the weights belong to another model; {other}")
+    if (extra := sorted(set(got) - set(want))):
+        raise CheckpointError(f"{path} has {len(extra)} tensor(s) the model of {CONFIG} does not have "
+                              f"(first: {extra[0]!r}): the weights belong to another model; {other}")
+    for k in sorted(want):
+        if got[k] != want[k]:
+            raise CheckpointError(f"{path}: tensor {k!r} has shape {list(got[k])} but {CONFIG} describes "
+                                  f"{list(want[k])}: the weights belong to another model; {other}")
+    return state

