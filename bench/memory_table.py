@@ -44,7 +44,7 @@ def main() -> None:
                 print(f"| {name} | {model} | {recipe} | {m['firmware_flash']:,} | {len(blob):,} | {flash.stack_bytes:,} "
                       f"| {flash.arena_bytes:,} | {peak:,} | {minimum:,} "
                       f"| {peak / minimum:.2f} | {ram.arena_bytes - flash.arena_bytes:,} "
-                      f"| {flash.flash_bytes - ram.flash_bytes:,} |")
+                      f"| {flash.flash_bytes_read - ram.flash_bytes_read:,} |")
 
 
 if __name__ == "__main__":

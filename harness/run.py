@@ -119,7 +119,7 @@ def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: D
            "steps": res.steps_run, "counter": res.counter, "counter_unit": res.counter_unit, "counts_kind": kind,
            "instructions": F.instructions(res.counter, res.counter_unit, res.counter_hz, board.backend),
            "stack_bytes": res.stack_bytes, "arena_bytes": res.arena_bytes,
-           "ram_inference_bytes": res.arena_bytes + res.stack_bytes, "flash_bytes_read": res.flash_bytes}
+           "ram_inference_bytes": res.arena_bytes + res.stack_bytes, "flash_bytes_read": res.flash_bytes_read}
     row.update(F.puzzle_figures(board.target, kind, count_of(row)))
     if trace is None:
         row["device_wall_s"] = device_s    # host time of the request: emulated compute + the UART round trip

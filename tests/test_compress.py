@@ -1,5 +1,4 @@
 """Recipes, quantization, the golden integer model and carry-trajectory fidelity."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -262,4 +261,3 @@ def test_recipes_from_toml_and_clear_errors(tmp_path):
         Recipe.from_dict({"name": "x", "bitz": 3})
     with pytest.raises(ValueError, match="weight_bits"):
         Recipe("x", "integer", weight_bits=2)
-    assert dataclasses.replace(BUILTIN["int8"], calib_puzzles=8).calib_puzzles == 8

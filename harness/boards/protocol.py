@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from cobs import cobs as _cobs
+
+from .errors import BoardFault, BoardGarbage
 
 VERSION = 1
 PING, INFO, RUN, RELOAD, BENCH = 0x01, 0x02, 0x03, 0x04, 0x05
@@ -24,12 +26,13 @@ BLOB_STATUS = {0: "ok", 1: "BLOB_TRUNCATED", 2: "BLOB_MAGIC", 3: "BLOB_VERSION",
                6: "BLOB_TABLE", 7: "BLOB_MISSING", 8: "BLOB_SHAPE", 9: "TRM_ERR_ARG", 10: "TRM_ERR_WORKSPACE"}
 
 
-class ProtocolError(RuntimeError):
+class ProtocolError(BoardGarbage):
     """A frame the host cannot read (bad COBS or CRC, wrong version, unexpected type)."""
 
 
 class BoardError(RuntimeError):
-    """The firmware answered with an ERROR frame."""
+    """The firmware answered with an ERROR frame: it refused the request (``parse_error`` gives the
+    subclasses below for the codes that mean a sick link or board)."""
 
     def __init__(self, code: int, detail: int, message: str):
         self.code, self.detail = code, detail
@@ -129,12 +132,11 @@ class Result:
     counter_hz: int
     stack_bytes: int
     arena_bytes: int
-    flash_bytes: int
+    flash_bytes_read: int            # bytes the run read from the blob in flash
     halt_acc: np.ndarray             # [steps_run] int64
     per_step: np.ndarray             # [steps_run, L] predictions after every step
     y: np.ndarray | None = None      # final carries [L, D] int8 (RUN_CARRIES)
     z: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def prediction(self) -> np.ndarray:
@@ -160,8 +162,23 @@ def parse_result(p: bytes, hidden: int) -> Result:
     return Result(steps, flags, counter, UNITS.get(unit, str(unit)), counter_hz, stack, arena, flash, halt, per_step, y, z)
 
 
+class LinkError(BoardError, BoardGarbage):
+    """The firmware received a garbled request (COBS, TRUNCATED, CRC, OVERSIZE): noise on the link."""
+
+
+class FaultError(BoardError, BoardFault):
+    """The firmware took a hard fault (FAULT, with the PC) and reset itself."""
+
+
+LINK_ERRORS = {1, 2, 3, 5}     # COBS, TRUNCATED, CRC, OVERSIZE
+FAULT = 12
+
+
 def parse_error(p: bytes) -> BoardError:
-    return BoardError(p[0], p[1], p[2:].decode("ascii", "replace"))
+    if len(p) < 2:
+        raise ProtocolError(f"ERROR payload of {len(p)} bytes, at least 2 expected")
+    cls = LinkError if p[0] in LINK_ERRORS else FaultError if p[0] == FAULT else BoardError
+    return cls(p[0], p[1], p[2:].decode("ascii", "replace"))
 
 
 # --- BENCH: one linear layer on a generated matrix -------------------------------------------------------

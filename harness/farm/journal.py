@@ -4,11 +4,14 @@ keyed by (run, job, puzzle), so a crash loses at most the puzzle in flight and a
 
 Tables:
   meta     key → JSON value (run id, plan, inventory, provenance)
-  results  (run, job, puzzle) → status ('ok' or 'board_failure'), board, attempts, row JSON
+  results  (run, job, puzzle) → status, board, attempts, row JSON; status is 'ok' (the board answered),
+           'board_failure' (no healthy board was left to answer) or 'does_not_fit' (the blob or the
+           firmware image does not fit the target: ``figures.fit``)
   host     (run, job) → host-side figures of a model × recipe × depth (golden/torch accuracy, fidelity)
-  events   what happened to boards: failures, resets, quarantines (timing-dependent; never in the tables)
+  events   what happened to boards: failures, resets, quarantines, and the error that stopped a run
+           (timing-dependent; never in the tables)
 
-A board failure (timeout, garbage, fault) is an event; only when no healthy board of the target is
+A board failure (``boards.errors.BoardFailure``: timeout, garbage, fault, dead emulator) is an event; only when no healthy board of the target is
 left is the puzzle recorded as ``board_failure``: never as a wrong answer. ``--resume`` runs those
 again.
 """

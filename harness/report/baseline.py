@@ -7,15 +7,13 @@ fraction, a configuration that ran before and now has board failures, or one tha
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
+from ..farm.plan import Regression
 from .tables import KEY
-
-DEFAULTS = {"exact_accuracy_drop": 0.02, "cell_accuracy_drop": 0.01, "fidelity_drop": 0.01,
-            "latency_increase": 0.02, "memory_increase": 0.0}
 
 
 @dataclass
@@ -33,7 +31,7 @@ def _num(v) -> float | None:
 
 
 def compare(old: pd.DataFrame, new: pd.DataFrame, thresholds: dict[str, float] | None = None) -> list[Change]:
-    th = {**DEFAULTS, **(thresholds or {})}
+    th = {**asdict(Regression()), **(thresholds or {})}
     changes: list[Change] = []
     o, n = old.set_index(KEY), new.set_index(KEY)
     for key in o.index.difference(n.index):
