@@ -253,6 +253,7 @@ def export(
     recipe: str = typer.Option("int8", help="Integer recipe (int8, int8-pt, int4-naive, int4-pc, qat-int4, …)."),
     out: Path = typer.Option(..., help="Where to write the model blob."),
     target: Optional[str] = typer.Option(None, help="Check that the blob fits this target's blob region."),
+    train: bool = typer.Option(False, help="A training recipe (qat-int4): train it now if its checkpoint is not cached."),
 ):
     """Compress a model with an integer recipe and write its model blob (docs/model-blob.md)."""
     import hashlib
@@ -260,7 +261,7 @@ def export(
     from .export.exporter import export_blob
 
     try:
-        data = export_blob(model, recipe)
+        data = export_blob(model, recipe, train=train)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if target:
@@ -314,6 +315,7 @@ def run(
     check: bool = typer.Option(True, help="Compare every puzzle with the golden reference, bit for bit."),
     trace: bool = typer.Option(False, help="Capture every cycle's carries through the debug probe (QEMU's "
                                             "gdbstub) and compute the device's carry fidelity to fp32."),
+    train: bool = typer.Option(False, help="A training recipe (qat-int4): train it now if its checkpoint is not cached."),
     port: Optional[str] = typer.Option(None, help="--board serial: the board's UART (e.g. /dev/ttyACM0)."),
     probe_id: Optional[str] = typer.Option(None, help="--board serial: the pyOCD probe's unique id (`pyocd list`)."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the board's log here."),
@@ -336,7 +338,7 @@ def run(
         net, task, config = load_checkpoint(model)
         d = Depth.parse(depth, default_depth(net))
         source, items = load_puzzle_source(task, puzzles, seed)
-        blob = export_blob(model, recipe)
+        blob = export_blob(model, recipe, train=train)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if len(blob) > t.blob.size:

@@ -177,3 +177,18 @@ def test_resume_accepts_a_run_saved_before_the_distillation_fields(tmp_path):
             del state["config"][key]
         torch.save(state, tmp_path / STATE)
         assert train(cfg, tmp_path, resume=True, progress=quiet)["iterations"] == 2
+
+
+def test_export_never_trains_unless_asked(tmp_path, monkeypatch):
+    """Exporting a training recipe whose checkpoint is not cached refuses, naming --train, and trains
+    nothing (the cache stays empty); the code digest of the cache key is computed once per process."""
+    from harness.compress.train_recipes import NotTrained
+    from harness.export import exporter
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    with pytest.raises(NotTrained, match="--train"):
+        exporter.export_blob("sudoku6-mlp", "qat-int4")
+    assert not (tmp_path / "recipes").exists() or not any((tmp_path / "recipes").iterdir())
+    exporter._code_digest.cache_clear()
+    exporter._key("sudoku6-mlp", get_recipe("int8"))
+    exporter._key("sudoku6-mlp", get_recipe("int4-pc"))
+    assert exporter._code_digest.cache_info().misses == 1

@@ -65,9 +65,10 @@ def get_recipe(name_or_file: str, extra: dict[str, Recipe] | None = None) -> Rec
 
 
 # --- the compressed model -------------------------------------------------------------------------
-def apply(recipe: Recipe, model: TRM, task: Task, progress=None) -> Compressed:
-    """Compress ``model`` (fp32, from the zoo) with ``recipe``."""
+def apply(recipe: Recipe, model: TRM, task: Task, progress=None, train: bool = True) -> Compressed:
+    """Compress ``model`` (fp32, from the zoo) with ``recipe``; a training recipe trains only with
+    ``train`` (else ``train_recipes.NotTrained`` when its checkpoint is not cached)."""
     if recipe.train:
-        return apply_trained(recipe, model, task, progress)
+        return apply_trained(recipe, model, task, progress, train=train)
     base = prune(model, recipe.prune, recipe.prune_structured) if recipe.prune else model
     return quantize(recipe, base, task)

@@ -14,6 +14,10 @@ Training runs the loop of ``harness.models.train`` on training-split puzzles onl
 are never seen. The trained fp32 model is cached in ``$HARNESS_CACHE/recipes/<key>`` (default
 ``~/.cache/harness``), the key hashing the source model, its task and the recipe, so applying the same
 recipe to the same model again loads it instead of training (and an interrupted training resumes).
+
+Training is a step a caller asks for (``train=True``), never a side effect: without it a recipe whose
+checkpoint is not cached raises ``NotTrained`` naming what to run. Training and loading a cached
+checkpoint are both said on the console (``log``).
 """
 from __future__ import annotations
 
@@ -53,6 +57,15 @@ TRAINED: dict[str, Recipe] = {r.name: r for r in [
            description="attention models only: softmax attention replaced by linear attention "
                        "(elu+1 features, cost linear in the sequence length), fine-tuned"),
 ]}
+
+
+class NotTrained(ValueError):
+    """A training recipe's checkpoint is not cached and the caller did not ask to train."""
+
+
+def _say(message: str) -> None:
+    from rich.console import Console
+    Console(stderr=True).print(message, highlight=False, soft_wrap=True)
 
 
 def cache_root() -> Path:
@@ -179,20 +192,30 @@ def _qat_integer(recipe: Recipe, source: TRM, trained: TRM, task: Task) -> Compr
                       info={"calibration_puzzles": cal.puzzles, "calibration_seed": recipe.calib_seed})
 
 
-def apply_trained(recipe: Recipe, model: TRM, task: Task, progress: Progress | None = None) -> Compressed:
-    """Compress ``model`` (fp32, from the zoo) with a training recipe: train (or load the cached result),
-    then apply the recipe's precision with ``recipes.quantize``. Training bars go to ``progress`` when
-    given; otherwise training is silent."""
+def apply_trained(recipe: Recipe, model: TRM, task: Task, progress: Progress | None = None, train: bool = True,
+                  log: Callable[[str], None] | None = _say) -> Compressed:
+    """Compress ``model`` (fp32, from the zoo) with a training recipe: train (with ``train``; else
+    ``NotTrained``) or load the cached result, then apply the recipe's precision with
+    ``recipes.quantize``. Training bars go to ``progress`` when given; what happens is said to ``log``."""
     options = dict(recipe.train)
     method = options.pop("method", None)
     _check(recipe, method, model)
     cfg = _train_config(recipe, options, task)
     folder = cache_root() / cache_key(recipe, model, task)
+    name = getattr(model.cfg, "name", None) or "the model"
     if not _finished(folder, cfg):
+        if not train:
+            raise NotTrained(f"recipe {recipe.name!r} trains {name} first ({cfg.iterations} iterations on "
+                             f"{cfg.train_puzzles} training puzzles, minutes on a CPU) and no trained checkpoint is "
+                             f"cached at {folder}: rerun with --train to train it now (it is cached for next time)")
+        if log:
+            log(f"training recipe {recipe.name} for {name}: {cfg.iterations} iterations; checkpoint {folder}")
         run = METHODS[method](recipe, model, task)
         with nullcontext(progress) if progress is not None else Progress(disable=True) as bars:
             train(replace(cfg, model=run.model), folder, resume=True, init=run.init, point=run.point,
                   teacher=run.teacher, progress=bars)
+    elif log:
+        log(f"recipe {recipe.name}: the trained checkpoint cached at {folder}")
     trained, _, record = load_checkpoint(folder)
     compressed = _qat_integer(recipe, model, trained, task) if method == "qat" else quantize(recipe, trained, task)
     compressed.info.update({

@@ -11,6 +11,7 @@ import hashlib
 import os
 import struct
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 from ..models.checkpoint import load_checkpoint, resolve
@@ -31,10 +32,19 @@ def _key(model: str, recipe) -> str:
         if p.suffix in (".safetensors", ".json"):
             h.update(p.name.encode() + p.read_bytes())
     h.update(repr(sorted(asdict(recipe).items())).encode())
+    h.update(_code_digest().encode())
+    return h.hexdigest()[:24]
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The compression and export code that makes a blob, hashed once per process (it does not change
+    under a running harness)."""
+    h = hashlib.sha256()
     for sub in CODE:
         for p in sorted((PKG / sub).glob("*.py")):
             h.update(p.read_bytes())
-    return h.hexdigest()[:24]
+    return h.hexdigest()
 
 
 def _cached(path: Path) -> bytes | None:
@@ -57,8 +67,10 @@ def warn(message: str) -> None:
     Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def export_blob(model: str, recipe_name: str, cache: bool = True) -> bytes:
-    """The model blob of ``model`` (zoo name or checkpoint folder) compressed with an integer recipe."""
+def export_blob(model: str, recipe_name: str, cache: bool = True, train: bool = False) -> bytes:
+    """The model blob of ``model`` (zoo name or checkpoint folder) compressed with an integer recipe. A
+    training recipe (qat-int4) trains only with ``train``; else its checkpoint must be cached
+    (``train_recipes.NotTrained`` says what to run)."""
     from ..compress.recipes import apply, get_recipe
     recipe = get_recipe(recipe_name)
     path = _cache_dir() / f"{_key(model, recipe)}.bin"
@@ -67,7 +79,7 @@ def export_blob(model: str, recipe_name: str, cache: bool = True) -> bytes:
         if data is not None:
             return data
     net, task, _ = load_checkpoint(model)
-    compressed = apply(recipe, net, task)
+    compressed = apply(recipe, net, task, train=train)
     if compressed.int_model is None:
         raise ValueError(f"recipe {recipe_name!r} is not an integer recipe: only integer models run on the "
                          "firmware (try int8, int8-pt, int4-naive, int4-pc, qat-int4, or a pruned integer recipe)")

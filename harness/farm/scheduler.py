@@ -98,7 +98,7 @@ class Prepared:
             for r in self.plan.recipes:
                 if progress:
                     progress(f"{m} {r}")
-                data = export_blob(m, r)
+                data = export_blob(m, r, train=True)   # a plan naming a training recipe asks for it
                 self.blobs[(m, r)] = BlobInfo(data, hashlib.sha256(data).hexdigest(), B.from_blob(data))
 
 
