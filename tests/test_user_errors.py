@@ -106,6 +106,16 @@ def test_a_plan_puzzle_file_that_does_not_parse_is_named_with_its_line(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+def test_a_plan_model_with_corrupt_weights_fails_before_the_run_folder_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(ZOO / MODEL, tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\0" * 64)
+    (tmp_path / "tiny.toml").write_text(PLAN.format(puzzles=COUNT).replace('["sudoku6-mlp"]', '["m"]'))
+    err = cli("farm", "run", "--plan", "tiny.toml", "--out", "run", "--no-report")
+    assert err.startswith("error: tiny.toml: models: m/model.safetensors is not a readable safetensors file (")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_bad_plan_through_a_real_process_is_one_line(tmp_path):
     (tmp_path / "tiny.toml").write_text(PLAN.format(puzzles='count = "four"'))
     r = harness("farm", "run", "--plan", "tiny.toml", "--out", "run", cwd=tmp_path)

@@ -246,12 +246,13 @@ def plan_from_dict(data: dict[str, Any], where: str = "plan") -> Plan:
 
 
 def _models(models: list[str], where: str) -> dict[str, Any]:
-    """The task of every model (from its config.json: no weights are read here)."""
-    from ..models.checkpoint import CheckpointError, checkpoint_task
+    """The task of every model; its config.json and weights are read and checked against each other
+    (a corrupt or mismatched checkpoint fails here, not after the run has started)."""
+    from ..models.checkpoint import CheckpointError, load_checkpoint
     tasks = {}
     for m in models:
         try:
-            tasks[m] = checkpoint_task(m)
+            tasks[m] = load_checkpoint(m)[1]
         except (FileNotFoundError, CheckpointError) as e:
             raise PlanError(f"{where}: models: {e}") from None
     return tasks
