@@ -7,8 +7,14 @@ puzzles with the C interpreter (``firmware/core/trm.c``); ``run`` returns what
 The shared library is compiled on demand with the system C compiler (``$CC``, default ``gcc``) into
 ``build/native/<variant>-<hash>/`` under the repository (``$HARNESS_NATIVE_CACHE`` overrides the
 folder); the hash covers the C sources, the flags and the compiler version, so any change rebuilds.
-Variants: ``release`` (``-O2``) and ``sanitize`` (AddressSanitizer + UBSan, for the driver executable
-``trm_check``; loading a sanitized library into Python would need ``LD_PRELOAD`` of libasan).
+Variants: ``release`` (``-O2``), ``sanitize`` (AddressSanitizer + UBSan, for the driver executable
+``trm_check``; loading a sanitized library into Python would need ``LD_PRELOAD`` of libasan),
+``sanitize32`` (the same for 32 bits, ``-m32``: a 32-bit ``size_t`` as on the boards; needs
+gcc-multilib) and ``hook`` (release ``trm_check`` with a strong ``trm_cycle_hook`` of its own, as a
+port may define).
+
+``NativeServer(blob)`` is the firmware's protocol server (``firmware/core/server.c``) in this process,
+one C handle each (``trm_host_server_open``): any number at a time, on any threads.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +44,10 @@ FLAGS = {
     "sanitize": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
                  "-fno-sanitize-recover=all", *WARN],
 }
+FLAGS["sanitize32"] = [*FLAGS["sanitize"], "-m32"]
+FLAGS["hook"] = [*FLAGS["release"], "-DTRM_CHECK_STRONG_HOOK"]
+# the C side's TRM_HOST_ABI_VERSION (firmware/host/trm_host.h): 2 = one opaque handle per server
+ABI_VERSION = 2
 LIBRARY = "libtrm_host.so"
 CHECK = "trm_check"
 
@@ -98,7 +109,7 @@ def build(target: str = LIBRARY, variant: str = "release", force: bool = False) 
         raise ValueError(f"unknown target/variant {target!r}/{variant!r}")
     cc = os.environ.get("CC", "gcc")
     flags = FLAGS[variant] + (["-fPIC", "-shared"] if target == LIBRARY else [])
-    main = HOST / ("trm_host.c" if target == LIBRARY else "trm_check.c")
+    mains = [HOST / "trm_host.c"] if target == LIBRARY else [HOST / "trm_check.c", HOST / "trm_host.c"]
     h = hashlib.sha256()
     for part in (cc, _compiler_id(cc), target, *flags):
         h.update(part.encode() + b"\0")
@@ -111,7 +122,7 @@ def build(target: str = LIBRARY, variant: str = "release", force: bool = False) 
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target + ".", suffix=".tmp", dir=out_dir)
     os.close(fd)
-    cmd = [cc, *flags, "-o", tmp, *map(str, sources()), str(main)]
+    cmd = [cc, *flags, "-o", tmp, *map(str, sources()), *map(str, mains)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         os.unlink(tmp)
@@ -121,17 +132,21 @@ def build(target: str = LIBRARY, variant: str = "release", force: bool = False) 
     return out
 
 
-def sanitizer_available(cc: str | None = None) -> tuple[bool, str]:
-    """Whether ``cc`` can link and run an ASan+UBSan program here (and why not)."""
+@functools.lru_cache(maxsize=None)
+def sanitizer_available(cc: str | None = None, variant: str = "sanitize") -> tuple[bool, str]:
+    """Whether ``cc`` can link and run an ASan+UBSan program here in ``variant`` (``sanitize`` or
+    ``sanitize32``), and why not."""
     cc = cc or os.environ.get("CC", "gcc")
     if shutil.which(cc) is None:
         return False, f"no C compiler {cc!r}"
     with tempfile.TemporaryDirectory() as d:
         src, exe = Path(d) / "t.c", Path(d) / "t"
-        src.write_text("int main(void) { return 0; }\n")
-        p = subprocess.run([cc, *FLAGS["sanitize"], "-o", str(exe), str(src)], capture_output=True, text=True)
+        src.write_text("#include <string.h>\nint main(void) { return (int)strlen(\"\"); }\n")
+        p = subprocess.run([cc, *FLAGS[variant], "-o", str(exe), str(src)], capture_output=True, text=True)
         if p.returncode != 0:
-            return False, f"{cc} cannot link -fsanitize=address,undefined: {p.stderr.strip()[:300]}"
+            extra = (" (for -m32 install the 32-bit runtime: `apt-get install -y gcc-multilib libc6-dev-i386`)"
+                     if "-m32" in FLAGS[variant] else "")
+            return False, f"{cc} cannot link {' '.join(FLAGS[variant][:5])}{extra}: {p.stderr.strip()[:300]}"
         r = subprocess.run([str(exe)], capture_output=True, text=True,
                            env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
         if r.returncode != 0:
@@ -160,14 +175,21 @@ def library(path: str | None = None) -> ctypes.CDLL:
     lib.trm_host_run_batch.argtypes = [_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                        ctypes.c_int, _P, _SZ, _P, _P, _P, _P]
     lib.trm_host_run_batch.restype = ctypes.c_int
-    lib.trm_host_server_open.argtypes = [_P, _SZ, _SZ]
-    lib.trm_host_server_open.restype = ctypes.c_int
-    lib.trm_host_server_feed.argtypes = [_P, _SZ, _P, _SZ]
+    version = lib.trm_host_abi_version()
+    if version != ABI_VERSION:
+        where = Path(path or build())
+        raise RuntimeError(
+            f"{where} has ABI version {version}, this harness needs {ABI_VERSION}: a stale build of "
+            f"firmware/host/trm_host.c. Delete it (rm -r {where.parent}) and run again: the library is rebuilt "
+            f"from the sources on first use (or now: python -c 'from harness import native; native.build(force=True)')")
+    lib.trm_host_server_open.argtypes = [_P, _SZ, _SZ, _SZ, _SZ, ctypes.POINTER(ctypes.c_int)]
+    lib.trm_host_server_open.restype = _P
+    lib.trm_host_server_feed.argtypes = [_P, _P, _SZ, _P, _SZ]
     lib.trm_host_server_feed.restype = _SZ
+    lib.trm_host_server_close.argtypes = [_P]
+    lib.trm_host_server_close.restype = None
     lib.trm_status_name.argtypes = [ctypes.c_int]
     lib.trm_status_name.restype = ctypes.c_char_p
-    if lib.trm_host_abi_version() != 1:
-        raise RuntimeError("libtrm_host.so has an unexpected ABI version")
     return lib
 
 
@@ -261,26 +283,68 @@ def status_name(status: int) -> str:
 
 class NativeServer:
     """The firmware's protocol server (``firmware/core/server.c``) running in this process: wire bytes
-    in, wire bytes out, exactly what a board's UART would carry. One per process (the C side is a
-    single static server); opening another replaces it."""
+    in, wire bytes out, exactly what a board's UART would carry. Each one is its own C server (an
+    opaque handle owning its receive and transmit buffers and its arena), so any number can be open at
+    once and used from different threads; ``close()`` (or the end of a ``with`` block) frees it.
+
+    ``region``, ``arena_bytes``, ``rx_bytes`` and ``tx_bytes`` mirror a target's blob region and
+    buffers (``targets/*.toml``); ``blob_status`` is the blob's TRM_BLOB_* status as INFO reports it."""
 
     REGION = 4 << 20
+    ARENA_MAX = 1 << 28          # TRM_HOST_ARENA_MAX (firmware/host/trm_host.h)
 
     def __init__(self, blob: bytes, region: int | None = None, arena_bytes: int = 1 << 16,
-                 lib: ctypes.CDLL | None = None):
+                 rx_bytes: int = 1024, tx_bytes: int = 16384, lib: ctypes.CDLL | None = None):
         self.lib = lib or library()
+        self._lock = threading.Lock()
+        self._h = None
         region = region or self.REGION
-        # the blob region as on a board: the blob, then erased flash (0xFF) up to the region size
+        if not 8 <= arena_bytes <= self.ARENA_MAX:
+            raise ValueError(f"arena_bytes {arena_bytes} outside [8, {self.ARENA_MAX}] (TRM_HOST_ARENA_MAX)")
+        # the blob region as on a board: the blob, then erased flash (0xFF) up to the region size; the
+        # C server points into it, so it lives as long as this object
         data = bytes(blob)[:region]
         self._mem = np.full(max(region, 16), 0xFF, dtype=np.uint8)
         self._mem[:len(data)] = np.frombuffer(data, dtype=np.uint8)
-        self.blob_status = self.lib.trm_host_server_open(self._mem.ctypes.data, region, arena_bytes)
+        status = ctypes.c_int(-1)
+        h = self.lib.trm_host_server_open(self._mem.ctypes.data, max(region, 16), arena_bytes, rx_bytes,
+                                          tx_bytes, ctypes.byref(status))
+        if not h:
+            raise RuntimeError(f"trm_host_server_open refused region {region}, arena {arena_bytes}, rx {rx_bytes}, "
+                               f"tx {tx_bytes} bytes (rx >= 16, tx >= 64, each <= 16 MiB) or ran out of memory")
+        self._h = h
+        self.blob_status = status.value
 
     def feed(self, wire: bytes) -> bytes:
         src = np.frombuffer(bytes(wire), dtype=np.uint8) if wire else np.zeros(1, np.uint8)
         cap = 1 << 16
         out = np.empty(cap, dtype=np.uint8)
-        n = self.lib.trm_host_server_feed(src.ctypes.data, len(wire), out.ctypes.data, cap)
+        with self._lock:
+            if self._h is None:
+                raise RuntimeError("NativeServer is closed")
+            n = self.lib.trm_host_server_feed(self._h, src.ctypes.data, len(wire), out.ctypes.data, cap)
         if n == ctypes.c_size_t(-1).value:
-            raise RuntimeError("responses larger than the host buffer")
+            raise RuntimeError(f"responses larger than the host buffer ({cap} bytes): feed fewer frames at a time")
         return out[:n].tobytes()
+
+    def close(self) -> None:
+        with self._lock:
+            h, self._h = self._h, None
+        if h:
+            self.lib.trm_host_server_close(h)
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    def __enter__(self) -> "NativeServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

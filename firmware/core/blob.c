@@ -246,11 +246,15 @@ static void load(loader *ld, trm_model *m)
         m->halt = (const int8_t *)t.data;
 }
 
-/* Header dimensions this build supports (TRM_BLOB_SHAPE otherwise). */
+/* Header dimensions this build supports (TRM_BLOB_SHAPE otherwise). A carry of L x D bytes must be
+ * addressable with room to spare: the workspace (trm_workspace_bytes, at most 4·L·D plus terms below
+ * 2^20) and the RESULT size are then computed without wrapping a 32-bit size_t. (65535 x 32769 int8
+ * carries, a valid blob of a few hundred KB with no layers, would otherwise wrap 2·L·D to 65534.) */
 static int header_ok(const trm_model *m)
 {
     if (m->vocab < 1 || m->vocab > TRM_MAX_VOCAB || m->seq_len < 1 || m->hidden < 1 ||
-        m->layers > TRM_MAX_LAYERS || m->norm_const >= TRM_NORM_CONST_LIMIT)
+        m->layers > TRM_MAX_LAYERS || m->norm_const >= TRM_NORM_CONST_LIMIT ||
+        (uint64_t)m->seq_len * m->hidden > (uint64_t)(SIZE_MAX / 8u))
         return 0;
     if (m->mixer == TRM_MIXER_ATTENTION)
         return m->heads >= 1 && m->hidden % m->heads == 0 && (m->hidden / m->heads) % 2 == 0;

@@ -62,6 +62,89 @@ size_t trm_server_error(uint8_t code, uint8_t detail, const char *msg, uint8_t *
     return error_frame(0, code, detail, msg, rsp, cap);
 }
 
+/* An ERROR message with numbers, written in place in the response (no stack buffer, no libc
+ * formatting): msg_begin, then msg_str / msg_u64 pieces, then msg_end. Pieces past the transmit
+ * buffer are cut. The builders are kept out of line: cold paths, out of RUN's stack frame. */
+typedef struct {
+    uint8_t *text;   /* rsp + header + code + detail */
+    size_t len;
+    size_t cap;
+} trm_msg;
+
+static trm_msg msg_begin(uint8_t *rsp, size_t cap)
+{
+    trm_msg m = {rsp + TRM_FRAME_HEADER + 2u, 0u, cap - TRM_FRAME_MIN - 2u};
+    return m;
+}
+
+static void msg_str(trm_msg *m, const char *s)
+{
+    for (; *s && m->len < m->cap; ++s)
+        m->text[m->len++] = (uint8_t)*s;
+}
+
+static TRM_NOINLINE void msg_u64(trm_msg *m, uint64_t v)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + (int)(v % 10u));
+        v /= 10u;
+    } while (v);
+    while (n && m->len < m->cap)
+        m->text[m->len++] = (uint8_t)digits[--n];
+}
+
+static size_t msg_end(const trm_msg *m, uint32_t seq, uint8_t code, uint8_t detail, uint8_t *rsp)
+{
+    rsp[TRM_FRAME_HEADER] = code;
+    rsp[TRM_FRAME_HEADER + 1] = detail;
+    return finish(rsp, TRM_RSP_ERROR, seq, 2u + m->len);
+}
+
+/* "<what> <value> > <bound> (<name>)", an ARGS error. */
+static TRM_NOINLINE size_t over_bound(uint32_t seq, const char *what, uint64_t value, uint64_t bound, const char *name,
+                         uint8_t *rsp, size_t cap)
+{
+    trm_msg m = msg_begin(rsp, cap);
+    msg_str(&m, what);
+    msg_str(&m, " ");
+    msg_u64(&m, value);
+    msg_str(&m, " > ");
+    msg_u64(&m, bound);
+    msg_str(&m, " (");
+    msg_str(&m, name);
+    msg_str(&m, "): ask for less work per request");
+    return msg_end(&m, seq, TRM_PERR_ARGS, 0, rsp);
+}
+
+static TRM_NOINLINE size_t below_one(uint32_t seq, const char *what, uint64_t value, uint8_t *rsp, size_t cap)
+{
+    trm_msg m = msg_begin(rsp, cap);
+    msg_str(&m, what);
+    msg_str(&m, " ");
+    msg_u64(&m, value);
+    msg_str(&m, " < 1");
+    return msg_end(&m, seq, TRM_PERR_ARGS, 0, rsp);
+}
+
+/* "<what> needs <need> bytes, <where> has <have>" with the given code and detail. */
+static TRM_NOINLINE size_t too_big(uint32_t seq, uint8_t code, uint8_t detail, const char *what, uint64_t need,
+                      const char *where, uint64_t have, uint8_t *rsp, size_t cap)
+{
+    trm_msg m = msg_begin(rsp, cap);
+    msg_str(&m, what);
+    msg_str(&m, " needs ");
+    msg_u64(&m, need);
+    msg_str(&m, " bytes, ");
+    msg_str(&m, where);
+    msg_str(&m, " has ");
+    msg_u64(&m, have);
+    return msg_end(&m, seq, code, detail, rsp);
+}
+
+static uint32_t sat32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
+
 static size_t put_str(uint8_t *p, const char *s)
 {
     size_t n = s ? strlen(s) : 0u;
@@ -89,7 +172,8 @@ static size_t info(const trm_server *s, uint32_t seq, uint8_t *rsp)
     trm_put32(p + 16, s->blob_region >= 16 ? trm_get32(s->blob + 12) : 0u); /* header: CRC-32 */
     trm_put32(p + 20, (uint32_t)s->blob_region);
     trm_put32(p + 24, (uint32_t)s->arena_size);
-    trm_put32(p + 28, s->blob_status == TRM_OK ? (uint32_t)trm_workspace_bytes(m) : 0u);
+    const size_t ws = s->blob_status == TRM_OK ? trm_workspace_bytes(m) : 0u;
+    trm_put32(p + 28, sat32(ws));
     trm_put16(p + 32, m->vocab);
     trm_put16(p + 34, m->seq_len);
     trm_put16(p + 36, m->hidden);
@@ -105,38 +189,83 @@ static size_t info(const trm_server *s, uint32_t seq, uint8_t *rsp)
     return finish(rsp, TRM_RSP_INFO, seq, n);
 }
 
-static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uint8_t *rsp, size_t cap)
+/* RUN's checks: 0 when the request can run, else the length of the ERROR written to rsp. Out of line
+ * (their 64-bit sizes and messages stay out of the frame whose stack the run measures). */
+static TRM_NOINLINE size_t run_refused(const trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uint8_t *rsp,
+                                       size_t cap)
 {
-    trm_model *m = &s->model;
+    const trm_model *m = &s->model;
     if (s->blob_status != TRM_OK)
         return error_frame(seq, TRM_PERR_BLOB, (uint8_t)s->blob_status, trm_status_name(s->blob_status),
                            rsp, cap);
     if (n < 6)
         return error_frame(seq, TRM_PERR_ARGS, 0, "RUN needs T, n, steps, flags, length", rsp, cap);
-    const int T = req[0], nz = req[1], steps = req[2];
+    const uint32_t T = req[0], nz = req[1], steps = req[2];
     const unsigned flags = req[3];
     const size_t L = trm_get16(req + 4);
-    if (steps < 1 || steps > TRM_MAX_STEPS || T < 1 || nz < 1 || (flags & ~7u))
-        return error_frame(seq, TRM_PERR_ARGS, 0, "depth out of range (T, n >= 1; 1 <= steps <= 64) or unknown flag", rsp, cap);
-    if (L != m->seq_len || n != 6u + L)
-        return error_frame(seq, TRM_PERR_PUZZLE, 0, "puzzle length differs from the model's", rsp, cap);
+    /* the depth, within the bounds of limits.h (harness/depth.py LIMITS) */
+    if (T < 1)
+        return below_one(seq, "T", T, rsp, cap);
+    if (nz < 1)
+        return below_one(seq, "n", nz, rsp, cap);
+    if (steps < 1)
+        return below_one(seq, "steps", steps, rsp, cap);
+    if (T > TRM_MAX_T)
+        return over_bound(seq, "T", T, TRM_MAX_T, "TRM_MAX_T", rsp, cap);
+    if (nz > TRM_MAX_N)
+        return over_bound(seq, "n", nz, TRM_MAX_N, "TRM_MAX_N", rsp, cap);
+    if (steps > TRM_MAX_STEPS)
+        return over_bound(seq, "steps", steps, TRM_MAX_STEPS, "TRM_MAX_STEPS", rsp, cap);
+    if (T * (nz + 1u) * steps > TRM_MAX_EVALUATIONS)   /* <= 16 * 17 * 64: no wrap */
+        return over_bound(seq, "network evaluations T*(n+1)*steps", T * (nz + 1u) * steps, TRM_MAX_EVALUATIONS,
+                          "TRM_MAX_EVALUATIONS", rsp, cap);
+    if (flags & ~7u)
+        return error_frame(seq, TRM_PERR_ARGS, (uint8_t)flags, "unknown RUN flag (known: 1 HALTING, 2 CARRIES, 4 EMBED_RAM)",
+                           rsp, cap);
+    if (L != m->seq_len || n != 6u + L) {
+        trm_msg e = msg_begin(rsp, cap);
+        msg_str(&e, "puzzle length ");
+        msg_u64(&e, L);
+        msg_str(&e, " with ");
+        msg_u64(&e, n - 6u);
+        msg_str(&e, " token bytes; the blob's model has L = ");
+        msg_u64(&e, m->seq_len);
+        return msg_end(&e, seq, TRM_PERR_PUZZLE, 0, rsp);
+    }
     const uint8_t *tokens = req + 6;
     for (size_t l = 0; l < L; ++l)
         if (tokens[l] >= m->vocab)
             return error_frame(seq, TRM_PERR_PUZZLE, tokens[l], "token outside the vocabulary", rsp, cap);
 
-    const size_t LD = L * m->hidden;
-    const size_t need = TRM_FRAME_MIN + RESULT_FIXED + (size_t)steps * (8u + L) +
-                        ((flags & TRM_RUN_CARRIES) ? 2u * LD : 0u);
+    /* sizes in 64 bits: nothing here may wrap a 32-bit size_t (the parser bounds L x D, blob.c) */
+    const uint64_t need = TRM_FRAME_MIN + RESULT_FIXED + (uint64_t)steps * (8u + L) +
+                          ((flags & TRM_RUN_CARRIES) ? 2u * (uint64_t)L * m->hidden : 0u);
     if (need > cap)
-        return error_frame(seq, TRM_PERR_RESPONSE, 0, "result would not fit the transmit buffer", rsp, cap);
-
+        return too_big(seq, TRM_PERR_RESPONSE, 0, "RESULT", need, "the transmit buffer", cap, rsp, cap);
     /* working memory: the workspace, then (EMBED_RAM) the embedding table */
+    const uint64_t used = (uint64_t)trm_workspace_bytes(m) +
+                          ((flags & TRM_RUN_EMBED_RAM) ? (uint64_t)m->vocab * m->hidden : 0u);
+    if (used > s->arena_size)
+        return too_big(seq, TRM_PERR_RUN, TRM_ERR_WORKSPACE,
+                       (flags & TRM_RUN_EMBED_RAM) ? "model with EMBED_RAM (workspace + embedding table)" : "model workspace",
+                       used, "the arena", s->arena_size, rsp, cap);
+    return 0;
+}
+
+static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uint8_t *rsp, size_t cap)
+{
+    const size_t refused = run_refused(s, seq, req, n, rsp, cap);
+    if (refused)
+        return refused;
+    /* checked by run_refused: every size below fits the response, the arena and a size_t */
+    trm_model *m = &s->model;
+    const int T = req[0], nz = req[1], steps = req[2];
+    const unsigned flags = req[3];
+    const size_t L = trm_get16(req + 4), LD = L * m->hidden;
+    const uint8_t *tokens = req + 6;
     const size_t ws_bytes = trm_workspace_bytes(m);
     const size_t embed_bytes = (size_t)m->vocab * m->hidden;
     const size_t used = ws_bytes + ((flags & TRM_RUN_EMBED_RAM) ? embed_bytes : 0u);
-    if (used > s->arena_size)
-        return error_frame(seq, TRM_PERR_RUN, TRM_ERR_WORKSPACE, "model needs more RAM than the arena", rsp, cap);
     const int8_t *flash_embed = m->embed;
     if (flags & TRM_RUN_EMBED_RAM) {
         memcpy(s->arena + ws_bytes, m->embed, embed_bytes);
@@ -144,11 +273,15 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     }
 
     uint8_t *p = rsp + TRM_FRAME_HEADER;
-    /* the halting accumulators go straight to their place in the response (rsp + 40: 8-byte aligned,
-     * and little-endian like the wire), not to the stack, whose high-water mark the run reports */
+    /* every output goes straight to its place in the response, not to the stack, whose high-water
+     * mark the run reports: the halting accumulators at rsp + 40 (8-byte aligned, and little-endian
+     * like the wire), the predictions after them and the final carries after those, all placed for
+     * `steps` and compacted below when halting stopped early */
     int64_t *halt_acc = (int64_t *)(void *)(p + RESULT_FIXED);
+    int8_t *final_y = (flags & TRM_RUN_CARRIES) ? (int8_t *)(p + RESULT_FIXED + (size_t)steps * (8u + L)) : NULL;
     trm_workspace ws = {s->arena, ws_bytes};
-    trm_result r = {p + RESULT_FIXED + 8u * (size_t)steps, halt_acc, NULL, 0, 0};
+    trm_result r = {p + RESULT_FIXED + 8u * (size_t)steps, halt_acc, NULL, final_y,
+                    final_y ? final_y + LD : NULL, 0, 0};
     const trm_port *port = s->port;
     if (port->stack_paint)
         port->stack_paint();
@@ -173,13 +306,12 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     trm_put32(p + 20, stack);
     trm_put32(p + 24, (uint32_t)used);
     trm_put64(p + 28, r.flash_bytes);
-    /* halt accumulators are in place; the predictions (placed for all `steps`) are compacted */
+    /* halt accumulators are in place; the predictions and carries (placed for all `steps`) are compacted */
     size_t off = RESULT_FIXED + 8u * (size_t)r.steps_run;
     memmove(p + off, r.pred, (size_t)r.steps_run * L);
     off += (size_t)r.steps_run * L;
-    if (flags & TRM_RUN_CARRIES) {
-        memcpy(p + off, trm_carry_snapshot.y, LD);
-        memcpy(p + off + LD, trm_carry_snapshot.z, LD);
+    if (final_y) {
+        memmove(p + off, final_y, 2u * LD);
         off += 2u * LD;
     }
     return finish(rsp, TRM_RSP_RESULT, seq, off);
@@ -208,26 +340,46 @@ static TRM_NOINLINE size_t bench(trm_server *s, uint32_t seq, const uint8_t *req
     const uint8_t bits = req[4];
     if (rows < 1 || cols < 1 || reps < 1 || (bits != 4 && bits != 8))
         return error_frame(seq, TRM_PERR_ARGS, bits, "BENCH: rows, cols, reps >= 1 and bits 4 or 8", rsp, cap);
-    const size_t row_bytes = bits == 4 ? (cols + 1u) / 2u : cols;
-    const size_t mn_bytes = 8u * rows, w_bytes = (row_bytes * rows + 7u) & ~(size_t)7u;
+    if (reps > TRM_MAX_BENCH_REPS)
+        return over_bound(seq, "BENCH reps", reps, TRM_MAX_BENCH_REPS, "TRM_MAX_BENCH_REPS", rsp, cap);
+    /* sizes in 64 bits: 65535 x 65535 int8 weights alone pass 2^32, which a 32-bit size_t would wrap
+     * (to a matrix that "fits" and is then written past the arena) */
+    const uint64_t row_bytes = bits == 4 ? (cols + 1u) / 2u : cols;
+    const uint64_t mn_bytes = 8u * (uint64_t)rows, w_bytes = (row_bytes * rows + 7u) & ~(uint64_t)7u;
+    const uint64_t buffers = mn_bytes + w_bytes + cols + rows;
     const trm_mat shape = {NULL, NULL, (uint16_t)rows, (uint16_t)cols, bits};
     const size_t lin_bytes = trm_linear_scratch_bytes(&shape);
-    const size_t lin_at = trm_scratch_align(mn_bytes + w_bytes + cols + rows);
-    if ((lin_bytes ? lin_at + lin_bytes : mn_bytes + w_bytes + cols + rows) > s->arena_size)
-        return error_frame(seq, TRM_PERR_ARGS, 0, "BENCH matrix does not fit the arena", rsp, cap);
+    const uint64_t lin_at = (buffers + 3u) & ~(uint64_t)3u;   /* trm_scratch_align */
+    const uint64_t need = lin_bytes ? lin_at + lin_bytes : buffers;
+    if (need > s->arena_size) {
+        trm_msg e = msg_begin(rsp, cap);
+        msg_str(&e, "BENCH ");
+        msg_u64(&e, rows);
+        msg_str(&e, "x");
+        msg_u64(&e, cols);
+        msg_str(&e, bits == 4 ? " int4" : " int8");
+        msg_str(&e, " needs ");
+        msg_u64(&e, need);
+        msg_str(&e, " bytes, the arena has ");
+        msg_u64(&e, s->arena_size);
+        return msg_end(&e, seq, TRM_PERR_ARGS, 0, rsp);
+    }
+    const uint64_t macs = (uint64_t)rows * cols * reps;
+    if (macs > TRM_MAX_BENCH_MACS)
+        return over_bound(seq, "BENCH MACs rows*cols*reps", macs, TRM_MAX_BENCH_MACS, "TRM_MAX_BENCH_MACS", rsp, cap);
     /* arena: mn, weights, x, out (mn first: the arena is 8-byte aligned), the kernel's scratch */
     int32_t *mn = (int32_t *)(void *)s->arena;
-    uint8_t *w = s->arena + mn_bytes;
-    int8_t *x = (int8_t *)(w + w_bytes);
+    uint8_t *w = s->arena + (size_t)mn_bytes;
+    int8_t *x = (int8_t *)(w + (size_t)w_bytes);
     int8_t *out = x + cols;
-    void *lin = lin_bytes ? s->arena + lin_at : NULL;
+    void *lin = lin_bytes ? s->arena + (size_t)lin_at : NULL;
     uint32_t r = 0x2545F491u;
     for (uint32_t o = 0; o < rows; ++o) {
         mn[2 * o] = (int32_t)(0x40000000u | (bench_next(&r) & 0x3FFFFFFFu));
         mn[2 * o + 1] = (int32_t)(32u + bench_next(&r) % 16u);
     }
     for (uint32_t o = 0; o < rows; ++o) {
-        uint8_t *row = w + o * row_bytes;
+        uint8_t *row = w + (size_t)o * (size_t)row_bytes;
         for (uint32_t k = 0; k < cols; ++k) {
             const uint32_t v = bits == 8 ? bench_next(&r) % 255u : bench_next(&r) % 15u;
             if (bits == 8)

@@ -9,7 +9,7 @@
 #include "protocol.h"
 #include "trm.h"
 
-#define TRM_MAX_STEPS 64      /* steps per RUN (bounds the halting accumulators kept) */
+#include "limits.h"       /* TRM_MAX_T, _N, _STEPS, _EVALUATIONS, _BENCH_REPS, _BENCH_MACS: the work one request may ask for */
 
 typedef struct {
     const char *target;       /* e.g. "mps2-an386" */

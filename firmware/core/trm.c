@@ -67,9 +67,10 @@ size_t trm_workspace_bytes(const trm_model *m)
     return align8(2u * (size_t)m->seq_len * m->hidden) + scratch_bytes(m);
 }
 
-static size_t mat_bytes(const trm_mat *W)
+/* 64-bit: rows x (row bytes + 8) reaches 2^32 for 65535 x 65535 int8, past a 32-bit size_t. */
+static uint64_t mat_bytes(const trm_mat *W)
 {
-    return (size_t)W->rows * (trm_mat_row_bytes(W) + 2u * sizeof(int32_t));
+    return (uint64_t)W->rows * ((uint64_t)trm_mat_row_bytes(W) + 2u * sizeof(int32_t));
 }
 
 /* Blob bytes one evaluation of the network reads: every kernel call reads its whole matrix. */
@@ -142,7 +143,7 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
     const int embed_in_blob = (const uint8_t *)m->embed >= m->blob && (const uint8_t *)m->embed < m->blob + m->blob_size;
     /* per z-update: the network plus L embedding rows; per y-update: the network */
     const uint64_t per_cycle = (uint64_t)(n + 1) * per_net + (embed_in_blob ? (uint64_t)n * LD : 0u);
-    const uint64_t per_readout = (uint64_t)L * (mat_bytes(&m->head) + (size_t)D);
+    const uint64_t per_readout = (uint64_t)L * (mat_bytes(&m->head) + (uint64_t)D);
     void *head_scratch = trm_linear_scratch_bytes(&m->head) ? scratch + trm_scratch_align(logits_bytes(m)) : NULL;
     trm_status st = TRM_OK;
     for (int s = 0; s < steps; ++s) {
@@ -195,5 +196,9 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
         if (halting && halt_acc > m->halt_threshold)
             break;
     }
+    if (out->final_y)
+        memcpy(out->final_y, y, LD);
+    if (out->final_z)
+        memcpy(out->final_z, z, LD);
     return TRM_OK;
 }

@@ -40,6 +40,9 @@ typedef struct {
     uint8_t *pred;        /* required: [steps][L] predictions after every step run */
     int64_t *halt_acc;    /* required: [steps] halting accumulators (int32 by the contract's ranges) */
     int8_t *carries;      /* optional (NULL): [steps][T][2][L][D], y then z after every cycle */
+    int8_t *final_y;      /* optional (NULL): [L][D], y after the last cycle run (y_init if none ran) */
+    int8_t *final_z;      /* optional (NULL): [L][D], z likewise. The results' own buffers: nothing is
+                             read back from the cycle hook, which a port may override freely. */
     int steps_run;        /* out: steps executed (< steps when halting stopped early) */
     uint64_t flash_bytes; /* out: blob bytes the kernels read (weights with their (M, n), embedding
                              rows, head, halting weights; lookup tables not counted). Embedding rows
@@ -58,7 +61,8 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
 
 /* Called after every cycle with the carries (each [L][D], in the workspace), the 0-based step and
  * cycle. A stable, never-inlined, externally visible symbol for a debug probe to break on. The weak
- * default records its arguments in trm_carry_snapshot; a target may override it. */
+ * default records its arguments in trm_carry_snapshot (for a probe only: no result is taken from it);
+ * a target may override it with anything, results stay the same (trm_result.final_y/final_z). */
 void trm_cycle_hook(const int8_t *y, const int8_t *z, int step, int cycle);
 
 /* Called just before and just after trm_cycle_hook; weak no-ops in the core. A port's strong versions

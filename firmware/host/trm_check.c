@@ -7,13 +7,37 @@
  *       prints the status name of each blob; blobs that parse are also run on one all-zero puzzle
  *       for one step (T = n = 1) to exercise the kernels on whatever values they hold.
  *
+ *   trm_check serve REGION ARENA BLOB IN OUT [BLOB IN OUT]...
+ *       opens one protocol server (trm_host_server_open) per BLOB, all at once, each with its own
+ *       REGION-byte blob memory (the blob, then 0xFF) and ARENA-byte arena; then feeds each IN, one
+ *       frame (up to a 0x00) at a time, taking the servers in turn, and writes each server's wire
+ *       responses to its OUT. A server is closed (its memory freed) as soon as its IN is used up, while
+ *       the others go on. BLOB "-": no blob (erased flash). Prints "hook calls N".
+ *
  * The blob, tokens and workspace are heap buffers of exactly the size needed, so AddressSanitizer
- * catches any access past them. */
+ * catches any access past them.
+ *
+ * Built with -DTRM_CHECK_STRONG_HOOK, it overrides the core's weak trm_cycle_hook with one that only
+ * counts (as a port may): results must not depend on the hook (tests/test_native.py). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/trm.h"
+#include "trm_host.h"
+
+static unsigned long hook_calls;
+
+#ifdef TRM_CHECK_STRONG_HOOK
+void trm_cycle_hook(const int8_t *y, const int8_t *z, int step, int cycle)
+{
+    (void)y;
+    (void)z;
+    (void)step;
+    (void)cycle;
+    ++hook_calls;
+}
+#endif
 
 static uint8_t *read_file(const char *path, size_t *len)
 {
@@ -41,7 +65,7 @@ static int run_one_puzzle(const trm_model *m)
     uint8_t *pred = malloc(m->seq_len);
     int64_t acc = 0;
     trm_workspace ws = {ws_mem, wsb};
-    trm_result r = {pred, &acc, NULL, 0, 0};
+    trm_result r = {pred, &acc, NULL, NULL, NULL, 0, 0};
     int st = trm_run(m, tok, 1, 1, 1, 0, &ws, &r);
     free(ws_mem);
     free(tok);
@@ -100,7 +124,7 @@ static int cmd_run(char **argv)
         memset(pred, 0, (size_t)steps * L);
         memset(acc, 0, sizeof(int64_t) * (size_t)steps);
         memset(carries, 0, (size_t)steps * (size_t)T * 2u * LD);
-        trm_result r = {pred, acc, carries, 0, 0};
+        trm_result r = {pred, acc, carries, NULL, NULL, 0, 0};
         st = trm_run(&m, tokens + b * L, T, n, steps, halting, &ws, &r);
         int32_t sr = r.steps_run;
         fwrite(&sr, sizeof sr, 1, out);
@@ -120,12 +144,89 @@ static int cmd_run(char **argv)
     return st == TRM_OK ? 0 : 2 + st;
 }
 
+typedef struct {
+    trm_host_server *h;
+    uint8_t *mem;        /* the blob region */
+    uint8_t *in;
+    size_t in_len, at;
+    FILE *out;
+} served;
+
+static int cmd_serve(int argc, char **argv)
+{
+    const size_t region = (size_t)strtoul(argv[2], NULL, 0), arena = (size_t)strtoul(argv[3], NULL, 0);
+    const int count = (argc - 4) / 3;
+    served *sv = calloc((size_t)count, sizeof *sv);
+    size_t cap = 1u << 20;
+    uint8_t *rsp = malloc(cap);
+    if (!sv || !rsp || region < 16u) {
+        fprintf(stderr, "serve: bad REGION or out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < count; ++i) {
+        char **a = argv + 4 + 3 * i;
+        size_t blen = 0;
+        uint8_t *blob = strcmp(a[0], "-") ? read_file(a[0], &blen) : NULL;
+        sv[i].mem = malloc(region);
+        sv[i].in = read_file(a[1], &sv[i].in_len);
+        sv[i].out = fopen(a[2], "wb");
+        if (!sv[i].mem || !sv[i].in || !sv[i].out || (strcmp(a[0], "-") && !blob)) {
+            fprintf(stderr, "serve: cannot read %s or %s, or open %s\n", a[0], a[1], a[2]);
+            return 1;
+        }
+        memset(sv[i].mem, 0xFF, region);
+        memcpy(sv[i].mem, blob ? blob : sv[i].mem, blen < region ? blen : region);
+        free(blob);
+        int status = -1;
+        sv[i].h = trm_host_server_open(sv[i].mem, region, arena, 1024u, 16384u, &status);
+        if (!sv[i].h) {
+            fprintf(stderr, "serve: trm_host_server_open(region %zu, arena %zu) refused\n", region, arena);
+            return 1;
+        }
+    }
+    for (int open = count; open > 0;) {
+        open = 0;
+        for (int i = 0; i < count; ++i) {
+            served *v = &sv[i];
+            if (!v->h)
+                continue;
+            size_t end = v->at;
+            while (end < v->in_len && v->in[end] != 0)
+                ++end;
+            end += end < v->in_len;   /* the delimiter */
+            const size_t n = trm_host_server_feed(v->h, v->in + v->at, end - v->at, rsp, cap);
+            if (n == (size_t)-1) {
+                fprintf(stderr, "serve: responses larger than %zu bytes\n", cap);
+                return 1;
+            }
+            fwrite(rsp, 1, n, v->out);
+            v->at = end;
+            if (v->at >= v->in_len) {   /* done: close it now, the others go on */
+                trm_host_server_close(v->h);
+                v->h = NULL;
+                free(v->mem);
+                free(v->in);
+                fclose(v->out);
+            } else {
+                ++open;
+            }
+        }
+    }
+    free(sv);
+    free(rsp);
+    printf("hook calls %lu\n", hook_calls);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 7 && (argc - 4) % 3 == 0 && !strcmp(argv[1], "serve"))
+        return cmd_serve(argc, argv);
     if (argc >= 9 && !strcmp(argv[1], "run"))
         return cmd_run(argv);
     if (argc >= 3 && !strcmp(argv[1], "parse"))
         return cmd_parse(argc, argv);
-    fprintf(stderr, "usage: trm_check run BLOB TOKENS OUT T n steps halting | trm_check parse BLOB...\n");
+    fprintf(stderr, "usage: trm_check run BLOB TOKENS OUT T n steps halting | trm_check parse BLOB... | "
+                    "trm_check serve REGION ARENA BLOB IN OUT [BLOB IN OUT]...\n");
     return 1;
 }

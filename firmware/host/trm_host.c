@@ -1,6 +1,7 @@
 /* Host-side entry points of libtrm_host.so (loaded by harness/native.py through ctypes): the core
  * plus a batch loop and a few accessors so Python never needs the C struct layouts. */
 #define _POSIX_C_SOURCE 199309L
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -8,7 +9,7 @@
 
 #define TRM_HOST_API __attribute__((visibility("default")))
 
-TRM_HOST_API int trm_host_abi_version(void) { return 1; }
+TRM_HOST_API int trm_host_abi_version(void) { return TRM_HOST_ABI_VERSION; }
 
 TRM_HOST_API size_t trm_host_model_bytes(void) { return sizeof(trm_model); }
 
@@ -50,7 +51,8 @@ TRM_HOST_API int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, i
     const trm_workspace ws = {ws_mem, ws_size};
     for (int b = 0; b < B; ++b) {
         const size_t bb = (size_t)b;
-        trm_result r = {pred + bb * S * L, halt_acc + bb * S, carries ? carries + bb * S * TT * 2u * LD : NULL, 0, 0};
+        trm_result r = {pred + bb * S * L, halt_acc + bb * S, carries ? carries + bb * S * TT * 2u * LD : NULL,
+                        NULL, NULL, 0, 0};
         trm_status st = trm_run(m, tokens + (size_t)b * L, T, n, steps, halting, &ws, &r);
         if (st != TRM_OK)
             return st;
@@ -61,12 +63,17 @@ TRM_HOST_API int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, i
 
 /* --- the protocol server ------------------------------------------------------------------------- */
 
-enum { HOST_RX = 1024, HOST_TX = 16384, HOST_ARENA_MAX = 1 << 20 };
-static trm_server host_server;
-static uint8_t host_rx[HOST_RX];
-static uint8_t host_tx[HOST_TX] __attribute__((aligned(8)));
-static uint8_t host_arena[HOST_ARENA_MAX] __attribute__((aligned(8)));
-static trm_link host_link = {host_rx, HOST_RX, 0, 0};
+/* One server: its state, link and buffers are its own (separate allocations, so AddressSanitizer
+ * sees an overrun of any of them); nothing is shared between servers, and servers on different
+ * threads run in parallel (one server is not to be fed from two threads at once). */
+struct trm_host_server {
+    trm_server server;
+    trm_link link;
+    uint8_t *rx;
+    uint8_t *tx;          /* 8-byte aligned */
+    size_t tx_bytes;
+    uint8_t *arena;       /* 8-byte aligned */
+};
 
 static uint64_t host_ns(void)
 {
@@ -77,14 +84,40 @@ static uint64_t host_ns(void)
 
 static const trm_port host_port = {"host", "host", 0, TRM_UNIT_NANOSECONDS, 1000000000u, host_ns, NULL, NULL, NULL};
 
-TRM_HOST_API int trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes)
+TRM_HOST_API void trm_host_server_close(trm_host_server *h)
 {
-    if (arena_bytes > HOST_ARENA_MAX)
-        return TRM_ERR_ARG;
-    trm_server_init(&host_server, &host_port, blob, region, host_arena, arena_bytes);
-    host_link.len = 0;
-    host_link.overflow = 0;
-    return (int)host_server.blob_status;
+    if (!h)
+        return;
+    free(h->rx);
+    free(h->tx);
+    free(h->arena);
+    free(h);
+}
+
+TRM_HOST_API trm_host_server *trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes,
+                                                   size_t rx_bytes, size_t tx_bytes, int *blob_status)
+{
+    if (!blob || region < 16u || arena_bytes < 8u || arena_bytes > TRM_HOST_ARENA_MAX || rx_bytes < 16u ||
+        rx_bytes > TRM_HOST_BUFFER_MAX || tx_bytes < 64u || tx_bytes > TRM_HOST_BUFFER_MAX)
+        return NULL;
+    trm_host_server *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->rx = malloc(rx_bytes);
+    h->tx = malloc(tx_bytes);
+    h->arena = malloc(arena_bytes);
+    /* malloc aligns for any object type: at least 8 bytes here (checked, not assumed) */
+    if (!h->rx || !h->tx || !h->arena || ((uintptr_t)h->tx & 7u) || ((uintptr_t)h->arena & 7u)) {
+        trm_host_server_close(h);
+        return NULL;
+    }
+    h->tx_bytes = tx_bytes;
+    h->link.buf = h->rx;
+    h->link.cap = rx_bytes;
+    trm_server_init(&h->server, &host_port, blob, region, h->arena, arena_bytes);
+    if (blob_status)
+        *blob_status = (int)h->server.blob_status;
+    return h;
 }
 
 typedef struct {
@@ -105,13 +138,15 @@ static void put_sink(void *ctx, const uint8_t *data, size_t n)
     k->len += n;
 }
 
-TRM_HOST_API size_t trm_host_server_feed(const uint8_t *in, size_t n, uint8_t *out, size_t cap)
+TRM_HOST_API size_t trm_host_server_feed(trm_host_server *h, const uint8_t *in, size_t n, uint8_t *out, size_t cap)
 {
+    if (!h || (n && !in) || (cap && !out))
+        return (size_t)-1;
     sink k = {out, cap, 0, 0};
     for (size_t i = 0; i < n; ++i) {
-        const size_t r = trm_link_feed(&host_link, &host_server, in[i], host_tx, sizeof host_tx);
+        const size_t r = trm_link_feed(&h->link, &h->server, in[i], h->tx, h->tx_bytes);
         if (r)
-            trm_cobs_write(host_tx, r, put_sink, &k);
+            trm_cobs_write(h->tx, r, put_sink, &k);
     }
     return k.full ? (size_t)-1 : k.len;
 }

@@ -18,12 +18,27 @@ int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, int B, int T, 
                        void *ws_mem, size_t ws_size, uint8_t *pred, int64_t *halt_acc, int32_t *steps_run,
                        int8_t *carries);
 
-/* The firmware's protocol server on the host (the same core/server.c as on the boards): open it on a
- * blob (the caller keeps `blob` alive and 8-byte aligned; region = bytes reserved for it), then feed
- * it wire bytes; the responses come back as wire bytes (COBS + 0x00). The counter is the host's
- * monotonic clock in nanoseconds; there is no stack measurement. One server per process. */
-int trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes);
-/* Returns the bytes written to out, or (size_t)-1 when out[cap] is too small. */
-size_t trm_host_server_feed(const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+/* The firmware's protocol server on the host (the same core/server.c as on the boards), any number
+ * at a time: open one on a blob (the caller keeps `blob` alive and 8-byte aligned until it closes the
+ * server; region = bytes reserved for it), then feed it wire bytes; the responses come back as wire
+ * bytes (COBS + 0x00). Each server owns its receive buffer (rx_bytes, as a target's), transmit buffer
+ * (tx_bytes, >= 64) and arena (arena_bytes, <= TRM_HOST_ARENA_MAX): servers share nothing, and
+ * servers on different threads run in parallel (feed one server from one thread at a time). The
+ * counter is the host's monotonic clock in nanoseconds; there is no stack measurement. */
+#define TRM_HOST_ABI_VERSION 2
+#define TRM_HOST_ARENA_MAX ((size_t)1 << 28)
+#define TRM_HOST_BUFFER_MAX ((size_t)1 << 24)
+
+typedef struct trm_host_server trm_host_server;  /* opaque */
+
+/* NULL when an argument is out of range (blob NULL, region < 16, arena_bytes outside [8,
+ * TRM_HOST_ARENA_MAX], rx_bytes < 16, tx_bytes < 64, a buffer over TRM_HOST_BUFFER_MAX) or memory
+ * runs out. *blob_status (optional): the blob's TRM_BLOB_* status, as INFO reports it. */
+trm_host_server *trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes, size_t rx_bytes,
+                                      size_t tx_bytes, int *blob_status);
+/* Returns the bytes written to out, or (size_t)-1 when out[cap] is too small (or h is NULL). */
+size_t trm_host_server_feed(trm_host_server *h, const uint8_t *in, size_t n, uint8_t *out, size_t cap);
+/* Frees the server and its buffers (NULL: nothing). The handle is invalid afterwards. */
+void trm_host_server_close(trm_host_server *h);
 
 #endif /* TRM_HOST_H */

@@ -1,6 +1,8 @@
 """The host board: the firmware's protocol server built for this machine (``harness.native``), behind
 the same Board interface as the emulated and physical boards. No emulator, no counts of
-instructions: its counter is the host's monotonic clock (unit ``ns``)."""
+instructions: its counter is the host's monotonic clock (unit ``ns``). Each started board is its own
+C server (its own buffers and arena, sized as the target's), so host boards can run side by side, on
+threads, and close independently."""
 from __future__ import annotations
 
 from ..targets import Target
@@ -39,10 +41,16 @@ class HostBoard(Board):
         super().__init__(target, board_id)
         self.blob = blob or b""
 
-    def start(self) -> None:
+    def start(self, timeout: float | None = None) -> None:   # nothing to wait for: the core is in-process
         from ..native import NativeServer
-        self.server = NativeServer(self.blob, region=self.target.blob.size, arena_bytes=self.target.arena_bytes)
+        self.close()
+        t = self.target
+        self.server = NativeServer(self.blob, region=t.blob.size, arena_bytes=t.arena_bytes, rx_bytes=t.rx_bytes,
+                                   tx_bytes=t.tx_bytes)
         self.session = Session(_Loopback(self.server), self.describe())
 
     def close(self) -> None:
         self.session = None
+        server, self.server = getattr(self, "server", None), None
+        if server is not None:
+            server.close()
