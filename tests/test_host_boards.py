@@ -1,7 +1,8 @@
 """Host boards side by side: every ``NativeServer`` (``trm_host_server_open``) is its own C server with
 its own buffers and arena, so two host boards with different models, host boards on threads, and a
 board closed while another goes on all answer with their own model, bit-exact with golden. The same
-under AddressSanitizer + UBSan (64- and 32-bit), through the ``trm_check serve`` driver; and a build
+under AddressSanitizer + UBSan (64- and 32-bit), through the ``trm_check serve`` driver (servers in
+turn, or each on its own thread); and a build
 whose strong ``trm_cycle_hook`` replaces the core's weak one still returns the right final carries.
 """
 from __future__ import annotations
@@ -179,9 +180,10 @@ def check_exe(variant: str):
     return native.build(native.CHECK, variant)
 
 
-def serve(exe, tmp_path, region: int, arena: int, *servers: tuple[bytes | None, bytes]) -> tuple[list, str]:
-    """Run ``trm_check serve`` with one server per (blob, wire input); returns each server's answers as
-    (type, seq, payload) and the driver's stdout."""
+def serve(exe, tmp_path, region: int, arena: int, *servers: tuple[bytes | None, bytes], mode: str = "serve"
+          ) -> tuple[list, str]:
+    """Run ``trm_check serve`` (or ``serve-threads``: each server on its own thread) with one server per
+    (blob, wire input); returns each server's answers as (type, seq, payload) and the driver's stdout."""
     args = []
     for k, (blob, wire) in enumerate(servers):
         bpath = "-"
@@ -190,7 +192,7 @@ def serve(exe, tmp_path, region: int, arena: int, *servers: tuple[bytes | None, 
             bpath.write_bytes(blob)
         (tmp_path / f"in{k}.bin").write_bytes(wire)
         args += [bpath, tmp_path / f"in{k}.bin", tmp_path / f"out{k}.bin"]
-    p = subprocess.run([str(exe), "serve", str(region), str(arena), *map(str, args)], capture_output=True,
+    p = subprocess.run([str(exe), mode, str(region), str(arena), *map(str, args)], capture_output=True,
                        text=True, env={**os.environ, **SAN_ENV}, timeout=600)
     assert "Sanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr[-4000:]
     assert p.returncode == 0, p.stderr[-4000:]
@@ -255,6 +257,19 @@ def test_sanitized_servers_side_by_side_and_one_closed_early(variant, tmp_path, 
     assert P.parse_info(b[0][2]).blob_crc == P.parse_info(b[-1][2]).blob_crc == header_crc(att)
     assert_results_golden(a[1:], mlp, xa, 1, 2, 2)
     assert_results_golden(b[1:-1], att, xb, 1, 2, 2)
+
+
+@pytest.mark.parametrize("variant", ["sanitize", "sanitize32"])
+def test_sanitized_servers_on_two_threads_are_bit_exact(variant, tmp_path, blobs, zoo_model):
+    """Two servers on one blob, 25 puzzles each, each fed on its own thread at the same time: every
+    result equals golden, no AddressSanitizer/UBSan report (64- and 32-bit)."""
+    exe = check_exe(variant)
+    blob = blobs("sudoku6-mlp", "int8")
+    x = held_out(zoo_model, "sudoku6-mlp", 50, seed=78)
+    (a, b), _ = serve(exe, tmp_path, 2 << 20, 65536, (blob, run_frames(x[:25], 1, 2, 2)),
+                      (blob, run_frames(x[25:], 1, 2, 2)), mode="serve-threads")
+    assert_results_golden(a, blob, x[:25], 1, 2, 2)
+    assert_results_golden(b, blob, x[25:], 1, 2, 2)
 
 
 def bench_overflow_frames() -> dict[str, bytes]:

@@ -13,6 +13,8 @@
  *       frame (up to a 0x00) at a time, taking the servers in turn, and writes each server's wire
  *       responses to its OUT. A server is closed (its memory freed) as soon as its IN is used up, while
  *       the others go on. BLOB "-": no blob (erased flash). Prints "hook calls N".
+ *   trm_check serve-threads REGION ARENA BLOB IN OUT [BLOB IN OUT]...
+ *       the same with every server fed its whole IN on its own thread (C11 threads), all at once.
  *
  * The blob, tokens and workspace are heap buffers of exactly the size needed, so AddressSanitizer
  * catches any access past them.
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "../core/trm.h"
 #include "trm_host.h"
@@ -150,16 +153,53 @@ typedef struct {
     uint8_t *in;
     size_t in_len, at;
     FILE *out;
+    uint8_t *rsp;        /* this server's response bytes */
+    size_t cap;
+    int failed;
 } served;
 
-static int cmd_serve(int argc, char **argv)
+/* Feed server v its next frame (up to and including a 0x00) and write the answers. Returns 1 while
+ * more input is left, 0 when done (the server is then closed and its memory freed), -1 on error. */
+static int feed_frame(served *v)
+{
+    size_t end = v->at;
+    while (end < v->in_len && v->in[end] != 0)
+        ++end;
+    end += end < v->in_len;   /* the delimiter */
+    const size_t n = trm_host_server_feed(v->h, v->in + v->at, end - v->at, v->rsp, v->cap);
+    if (n == (size_t)-1) {
+        fprintf(stderr, "serve: responses larger than %zu bytes\n", v->cap);
+        return -1;
+    }
+    fwrite(v->rsp, 1, n, v->out);
+    v->at = end;
+    if (v->at < v->in_len)
+        return 1;
+    trm_host_server_close(v->h);   /* done: close it now, the others go on */
+    v->h = NULL;
+    free(v->mem);
+    free(v->in);
+    free(v->rsp);
+    fclose(v->out);
+    return 0;
+}
+
+static int serve_thread(void *arg)
+{
+    served *v = arg;
+    int more = 1;
+    while (more > 0)
+        more = feed_frame(v);
+    v->failed = more < 0;
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv, int threads)
 {
     const size_t region = (size_t)strtoul(argv[2], NULL, 0), arena = (size_t)strtoul(argv[3], NULL, 0);
     const int count = (argc - 4) / 3;
     served *sv = calloc((size_t)count, sizeof *sv);
-    size_t cap = 1u << 20;
-    uint8_t *rsp = malloc(cap);
-    if (!sv || !rsp || region < 16u) {
+    if (!sv || region < 16u) {
         fprintf(stderr, "serve: bad REGION or out of memory\n");
         return 1;
     }
@@ -170,7 +210,9 @@ static int cmd_serve(int argc, char **argv)
         sv[i].mem = malloc(region);
         sv[i].in = read_file(a[1], &sv[i].in_len);
         sv[i].out = fopen(a[2], "wb");
-        if (!sv[i].mem || !sv[i].in || !sv[i].out || (strcmp(a[0], "-") && !blob)) {
+        sv[i].cap = 1u << 20;
+        sv[i].rsp = malloc(sv[i].cap);
+        if (!sv[i].mem || !sv[i].in || !sv[i].out || !sv[i].rsp || (strcmp(a[0], "-") && !blob)) {
             fprintf(stderr, "serve: cannot read %s or %s, or open %s\n", a[0], a[1], a[2]);
             return 1;
         }
@@ -184,36 +226,36 @@ static int cmd_serve(int argc, char **argv)
             return 1;
         }
     }
-    for (int open = count; open > 0;) {
-        open = 0;
-        for (int i = 0; i < count; ++i) {
-            served *v = &sv[i];
-            if (!v->h)
-                continue;
-            size_t end = v->at;
-            while (end < v->in_len && v->in[end] != 0)
-                ++end;
-            end += end < v->in_len;   /* the delimiter */
-            const size_t n = trm_host_server_feed(v->h, v->in + v->at, end - v->at, rsp, cap);
-            if (n == (size_t)-1) {
-                fprintf(stderr, "serve: responses larger than %zu bytes\n", cap);
+    int failed = 0;
+    if (threads) {   /* every server on its own thread, all at once */
+        thrd_t *t = calloc((size_t)count, sizeof *t);
+        if (!t)
+            return 1;
+        for (int i = 0; i < count; ++i)
+            if (thrd_create(&t[i], serve_thread, &sv[i]) != thrd_success) {
+                fprintf(stderr, "serve-threads: cannot start thread %d\n", i);
                 return 1;
             }
-            fwrite(rsp, 1, n, v->out);
-            v->at = end;
-            if (v->at >= v->in_len) {   /* done: close it now, the others go on */
-                trm_host_server_close(v->h);
-                v->h = NULL;
-                free(v->mem);
-                free(v->in);
-                fclose(v->out);
-            } else {
-                ++open;
+        for (int i = 0; i < count; ++i) {
+            thrd_join(t[i], NULL);
+            failed |= sv[i].failed;
+        }
+        free(t);
+    } else {         /* one frame per server in turn */
+        for (int open = count; open > 0 && !failed;) {
+            open = 0;
+            for (int i = 0; i < count && !failed; ++i) {
+                if (!sv[i].h)
+                    continue;
+                const int more = feed_frame(&sv[i]);
+                failed = more < 0;
+                open += more > 0;
             }
         }
     }
     free(sv);
-    free(rsp);
+    if (failed)
+        return 1;
     printf("hook calls %lu\n", hook_calls);
     return 0;
 }
@@ -221,12 +263,14 @@ static int cmd_serve(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc >= 7 && (argc - 4) % 3 == 0 && !strcmp(argv[1], "serve"))
-        return cmd_serve(argc, argv);
+        return cmd_serve(argc, argv, 0);
+    if (argc >= 7 && (argc - 4) % 3 == 0 && !strcmp(argv[1], "serve-threads"))
+        return cmd_serve(argc, argv, 1);
     if (argc >= 9 && !strcmp(argv[1], "run"))
         return cmd_run(argv);
     if (argc >= 3 && !strcmp(argv[1], "parse"))
         return cmd_parse(argc, argv);
     fprintf(stderr, "usage: trm_check run BLOB TOKENS OUT T n steps halting | trm_check parse BLOB... | "
-                    "trm_check serve REGION ARENA BLOB IN OUT [BLOB IN OUT]...\n");
+                    "trm_check serve|serve-threads REGION ARENA BLOB IN OUT [BLOB IN OUT]...\n");
     return 1;
 }
