@@ -302,7 +302,12 @@ def _puzzles(puzzles: Any, tasks: dict[str, Any], where: str) -> str | None:
                         f"current folder, {Path.cwd()})") from None
     except OSError as e:
         raise PlanError(f"{where}: file = {str(path)!r} cannot be read: {e.strerror or e}") from None
+    parsed: set[str] = set()
     for model, task in tasks.items():
+        spec = json.dumps(task.spec(), sort_keys=True)
+        if spec in parsed:            # models of one task read the file the same way
+            continue
+        parsed.add(spec)
         try:
             read_puzzles(path, task)
         except ValueError as e:
