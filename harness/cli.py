@@ -47,7 +47,7 @@ def train(
     mixer: str = typer.Option("mlp", help="Token mixer: mlp or attention."),
     hidden: int = typer.Option(64), layers: int = typer.Option(2), expansion: float = typer.Option(2.0),
     heads: int = typer.Option(4), T: int = typer.Option(2, "--T"), n: int = typer.Option(3, "--n"),
-    n_sup: int = typer.Option(8, "--n-sup"), halting: bool = typer.Option(True),
+    steps: int = typer.Option(8, "--steps", "--n-sup", help="Supervision steps (the official TRM's N_sup)."), halting: bool = typer.Option(True),
     iterations: int = typer.Option(6000), batch: int = typer.Option(64), lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(0.1), warmup: int = typer.Option(200), ema: float = typer.Option(0.999),
     train_puzzles: int = typer.Option(3000, help="Base training puzzles (augmented on the fly)."),
@@ -71,7 +71,7 @@ def train(
             spec[key] = value
     cfg = TrainConfig(
         task=spec, model=dict(hidden=hidden, layers=layers, expansion=expansion, mixer=mixer, heads=heads,
-                              T=T, n=n, n_sup=n_sup, halting=halting),
+                              T=T, n=n, steps=steps, halting=halting),
         seed=seed, train_puzzles=train_puzzles, batch=batch, lr=lr, weight_decay=weight_decay,
         warmup=warmup, iterations=iterations, ema=ema, eval_every=eval_every,
         eval_puzzles=eval_puzzles, threads=threads, max_minutes=max_minutes)

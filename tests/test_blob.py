@@ -20,7 +20,7 @@ def int_model(request):
     torch.manual_seed(1)
     task = make_task("sudoku", size=4)
     model = TRM(TRMConfig(vocab_size=task.vocab_size, seq_len=task.seq_len, hidden=16, layers=2, heads=2,
-                          mixer=mixer, T=1, n=2, n_sup=2)).eval()
+                          mixer=mixer, T=1, n=2, steps=2)).eval()
     comp = R.quantize(dataclasses.replace(R.BUILTIN[recipe], calib_puzzles=16), model, task)
     return comp.int_model, np.array([p.inputs for p in task.generate(12, seed=3, split="test")])
 

@@ -21,7 +21,7 @@ def trained(request, tmp_path_factory):
     """A small sudoku-4 model that has learned something, for each mixer."""
     torch.manual_seed(0)
     cfg = TrainConfig(task={"name": "sudoku", "size": 4},
-                      model=dict(hidden=16, layers=2, heads=2, mixer=request.param, T=1, n=2, n_sup=2),
+                      model=dict(hidden=16, layers=2, heads=2, mixer=request.param, T=1, n=2, steps=2),
                       train_puzzles=128, batch=32, lr=3e-3, warmup=10, iterations=150, eval_every=150,
                       eval_puzzles=32, save_every=150)
     out = tmp_path_factory.mktemp(request.param)
@@ -84,7 +84,7 @@ def test_golden_tracks_the_fake_quant_model(trained):
     x, y = stack(puzzles)
     recipe = BUILTIN["int8"]
     cfg = model.cfg
-    cal = Q.calibrate(model, _calibration_tokens(task, recipe), cfg.T, cfg.n, cfg.n_sup)
+    cal = Q.calibrate(model, _calibration_tokens(task, recipe), cfg.T, cfg.n, cfg.steps)
     qw = Q.quantized_weights(model, Q.WeightSpec(8, True, "minmax"), cal)
     scales = Q.activation_scales(model, cal)
     golden = Q.build_int_model(model, qw, 8, scales).run(x, 1, 2, 2)
@@ -231,7 +231,7 @@ def test_structured_pruning_shrinks_and_unstructured_zeroes(trained):
     assert s.macs(DEPTH) < macs_per_inference(model.cfg, 1, 2, 2)
     u = apply(BUILTIN["prune-90"], model, task)
     assert u.params() == model.parameter_count()
-    w = u.base.blocks[0].mlp.down.weight
+    w = u.base.blocks[0].ffn.down.weight
     assert (w == 0).float().mean() >= 0.89
 
 

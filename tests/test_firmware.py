@@ -310,7 +310,7 @@ def test_boards_are_bit_exact_on_20_puzzles_at_full_depth(open_board, board_targ
     c = net.cfg
     for target in board_targets:
         with open_board(target, blob) as board:
-            _check_bit_exact(board, blob, x, c.T, c.n, c.n_sup)
+            _check_bit_exact(board, blob, x, c.T, c.n, c.steps)
 
 
 @pytest.mark.board

@@ -16,7 +16,7 @@ from harness.tasks import make_task
 def model(request):
     torch.manual_seed(0)
     return TRM(TRMConfig(vocab_size=8, seq_len=36, hidden=16, layers=2, heads=2, mixer=request.param,
-                         T=2, n=2, n_sup=3))
+                         T=2, n=2, steps=3))
 
 
 def test_forward_trace_shapes_and_carry_count(model):
@@ -64,7 +64,7 @@ def test_attention_is_not_causal_and_rotary_preserves_norm():
 
 
 def test_parameter_and_mac_counts():
-    cfg = TRMConfig(vocab_size=8, seq_len=36, hidden=32, layers=1, expansion=2.0, mixer="mlp", T=2, n=3, n_sup=4)
+    cfg = TRMConfig(vocab_size=8, seq_len=36, hidden=32, layers=1, expansion=2.0, mixer="mlp", T=2, n=3, steps=4)
     m = TRM(cfg)
     # embed + (seq mixer 36→144 + 72→36) + (channel 32→128 + 64→32) + head + halting
     assert m.parameter_count() == 8 * 32 + (36 * 144 + 72 * 36) + (32 * 128 + 64 * 32) + 32 * 8 + 33
@@ -95,7 +95,7 @@ def test_checkpoint_round_trip(model, tmp_path):
 
 
 def test_short_training_lowers_the_loss_and_resumes(tmp_path):
-    cfg = TrainConfig(task={"name": "sudoku", "size": 4}, model=dict(hidden=16, layers=1, T=1, n=2, n_sup=2),
+    cfg = TrainConfig(task={"name": "sudoku", "size": 4}, model=dict(hidden=16, layers=1, T=1, n=2, steps=2),
                       train_puzzles=64, batch=32, lr=3e-3, warmup=10, iterations=120, eval_every=60,
                       eval_puzzles=32, save_every=60)
     summary = train(cfg, tmp_path / "run")
@@ -119,3 +119,24 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path):
     model, task, _ = load_checkpoint(tmp_path / "run")
     res = evaluate(model, task, task.generate(16, seed=5, split="test"), Depth(1, 2, 2))
     assert len(res["per_step"]) == 2
+
+
+def test_a_checkpoint_in_the_earlier_words_loads_as_today(model, tmp_path):
+    """Checkpoints written before the glossary (config `n_sup`, the channel SwiGLU saved as `mlp`) load
+    into today's model with the same weights."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+    task = make_task("sudoku", size=6)
+    save_checkpoint(tmp_path / "ck", model, task)
+    state = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    old = {k.replace(".mixer.swiglu.", ".mixer.mlp.").replace(".ffn.", ".mlp."): v for k, v in state.items()}
+    assert old.keys() != state.keys()
+    save_file(old, str(tmp_path / "ck" / "model.safetensors"))
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    cfg["model"]["n_sup"] = cfg["model"].pop("steps") + 1
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    loaded, _, _ = load_checkpoint(tmp_path / "ck")
+    assert loaded.cfg.steps == model.cfg.steps + 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k

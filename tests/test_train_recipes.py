@@ -34,7 +34,7 @@ def isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(model, task, record) of a tiny mlp model trained briefly (cell accuracy about 0.7, chance 0.25)."""
-    cfg = TrainConfig(task=TASK, model=dict(hidden=16, layers=2, T=1, n=2, n_sup=2), train_puzzles=64, batch=32,
+    cfg = TrainConfig(task=TASK, model=dict(hidden=16, layers=2, T=1, n=2, steps=2), train_puzzles=64, batch=32,
                       lr=3e-3, warmup=10, iterations=150, eval_every=150, eval_puzzles=32, save_every=150)
     out = tmp_path_factory.mktemp("base")
     with Progress(disable=True) as quiet:
@@ -51,7 +51,7 @@ def heldout():
 def attention_model(kernel: str = "softmax") -> TRM:
     torch.manual_seed(0)
     return TRM(TRMConfig(vocab_size=6, seq_len=16, hidden=16, layers=2, heads=2, mixer="attention", T=1, n=2,
-                         n_sup=2, attention_kernel=kernel))
+                         steps=2, attention_kernel=kernel))
 
 
 def cell_accuracy(comp: Compressed, task, heldout) -> float:
@@ -90,7 +90,7 @@ def test_linear_attention_config_and_macs():
 def test_fake_quantized_weights_lie_on_the_int4_grid_and_pass_gradients(trained):
     model = trained[0]
     qat = fake_quant_weights(model, Q.WeightSpec(4, True, "minmax"), None)
-    gate_up = qat.blocks[0].mlp.gate_up
+    gate_up = qat.blocks[0].ffn.gate_up
     levels = gate_up.weight / gate_up.parametrizations.weight[0].scale
     assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.round().abs().max() <= 7
     assert torch.equal(qat.halt.weight, model.halt.weight)  # int8 in every recipe: not fake-quantized
@@ -123,7 +123,7 @@ def test_distill_trains_a_smaller_student(trained, heldout):
 
 def test_distillation_needs_the_teacher_width(trained, tmp_path):
     teacher = trained[0]
-    cfg = TrainConfig(task=TASK, model=dict(hidden=8, layers=1, heads=2, T=1, n=2, n_sup=2), iterations=1)
+    cfg = TrainConfig(task=TASK, model=dict(hidden=8, layers=1, heads=2, T=1, n=2, steps=2), iterations=1)
     with pytest.raises(ValueError, match="hidden size"):
         train(cfg, tmp_path / "run", teacher=teacher)
 
@@ -148,7 +148,7 @@ def test_a_second_apply_loads_the_cached_training(trained, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("trained again instead of using the cache")
 
-    monkeypatch.setattr(train_recipes, "train", no_training)
+    monkeypatch.setattr(train_recipes, "train_loop", no_training)
     again = apply_trained(recipe, attention_model(), task)
     assert all(torch.equal(a, b) for a, b in zip(first.base.state_dict().values(), again.base.state_dict().values()))
     longer = tiny("linattn", iterations=6)
@@ -168,7 +168,7 @@ def test_recipe_train_options_are_checked(trained, tmp_path):
 
 
 def test_resume_accepts_a_run_saved_before_the_distillation_fields(tmp_path):
-    cfg = TrainConfig(task=TASK, model=dict(hidden=8, layers=1, T=1, n=1, n_sup=2), train_puzzles=8, batch=4,
+    cfg = TrainConfig(task=TASK, model=dict(hidden=8, layers=1, T=1, n=1, steps=2), train_puzzles=8, batch=4,
                       iterations=2, eval_puzzles=4, save_every=2)
     with Progress(disable=True) as quiet:
         train(cfg, tmp_path, progress=quiet)

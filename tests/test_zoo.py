@@ -65,13 +65,13 @@ def test_golden_and_fake_quant_agree_on_accuracy(name, recipe, zoo_model):
     model, task, _ = zoo_model(name)
     c, r = model.cfg, R.BUILTIN[recipe]
     x, y = stack(task.generate(500, seed=2000, split="test"))
-    cal = Q.calibrate(model, _calibration_tokens(task, r), c.T, c.n, c.n_sup)
+    cal = Q.calibrate(model, _calibration_tokens(task, r), c.T, c.n, c.steps)
     qw = Q.quantized_weights(model, Q.WeightSpec(r.weight_bits, r.per_channel, r.weight_clip), cal)
     scales = Q.activation_scales(model, cal, r.act_calibration)
     with torch.no_grad():
         fq = Q.with_weights(model, qw, torch.float64).forward_trace(torch.as_tensor(x),
                                                                      point=Q.fake_quant_point(scales))
-    golden = Q.build_int_model(model, qw, r.weight_bits, scales).run(x, c.T, c.n, c.n_sup, keep_carries=False)
+    golden = Q.build_int_model(model, qw, r.weight_bits, scales).run(x, c.T, c.n, c.steps, keep_carries=False)
     fq_pred, golden_pred = fq["logits"][-1].argmax(-1).numpy(), golden["per_step"][-1]
     a = score(task, x, y, fq_pred)["exact_accuracy"]
     b = score(task, x, y, golden_pred)["exact_accuracy"]

@@ -142,7 +142,7 @@ def quantize(recipe: Recipe, base: TRM, task: Task) -> Compressed:
     if recipe.kind == "float":
         return Compressed(recipe, base, torch_model=_cast(base, dtype), dtype=dtype)
     cfg = base.cfg
-    cal = Q.calibrate(base, _calibration_tokens(task, recipe), cfg.T, cfg.n, cfg.n_sup)
+    cal = Q.calibrate(base, _calibration_tokens(task, recipe), cfg.T, cfg.n, cfg.steps)
     qw = Q.quantized_weights(base, Q.WeightSpec(recipe.weight_bits, recipe.per_channel, recipe.weight_clip), cal)
     info = {"calibration_puzzles": cal.puzzles, "calibration_seed": recipe.calib_seed}
     if recipe.kind == "weights":

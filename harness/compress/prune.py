@@ -50,15 +50,15 @@ def _shrink(src: SwiGLU, dst: SwiGLU, idx: torch.Tensor) -> None:
 
 def _structured(model: TRM, fraction: float) -> TRM:
     cfg = model.cfg
-    mix = [_keep(b.mixer.mlp, fraction) for b in model.blocks] if cfg.mixer == "mlp" else None
-    ffn = [_keep(b.mlp, fraction) for b in model.blocks]
+    mix = [_keep(b.mixer.swiglu, fraction) for b in model.blocks] if cfg.mixer == "mlp" else None
+    ffn = [_keep(b.ffn, fraction) for b in model.blocks]
     small_cfg = dataclasses.replace(cfg, ffn_inner=len(ffn[0]), mix_inner=len(mix[0]) if mix else 0)
     small = TRM(small_cfg)
-    state = {k: v for k, v in model.state_dict().items() if not (".mlp." in k or k.endswith("mixer.mlp"))}
+    state = {k: v for k, v in model.state_dict().items() if not (".ffn." in k or ".mixer.swiglu." in k)}
     small.load_state_dict(state, strict=False)
     with torch.no_grad():
         for l, (src, dst) in enumerate(zip(model.blocks, small.blocks)):
-            _shrink(src.mlp, dst.mlp, ffn[l])
+            _shrink(src.ffn, dst.ffn, ffn[l])
             if mix:
-                _shrink(src.mixer.mlp, dst.mixer.mlp, mix[l])
+                _shrink(src.mixer.swiglu, dst.mixer.swiglu, mix[l])
     return small.eval()

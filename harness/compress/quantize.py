@@ -327,7 +327,7 @@ def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], r
         s_in = s_h if l == 0 else s_n
         pfx = f"b{l}.mix"
         if cfg.mixer == "mlp":
-            mixer = _qswiglu(block.mixer.mlp, f"blocks.{l}.mixer.mlp", pfx, qw, bits, s_in, scales)
+            mixer = _qswiglu(block.mixer.swiglu, f"blocks.{l}.mixer.swiglu", pfx, qw, bits, s_in, scales)
         else:
             hd = D // cfg.heads
             s_q, s_k, s_v, s_a = (scales[f"{pfx}.{k}"] for k in ("q", "k", "v", "attn"))
@@ -338,7 +338,7 @@ def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], r
             qo, so = qw[f"blocks.{l}.mixer.out"]
             mixer = QAttention(qkv, cfg.heads, cos, sin, sM, sn, vM, vn,
                                _qlinear(qo, so, bits, s_a, scales[f"{pfx}.out"]))
-        ffn = _qswiglu(block.mlp, f"blocks.{l}.mlp", f"b{l}.ffn", qw, bits, s_n, scales)
+        ffn = _qswiglu(block.ffn, f"blocks.{l}.ffn", f"b{l}.ffn", qw, bits, s_n, scales)
         blocks.append(QBlock(mixer, _residual_coefs(s_in, scales[f"{pfx}.out"]), ffn,
                              _residual_coefs(s_n, scales[f"b{l}.ffn.out"])))
     qh, sh = qw["head"]

@@ -37,7 +37,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..models.checkpoint import CONFIG, load_checkpoint
-from ..models.train import TrainConfig, train
+from ..models.train import TrainConfig
+from ..models.train import train as train_loop
 from ..models.trm import TRM, Point, identity
 from ..tasks import Task
 from . import quantize as Q
@@ -119,7 +120,7 @@ class _Run:
 
 def _qat(recipe: Recipe, model: TRM, task: Task) -> _Run:
     c = model.cfg
-    cal = Q.calibrate(model, _calibration_tokens(task, recipe), c.T, c.n, c.n_sup)
+    cal = Q.calibrate(model, _calibration_tokens(task, recipe), c.T, c.n, c.steps)
     # float ops between the points, as this recipe has always trained (its cache key does not hash code)
     point = Q.fake_quant_point(Q.activation_scales(model, cal, recipe.act_calibration), ste=True, integer_ops=False)
     spec = Q.WeightSpec(recipe.weight_bits, recipe.per_channel, recipe.weight_clip)
@@ -178,7 +179,7 @@ def _qat_integer(recipe: Recipe, source: TRM, trained: TRM, task: Task) -> Compr
     source model (as during QAT), the trained weights rounded onto them. Calibrating afresh on the
     trained model would move the grid the weights adapted to (on sudoku6-mlp that cost 3.5 points)."""
     c = source.cfg
-    cal = Q.calibrate(source, _calibration_tokens(task, recipe), c.T, c.n, c.n_sup)
+    cal = Q.calibrate(source, _calibration_tokens(task, recipe), c.T, c.n, c.steps)
     spec = Q.WeightSpec(recipe.weight_bits, recipe.per_channel, recipe.weight_clip)
     qmax = 2 ** (recipe.weight_bits - 1) - 1
     modules = dict(trained.named_modules())
@@ -212,7 +213,7 @@ def apply_trained(recipe: Recipe, model: TRM, task: Task, progress: Progress | N
             log(f"training recipe {recipe.name} for {name}: {cfg.iterations} iterations; checkpoint {folder}")
         run = METHODS[method](recipe, model, task)
         with nullcontext(progress) if progress is not None else Progress(disable=True) as bars:
-            train(replace(cfg, model=run.model), folder, resume=True, init=run.init, point=run.point,
+            train_loop(replace(cfg, model=run.model), folder, resume=True, init=run.init, point=run.point,
                   teacher=run.teacher, progress=bars)
     elif log:
         log(f"recipe {recipe.name}: the trained checkpoint cached at {folder}")

@@ -105,7 +105,7 @@ def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
     header = HEADER.pack(MAGIC, VERSION, HEADER.size, total, 0,
                          c["vocab_size"], c["seq_len"], c["hidden"], c["layers"],
                          0 if c["mixer"] == "mlp" else 1, c["heads"], bits, mix_inner, ffn_inner,
-                         c["T"], c["n"], c["n_sup"], 1 if embeddings_to_ram else 0, len(ts),
+                         c["T"], c["n"], c["steps"], 1 if embeddings_to_ram else 0, len(ts),
                          m.norm_const, m.halt_threshold, *m.z_in, *m.y_in, 0, m.carry_scale, 0)
     buf = bytearray(total)
     buf[:HEADER.size] = header
@@ -118,7 +118,7 @@ def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
 
 # the header fields after magic, version, header size, total size and CRC
 HEADER_KEYS = ("vocab_size", "seq_len", "hidden", "layers", "mixer", "heads", "weight_bits", "mix_inner",
-               "ffn_inner", "T", "n", "n_sup", "flags", "tensor_count", "norm_const", "halt_threshold",
+               "ffn_inner", "T", "n", "steps", "flags", "tensor_count", "norm_const", "halt_threshold",
                "z_in0", "z_in1", "z_in2", "y_in0", "y_in1", "reserved", "carry_scale", "reserved2")
 
 
@@ -205,7 +205,7 @@ def from_blob(data: bytes) -> IntModel:
         blocks.append(QBlock(mixer, (int(mr[0]), int(mr[1])), swiglu(f"b{l}.ffn"), (int(fr[0]), int(fr[1]))))
     config = {"vocab_size": h["vocab_size"], "seq_len": h["seq_len"], "hidden": h["hidden"], "layers": h["layers"],
               "mixer": "mlp" if h["mixer"] == 0 else "attention", "heads": h["heads"],
-              "T": h["T"], "n": h["n"], "n_sup": h["n_sup"]}
+              "T": h["T"], "n": h["n"], "steps": h["steps"]}
     return IntModel(config=config, embed=need("embed"), y_init=need("y_init"), z_init=need("z_init"),
                     z_in=(h["z_in0"], h["z_in1"], h["z_in2"]), y_in=(h["y_in0"], h["y_in1"]), blocks=blocks,
                     norm_const=h["norm_const"], head=lin("head", arith.INT16_MIN, arith.INT16_MAX),

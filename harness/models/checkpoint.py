@@ -10,7 +10,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from ..tasks import Task, make_task
-from .trm import TRM, TRMConfig
+from .trm import LEGACY_WEIGHTS, TRM, TRMConfig
 
 ZOO = Path(__file__).parent / "zoo"
 WEIGHTS = "model.safetensors"
@@ -106,6 +106,15 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[TRM, Task, dict[str, Any]
     return model, task, config
 
 
+def _legacy_name(key: str) -> str:
+    """A weight's name as today's model names it (``trm.LEGACY_WEIGHTS``: earlier checkpoints called the
+    channel SwiGLU ``mlp``, the word of the mixer kind)."""
+    for old, new in LEGACY_WEIGHTS:
+        if old in key:
+            return key.replace(old, new)
+    return key
+
+
 def _weights(folder: Path, model: TRM) -> dict[str, Any]:
     """The tensors of ``model.safetensors``, checked name by name and shape by shape against the model
     that config.json describes."""
@@ -117,6 +126,7 @@ def _weights(folder: Path, model: TRM) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}): it is "
                               f"truncated or corrupt; restore it (or retrain into {folder})") from None
+    state = {_legacy_name(k): v for k, v in state.items()}
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     other = f"{WEIGHTS} and {CONFIG} must come from the same training run"

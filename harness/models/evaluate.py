@@ -13,7 +13,7 @@ from .trm import TRM
 
 def default_depth(model: TRM) -> Depth:
     c = model.cfg
-    return Depth(c.T, c.n, c.n_sup, False)
+    return Depth(c.T, c.n, c.steps, False)
 
 
 @torch.no_grad()

@@ -223,7 +223,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
 
-    depth = Depth(model.cfg.T, model.cfg.n, model.cfg.n_sup)
+    depth = Depth(model.cfg.T, model.cfg.n, model.cfg.steps)
     heldout = task.generate(cfg.eval_puzzles, seed=cfg.seed + 1, split="test")
     record = {
         "params": model.parameter_count(),
@@ -284,7 +284,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
                     pe.lerp_(pm, 1 - decay)
             slots.y, slots.z = y.detach(), z.detach()
             slots.steps += 1
-            done = slots.steps >= model.cfg.n_sup
+            done = slots.steps >= model.cfg.steps
             if model.cfg.halting:
                 explore = torch.rand(len(done)) < cfg.halt_explore
                 done |= (q_halt.detach() > 0) & ~explore

@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 MIXERS = ("mlp", "attention")
+# config keys and weight names of earlier checkpoints -> today's (docs/glossary.md: one word per idea)
+LEGACY = {"n_sup": "steps"}
+LEGACY_WEIGHTS = ((".mixer.mlp.", ".mixer.swiglu."), (".mlp.", ".ffn."))
 ATTENTION_KERNELS = ("softmax", "linear")
 
 # A quantization point: every tensor that the integer model stores as int8 passes through
@@ -57,7 +60,7 @@ class TRMConfig:
     heads: int = 4
     n: int = 3               # z updates per cycle
     T: int = 2               # cycles per supervision step
-    n_sup: int = 8           # supervision steps (the default depth at inference)
+    steps: int = 8           # supervision steps (the official TRM's N_sup; the default depth at inference)
     halting: bool = True     # train a halting head; at inference halting is optional
     mix_inner: int = 0       # explicit SwiGLU inner widths (0: expansion × width); set by structured
     ffn_inner: int = 0       # pruning, which shrinks them
@@ -88,6 +91,8 @@ class TRMConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TRMConfig":
+        """From a checkpoint's config; the names earlier checkpoints used (``LEGACY``) are read as today's."""
+        d = {LEGACY.get(k, k): v for k, v in d.items()}
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -148,10 +153,10 @@ class SequenceMLP(nn.Module):
 
     def __init__(self, seq_len: int, inner: int):
         super().__init__()
-        self.mlp = SwiGLU(seq_len, inner)
+        self.swiglu = SwiGLU(seq_len, inner)
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:  # h [B, L, D]
-        return self.mlp(h.transpose(1, 2), point, name).transpose(1, 2)
+        return self.swiglu(h.transpose(1, 2), point, name).transpose(1, 2)
 
 
 def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,14 +213,14 @@ class Block(nn.Module):
         super().__init__()
         self.eps = cfg.norm_eps
         self.mixer = SequenceMLP(cfg.seq_len, cfg.mix_width) if cfg.mixer == "mlp" else Attention(cfg)
-        self.mlp = SwiGLU(cfg.hidden, cfg.ffn_width)
+        self.ffn = SwiGLU(cfg.hidden, cfg.ffn_width)   # the channel SwiGLU
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "", h_point: str = "norm") -> torch.Tensor:
         """``h_point``: the point the block input comes from (``h`` for the first block, else ``norm``)."""
         ops = ops_of(point)
         m = self.mixer(h, point, f"{name}.mix")
         h = point("norm", ops.residual_norm("norm", h, h_point, m, f"{name}.mix.out", self.eps))
-        m = self.mlp(h, point, f"{name}.ffn")
+        m = self.ffn(h, point, f"{name}.ffn")
         return point("norm", ops.residual_norm("norm", h, "norm", m, f"{name}.ffn.out", self.eps))
 
 
@@ -286,7 +291,7 @@ class TRM(nn.Module):
         y and z as [S, T, B, L, D]."""
         T = T or self.cfg.T
         n = n or self.cfg.n
-        steps = steps or self.cfg.n_sup
+        steps = steps or self.cfg.steps
         x = point("x", self.input_embedding(tokens))
         y, z = (point("norm", c) for c in self.initial_carry(tokens))
         logits, q_halt, ys, zs = [], [], [], []
@@ -333,6 +338,6 @@ def macs_per_inference(cfg: TRMConfig, T: int | None = None, n: int | None = Non
     """MACs for one puzzle at a given depth (defaults: the config's T, n, N_sup; no early halt)."""
     T = T or cfg.T
     n = n or cfg.n
-    steps = steps or cfg.n_sup
+    steps = steps or cfg.steps
     readout = cfg.seq_len * cfg.hidden * cfg.vocab_size + cfg.hidden
     return steps * (T * (n + 1) * macs_per_net(cfg) + readout)
