@@ -316,6 +316,8 @@ def run(
     trace: bool = typer.Option(False, help="Capture every cycle's carries through the debug probe (QEMU's "
                                             "gdbstub) and compute the device's carry fidelity to fp32."),
     train: bool = typer.Option(False, help="A training recipe (qat-int4): train it now if its checkpoint is not cached."),
+    blob_file: Optional[Path] = typer.Option(None, "--blob", help="Run this model blob (from `harness export --out`) "
+                                             "instead of exporting --model with --recipe; --model still gives the puzzles."),
     port: Optional[str] = typer.Option(None, help="--board serial: the board's UART (e.g. /dev/ttyACM0)."),
     probe_id: Optional[str] = typer.Option(None, help="--board serial: the pyOCD probe's unique id (`pyocd list`)."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the board's log here."),
@@ -338,7 +340,13 @@ def run(
         net, task, config = load_checkpoint(model)
         d = Depth.parse(depth, default_depth(net))
         source, items = load_puzzle_source(task, puzzles, seed)
-        blob = export_blob(model, recipe, train=train)
+        if blob_file is not None:
+            try:
+                blob = blob_file.read_bytes()
+            except OSError as e:
+                raise ValueError(f"--blob {blob_file}: cannot read it ({e.strerror})") from None
+        else:
+            blob = export_blob(model, recipe, train=train)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if len(blob) > t.blob.size:
@@ -348,7 +356,7 @@ def run(
                               "summary": fit, "rows": []}))
         _fail(fit["does_not_fit"])
     try:
-        check_blob(blob, stack(items[:1])[0].shape[1], f"the blob of {model} {recipe}")
+        check_blob(blob, stack(items[:1])[0].shape[1], f"--blob {blob_file}" if blob_file else f"the blob of {model} {recipe}")
     except RunError as e:
         _fail(str(e))
     if trace and board not in ("qemu", "renode"):
