@@ -85,3 +85,10 @@ def test_check_blob_sees_what_the_firmware_would():
     struct.pack_into("<I", body, 12, zlib.crc32(bytes(body[16:])) ^ 1)
     with pytest.raises(RunError, match="BLOB_CRC"):
         check_blob(bytes(body), 36)
+
+
+@pytest.mark.parametrize("depth, fragment", [("100,100,100", "T 100 > 16"), ("²,1,1", "expected 'T,n,steps'")])
+def test_eval_bounds_its_depth_too(depth, fragment):
+    """Without the bound, 100,100,100 ran 100 x 101 x 100 network evaluations per puzzle and looked hung."""
+    r = CliRunner().invoke(app, ["eval", "--model", "sudoku6-mlp", "--puzzles", "2", "--depth", depth])
+    one_line_error(r, "--depth", fragment)
