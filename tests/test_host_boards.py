@@ -340,3 +340,21 @@ def test_sanitized32_parser_refuses_carries_a_32_bit_size_t_cannot_hold(tmp_path
     m = native.NativeModel(blob)                     # 64-bit: a valid model (no run: 2·L·D = 4 GiB)
     assert (m.info["seq_len"], m.info["hidden"]) == (65535, 32769)
     assert m.workspace_bytes == (2 * 65535 * 32769 + 7) // 8 * 8 + 2
+
+
+def test_a_farm_with_two_host_boards_journals_golden_answers(tmp_path):
+    """Two host boards in one farm, two blobs (int8, int4-naive) served at the same time: every puzzle
+    journalled ok and golden_match (before: one static server, wrong answers journalled)."""
+    from harness.boards.inventory import BoardSpec
+    from harness.farm.plan import plan_from_dict
+    from harness.farm.scheduler import farm_run
+    from harness.report.tables import load_run, tables
+    plan = {"name": "two-hosts", "models": ["sudoku6-mlp"], "recipes": ["int8", "int4-naive"],
+            "depths": ["1,2,2"], "targets": [TARGET], "puzzles": {"count": 12, "seed": 3},
+            "run": {"puzzle_timeout_s": 10, "retries": 1}}
+    boards = [BoardSpec(f"h{k}", "host", TARGET, {}) for k in (1, 2)]
+    farm_run(plan_from_dict(plan, "two-hosts"), boards, tmp_path, log=lambda m: None)
+    p = tables(load_run(tmp_path))["puzzles"]
+    assert len(p) == 2 * 12 and (p.status == "ok").all(), p.status.value_counts()
+    assert p.golden_match.all(), p[~p.golden_match]
+    assert set(p.board) == {"h1", "h2"}
