@@ -56,7 +56,7 @@ STATUS = {0: "TRM_OK", 1: "BLOB_TRUNCATED", 2: "BLOB_MAGIC", 3: "BLOB_VERSION", 
           5: "BLOB_CRC", 6: "BLOB_TABLE", 7: "BLOB_MISSING", 8: "BLOB_SHAPE", 9: "TRM_ERR_ARG",
           10: "TRM_ERR_WORKSPACE"}
 INFO_KEYS = ("vocab_size", "seq_len", "hidden", "layers", "mixer", "heads", "weight_bits", "T", "n",
-             "n_sup", "flags", "halt_threshold", "norm_const", "mix_inner", "ffn_inner", "head_bits")
+             "steps", "flags", "halt_threshold", "norm_const", "mix_inner", "ffn_inner", "head_bits")
 
 
 class NativeError(RuntimeError):
@@ -224,7 +224,7 @@ class NativeModel:
         i = self.info
         return {"vocab_size": i["vocab_size"], "seq_len": i["seq_len"], "hidden": i["hidden"],
                 "layers": i["layers"], "mixer": "mlp" if i["mixer"] == 0 else "attention",
-                "heads": i["heads"], "T": i["T"], "n": i["n"], "n_sup": i["n_sup"]}
+                "heads": i["heads"], "T": i["T"], "n": i["n"], "steps": i["steps"]}
 
     @property
     def halt_threshold(self) -> int:
@@ -239,7 +239,7 @@ class NativeModel:
         not run repeat its last step (its state is frozen), and ``steps`` [B] says how many ran."""
         T = self.info["T"] if T is None else int(T)
         n = self.info["n"] if n is None else int(n)
-        S = self.info["n_sup"] if steps is None else int(steps)
+        S = self.info["steps"] if steps is None else int(steps)
         if T < 0 or n < 0 or S < 0:
             raise ValueError("T, n and steps must be >= 0")
         tok = np.asarray(tokens)

@@ -139,7 +139,7 @@ def attention_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-attention")
     with torch_threads(1):
         train(TrainConfig(task={"name": "sudoku", "size": 4},
-                          model=dict(hidden=16, layers=2, heads=2, mixer="attention", T=1, n=2, n_sup=2),
+                          model=dict(hidden=16, layers=2, heads=2, mixer="attention", T=1, n=2, steps=2),
                           train_puzzles=64, batch=32, iterations=60, eval_every=60, eval_puzzles=16,
                           save_every=60), out)
     from harness.models.checkpoint import load_checkpoint
@@ -334,8 +334,8 @@ def test_zoo_models_are_bit_exact(zoo_case):
     x = puzzles(task, ZOO_PUZZLES)
     nm = native.NativeModel(zoo_case["blob"])
     assert nm.info["seq_len"] == c["seq_len"] and nm.info["head_bits"] == (4 if "int4" in zoo_case["recipe"] else 8)
-    got = nm.run(x, c["T"], c["n"], c["n_sup"])
-    assert_same(im.run(x, c["T"], c["n"], c["n_sup"]), got)
+    got = nm.run(x, c["T"], c["n"], c["steps"])
+    assert_same(im.run(x, c["T"], c["n"], c["steps"]), got)
     # the golden model rebuilt from the blob is the same oracle
     assert_same(B.from_blob(zoo_case["blob"]).run(x[:16], c["T"], c["n"], 2), nm.run(x[:16], c["T"], c["n"], 2))
 
@@ -353,9 +353,9 @@ def test_halting_stops_at_the_first_halting_step(zoo_case):
     im, task = zoo_case["im"], zoo_case["task"]
     c = im.config
     x = puzzles(task, 48, seed=5)
-    g = im.run(x, c["T"], c["n"], c["n_sup"])
-    r = native.NativeModel(zoo_case["blob"]).run(x, c["T"], c["n"], c["n_sup"], halting=True)
-    S = c["n_sup"]
+    g = im.run(x, c["T"], c["n"], c["steps"])
+    r = native.NativeModel(zoo_case["blob"]).run(x, c["T"], c["n"], c["steps"], halting=True)
+    S = c["steps"]
     first = np.where(g["halt"].any(0), g["halt"].argmax(0) + 1, S)
     assert np.array_equal(r["steps"], first)
     for b, s in enumerate(first):
@@ -373,7 +373,7 @@ def test_zoo_models_are_bit_exact_on_500_puzzles(case):
     x = puzzles(task, 500, seed=99)
     c = im.config
     nm = native.NativeModel(B.to_blob(im))
-    for T, n, steps in ((c["T"], c["n"], c["n_sup"]), (3, 4, 3)):
+    for T, n, steps in ((c["T"], c["n"], c["steps"]), (3, 4, 3)):
         assert_same(im.run(x, T, n, steps), nm.run(x, T, n, steps))
 
 
