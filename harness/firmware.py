@@ -79,7 +79,7 @@ def source_hash(target: Target) -> str:
 def defines(target: Target, build_id: str) -> list[str]:
     return [f'-DTRM_TARGET="{target.name}"', f'-DTRM_BUILD_ID="{build_id}"', f"-DCORE_HZ={target.clock_hz}u",
             f"-DUART_BASE={target.uart_base:#x}u", f"-DBLOB_ADDR={target.blob.origin:#x}u",
-            f"-DBLOB_REGION={target.blob.size:#x}u", f"-DARENA_BYTES={target.arena_bytes}",
+            f"-DBLOB_REGION={target.blob.size:#x}u", f"-DARENA_CAPACITY={target.arena_capacity}",
             f"-DRX_BYTES={target.rx_bytes}", f"-DTX_BYTES={target.tx_bytes}"]
 
 

@@ -287,30 +287,30 @@ class NativeServer:
     opaque handle owning its receive and transmit buffers and its arena), so any number can be open at
     once and used from different threads; ``close()`` (or the end of a ``with`` block) frees it.
 
-    ``region``, ``arena_bytes``, ``rx_bytes`` and ``tx_bytes`` mirror a target's blob region and
+    ``region``, ``arena_capacity``, ``rx_bytes`` and ``tx_bytes`` mirror a target's blob region and
     buffers (``targets/*.toml``); ``blob_status`` is the blob's TRM_BLOB_* status as INFO reports it."""
 
     REGION = 4 << 20
     ARENA_MAX = 1 << 28          # TRM_HOST_ARENA_MAX (firmware/host/trm_host.h)
 
-    def __init__(self, blob: bytes, region: int | None = None, arena_bytes: int = 1 << 16,
+    def __init__(self, blob: bytes, region: int | None = None, arena_capacity: int = 1 << 16,
                  rx_bytes: int = 1024, tx_bytes: int = 16384, lib: ctypes.CDLL | None = None):
         self.lib = lib or library()
         self._lock = threading.Lock()
         self._h = None
         region = region or self.REGION
-        if not 8 <= arena_bytes <= self.ARENA_MAX:
-            raise ValueError(f"arena_bytes {arena_bytes} outside [8, {self.ARENA_MAX}] (TRM_HOST_ARENA_MAX)")
+        if not 8 <= arena_capacity <= self.ARENA_MAX:
+            raise ValueError(f"arena_capacity {arena_capacity} outside [8, {self.ARENA_MAX}] (TRM_HOST_ARENA_MAX)")
         # the blob region as on a board: the blob, then erased flash (0xFF) up to the region size; the
         # C server points into it, so it lives as long as this object
         data = bytes(blob)[:region]
         self._mem = np.full(max(region, 16), 0xFF, dtype=np.uint8)
         self._mem[:len(data)] = np.frombuffer(data, dtype=np.uint8)
         status = ctypes.c_int(-1)
-        h = self.lib.trm_host_server_open(self._mem.ctypes.data, max(region, 16), arena_bytes, rx_bytes,
+        h = self.lib.trm_host_server_open(self._mem.ctypes.data, max(region, 16), arena_capacity, rx_bytes,
                                           tx_bytes, ctypes.byref(status))
         if not h:
-            raise RuntimeError(f"trm_host_server_open refused region {region}, arena {arena_bytes}, rx {rx_bytes}, "
+            raise RuntimeError(f"trm_host_server_open refused region {region}, arena {arena_capacity}, rx {rx_bytes}, "
                                f"tx {tx_bytes} bytes (rx >= 16, tx >= 64, each <= 16 MiB) or ran out of memory")
         self._h = h
         self.blob_status = status.value

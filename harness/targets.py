@@ -38,7 +38,7 @@ class Target:
     ram: Region
     blob: Region
     firmware_flash: int            # bytes of flash the firmware image may use (below the blob)
-    arena_bytes: int
+    arena_capacity: int            # bytes the firmware reserves for the arena (a run uses arena_bytes of it)
     rx_bytes: int
     tx_bytes: int
     stack_bytes: int
@@ -79,7 +79,7 @@ def load_target(name_or_path: str | Path) -> Target:
         name=d["name"], description=d.get("description", ""), core=d["core"], cflags=tuple(d["cflags"]),
         clock_hz=int(d["clock_hz"]), flash=_region(mem, "flash", p), ram=_region(mem, "ram", p),
         blob=_region(mem, "blob", p), firmware_flash=int(mem["firmware_flash"]),
-        arena_bytes=int(build["arena_bytes"]), rx_bytes=int(build["rx_bytes"]), tx_bytes=int(build["tx_bytes"]),
+        arena_capacity=int(build["arena_capacity"]), rx_bytes=int(build["rx_bytes"]), tx_bytes=int(build["tx_bytes"]),
         stack_bytes=int(build["stack_bytes"]), uart_kind=d["uart"]["kind"], uart_base=int(d["uart"]["base"]),
         qemu_machine=d["qemu"]["machine"], qemu_serial_index=int(d["qemu"].get("serial_index", 0)),
         renode_platform=d["renode"]["platform"], pyocd_target=d["pyocd"]["target"], energy=dict(d["energy"]),

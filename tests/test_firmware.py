@@ -144,9 +144,11 @@ def test_board_survives_bad_input(open_board, blobs):
 
 @pytest.mark.board
 def test_a_reset_board_answers_again(open_board, blobs):
+    """The farm's reset: close the board and start it again (firmware and blob as before)."""
     with open_board("mps2-an386", blobs("sudoku6-mlp", "int8")) as board:
         first = board.info()
-        board.reset()
+        board.close()
+        board.start()
         assert board.ping(b"again") == b"again"
         assert board.info().build_id == first.build_id
 
@@ -241,20 +243,20 @@ def test_host_server_refuses_work_beyond_the_bounds_with_the_numbers(blobs, zoo_
     blob = blobs("sudoku6-mlp", "int8")
     t = load_target("mps2-an386")
     with HostBoard(t, blob) as board:
-        _bound_checks(board, 36, t.arena_bytes)
+        _bound_checks(board, 36, t.arena_capacity)
         _, (x, _) = held_out(zoo_model, "sudoku6-mlp", 1)
         T, n, steps = 16, 15, LIMITS["evaluations"] // (16 * 16)        # exactly at the bound: 2048
         assert T * (n + 1) * steps == LIMITS["evaluations"]
         _check_bit_exact(board, blob, x, T, n, steps)
     # rows*cols*reps > 2^30 MACs needs a matrix larger than a target's arena: a host server with 4 MiB
-    with NativeServer(b"", arena_bytes=4 << 20) as s:
+    with NativeServer(b"", arena_capacity=4 << 20) as s:
         rows, cols, reps = 2048, 1024, BENCH_LIMITS["reps"]
         kind, _, body = P.unframe(s.feed(P.frame(P.BENCH, 1, P.bench_payload(rows, cols, 8, reps)))[:-1])
         assert kind == P.ERROR and P.ERRORS[body[0]] == "ARGS"
         assert body[2:].decode().startswith(f"BENCH MACs rows*cols*reps {rows * cols * reps} > {BENCH_LIMITS['macs']} "
                                             "(TRM_MAX_BENCH_MACS)")
     # the arena too small for the model: needed vs available bytes
-    with NativeServer(blob, arena_bytes=2048) as s:
+    with NativeServer(blob, arena_capacity=2048) as s:
         ws = P.parse_info(P.unframe(s.feed(P.frame(P.INFO, 1))[:-1])[2]).workspace_bytes
         for embed_ram, what in ((False, "model workspace"), (True, "model with EMBED_RAM (workspace + embedding table)")):
             wire = P.frame(P.RUN, 2, P.run_payload(x[0], 1, 1, 1, embed_ram=embed_ram))
@@ -272,7 +274,7 @@ def test_boards_refuse_work_beyond_the_bounds_and_the_bench_overflow(open_board,
     blob = blobs("sudoku6-mlp", "int8")
     for target in board_targets:
         with open_board(target, blob) as board:
-            _bound_checks(board, 36, load_target(target).arena_bytes)
+            _bound_checks(board, 36, load_target(target).arena_capacity)
 
 
 # --- bit-exactness against the golden reference --------------------------------------------------------------
@@ -400,7 +402,7 @@ def test_targets_describe_what_the_issue_requires():
         assert t.clock_hz > 0 and t.flash.size > 0 and t.ram.size > 0 and t.blob.size > 0
         assert t.qemu_machine and t.renode_platform and t.pyocd_target
         assert t.energy["active_ua_per_mhz"] > 0 and t.energy["source"]
-        static = t.arena_bytes + t.rx_bytes + t.tx_bytes + t.stack_bytes
+        static = t.arena_capacity + t.rx_bytes + t.tx_bytes + t.stack_bytes
         assert static < t.ram.size, f"{name}: the firmware's buffers do not fit its RAM"
 
 
@@ -468,7 +470,7 @@ def test_run_command_refuses_a_blob_that_does_not_fit(monkeypatch):
     from typer.testing import CliRunner
     from harness import cli
     import harness.export.exporter as ex
-    monkeypatch.setattr(ex, "export_blob", lambda model, recipe: b"\0" * (2 << 20))
+    monkeypatch.setattr(ex, "export_blob", lambda model, recipe, **kw: b"\0" * (2 << 20))
     r = CliRunner().invoke(cli.app, ["run", "--board", "host", "--target", "netduinoplus2", "--model", "sudoku6-mlp",
                                      "--puzzles", "1"])
     assert r.exit_code == 2 and "does not fit" in r.output

@@ -129,13 +129,13 @@ def test_host_boards_on_two_threads_are_all_bit_exact(blobs, zoo_model):
 def test_native_servers_share_nothing_and_close_independently(blobs):
     mlp, att = blobs("sudoku6-mlp", "int8"), blobs("maze7-mlp", "int4-pc")
     a = native.NativeServer(mlp, region=2 << 20)
-    with native.NativeServer(att, region=2 << 20, arena_bytes=1 << 20) as b:
+    with native.NativeServer(att, region=2 << 20, arena_capacity=1 << 20) as b:
         assert a.blob_status == b.blob_status == 0
         for server, blob in ((a, mlp), (b, att)):
             kind, seq, body = P.unframe(server.feed(P.frame(P.INFO, 3))[:-1])
             info = P.parse_info(body)
             assert kind == P.INFO_RSP and info.blob_crc == header_crc(blob)
-        assert P.parse_info(P.unframe(b.feed(P.frame(P.INFO, 4))[:-1])[2]).arena_bytes == 1 << 20
+        assert P.parse_info(P.unframe(b.feed(P.frame(P.INFO, 4))[:-1])[2]).arena_capacity == 1 << 20
     assert b.closed and not a.closed
     with pytest.raises(RuntimeError, match="closed"):
         b.feed(P.frame(P.PING, 1))
@@ -143,7 +143,7 @@ def test_native_servers_share_nothing_and_close_independently(blobs):
     a.close()
     a.close()                              # twice is fine
     with pytest.raises(ValueError, match="TRM_HOST_ARENA_MAX"):
-        native.NativeServer(mlp, arena_bytes=1 << 30)
+        native.NativeServer(mlp, arena_capacity=1 << 30)
 
 
 def test_a_stale_library_is_named_with_what_to_do(tmp_path):

@@ -94,10 +94,10 @@ TRM_HOST_API void trm_host_server_close(trm_host_server *h)
     free(h);
 }
 
-TRM_HOST_API trm_host_server *trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes,
+TRM_HOST_API trm_host_server *trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_capacity,
                                                    size_t rx_bytes, size_t tx_bytes, int *blob_status)
 {
-    if (!blob || region < 16u || arena_bytes < 8u || arena_bytes > TRM_HOST_ARENA_MAX || rx_bytes < 16u ||
+    if (!blob || region < 16u || arena_capacity < 8u || arena_capacity > TRM_HOST_ARENA_MAX || rx_bytes < 16u ||
         rx_bytes > TRM_HOST_BUFFER_MAX || tx_bytes < 64u || tx_bytes > TRM_HOST_BUFFER_MAX)
         return NULL;
     trm_host_server *h = calloc(1, sizeof *h);
@@ -105,7 +105,7 @@ TRM_HOST_API trm_host_server *trm_host_server_open(const uint8_t *blob, size_t r
         return NULL;
     h->rx = malloc(rx_bytes);
     h->tx = malloc(tx_bytes);
-    h->arena = malloc(arena_bytes);
+    h->arena = malloc(arena_capacity);
     /* malloc aligns for any object type: at least 8 bytes here (checked, not assumed) */
     if (!h->rx || !h->tx || !h->arena || ((uintptr_t)h->tx & 7u) || ((uintptr_t)h->arena & 7u)) {
         trm_host_server_close(h);
@@ -114,7 +114,7 @@ TRM_HOST_API trm_host_server *trm_host_server_open(const uint8_t *blob, size_t r
     h->tx_bytes = tx_bytes;
     h->link.buf = h->rx;
     h->link.cap = rx_bytes;
-    trm_server_init(&h->server, &host_port, blob, region, h->arena, arena_bytes);
+    trm_server_init(&h->server, &host_port, blob, region, h->arena, arena_capacity);
     if (blob_status)
         *blob_status = (int)h->server.blob_status;
     return h;

@@ -22,7 +22,7 @@ int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, int B, int T, 
  * at a time: open one on a blob (the caller keeps `blob` alive and 8-byte aligned until it closes the
  * server; region = bytes reserved for it), then feed it wire bytes; the responses come back as wire
  * bytes (COBS + 0x00). Each server owns its receive buffer (rx_bytes, as a target's), transmit buffer
- * (tx_bytes, >= 64) and arena (arena_bytes, <= TRM_HOST_ARENA_MAX): servers share nothing, and
+ * (tx_bytes, >= 64) and arena (arena_capacity, <= TRM_HOST_ARENA_MAX): servers share nothing, and
  * servers on different threads run in parallel (feed one server from one thread at a time). The
  * counter is the host's monotonic clock in nanoseconds; there is no stack measurement. */
 #define TRM_HOST_ABI_VERSION 2
@@ -31,10 +31,10 @@ int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, int B, int T, 
 
 typedef struct trm_host_server trm_host_server;  /* opaque */
 
-/* NULL when an argument is out of range (blob NULL, region < 16, arena_bytes outside [8,
+/* NULL when an argument is out of range (blob NULL, region < 16, arena_capacity outside [8,
  * TRM_HOST_ARENA_MAX], rx_bytes < 16, tx_bytes < 64, a buffer over TRM_HOST_BUFFER_MAX) or memory
  * runs out. *blob_status (optional): the blob's TRM_BLOB_* status, as INFO reports it. */
-trm_host_server *trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_bytes, size_t rx_bytes,
+trm_host_server *trm_host_server_open(const uint8_t *blob, size_t region, size_t arena_capacity, size_t rx_bytes,
                                       size_t tx_bytes, int *blob_status);
 /* Returns the bytes written to out, or (size_t)-1 when out[cap] is too small (or h is NULL). */
 size_t trm_host_server_feed(trm_host_server *h, const uint8_t *in, size_t n, uint8_t *out, size_t cap);

@@ -7,7 +7,7 @@
 
 static uint8_t rx[RX_BYTES];
 static uint8_t tx[TX_BYTES] __attribute__((aligned(8)));
-static uint8_t arena[ARENA_BYTES] __attribute__((aligned(8)));
+static uint8_t arena[ARENA_CAPACITY] __attribute__((aligned(8)));
 static trm_server server;
 
 static uint64_t counter(void) { return counter_read(); }

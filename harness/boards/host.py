@@ -45,7 +45,7 @@ class HostBoard(Board):
         from ..native import NativeServer
         self.close()
         t = self.target
-        self.server = NativeServer(self.blob, region=t.blob.size, arena_bytes=t.arena_bytes, rx_bytes=t.rx_bytes,
+        self.server = NativeServer(self.blob, region=t.blob.size, arena_capacity=t.arena_capacity, rx_bytes=t.rx_bytes,
                                    tx_bytes=t.tx_bytes)
         self.session = Session(_Loopback(self.server), self.describe())
 

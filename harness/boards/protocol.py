@@ -97,7 +97,7 @@ class Info:
     blob_size: int
     blob_crc: int
     blob_region: int
-    arena_bytes: int
+    arena_capacity: int              # the arena the firmware reserves
     workspace_bytes: int
     vocab: int
     seq_len: int
