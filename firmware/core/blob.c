@@ -2,6 +2,14 @@
 #include <string.h>
 
 #include "blob.h"
+#include "tensor_names.h"
+
+/* Tensor names are built in buffers of NAME_BUF bytes: the longest name plus its NUL. */
+enum { NAME_BUF = TRM_T_MAX_NAME + 1 };
+_Static_assert(sizeof TRM_T_BLOCK + 3 + sizeof TRM_T_MIX + sizeof TRM_T_DOWN - 2 <= NAME_BUF,
+               "a SwiGLU part's name outgrows NAME_BUF");
+_Static_assert(sizeof TRM_T_BLOCK + 3 + sizeof TRM_T_ATT_QKV + sizeof TRM_T_MN - 2 <= NAME_BUF,
+               "an attention matrix's .mn name outgrows NAME_BUF");
 
 /* ---- little-endian field readers (the header need not be aligned for these) ------------------ */
 
@@ -56,22 +64,34 @@ static int name_is(const uint8_t *field, const char *name)
     return 1;
 }
 
-/* "b<layer><suffix>" */
+/* buf[0..NAME_BUF) = a + b (cut at NAME_BUF - 1 bytes: a name that long is not in any blob). */
+static const char *join(char *buf, const char *a, const char *b)
+{
+    int i = 0;
+    for (; *a && i < NAME_BUF - 1; ++a)
+        buf[i++] = *a;
+    for (; *b && i < NAME_BUF - 1; ++b)
+        buf[i++] = *b;
+    buf[i] = '\0';
+    return buf;
+}
+
+/* TRM_T_BLOCK "<layer>" <suffix> (names.block in Python) */
 static const char *block_name(char *buf, int layer, const char *suffix)
 {
+    char prefix[sizeof TRM_T_BLOCK + 3];
     char digits[4];
     int nd = 0, i = 0;
     do {
         digits[nd++] = (char)('0' + layer % 10);
         layer /= 10;
     } while (layer && nd < 3);
-    buf[i++] = 'b';
+    for (const char *p = TRM_T_BLOCK; *p; ++p)
+        prefix[i++] = *p;
     while (nd)
-        buf[i++] = digits[--nd];
-    while (*suffix && i < 23)
-        buf[i++] = *suffix++;
-    buf[i] = '\0';
-    return buf;
+        prefix[i++] = digits[--nd];
+    prefix[i] = '\0';
+    return join(buf, prefix, suffix);
 }
 
 /* Find `name` (the last entry of that name wins, as in the Python reader's dict); check it when
@@ -121,11 +141,8 @@ static int mn_ok(const int32_t *mn, uint32_t pairs)
 static void need_mat(loader *ld, const char *name, uint32_t rows, uint32_t cols, trm_mat *W)
 {
     trm_tensor w = {0}, mn = {0};
-    char mn_name[24];
-    int i = 0;
-    for (; name[i] && i < 20; ++i)
-        mn_name[i] = name[i];
-    memcpy(mn_name + i, ".mn", 4);
+    char mn_name[NAME_BUF];
+    join(mn_name, name, TRM_T_MN);
     if (!need(ld, name, K_W, ANY_DIM, ANY_DIM, &w))
         return;
     if (ld->check) {
@@ -156,36 +173,30 @@ static void need_mat(loader *ld, const char *name, uint32_t rows, uint32_t cols,
     W->bits = w.dtype == TRM_DTYPE_INT4 ? 4 : 8;
 }
 
+/* The SwiGLU `part` (TRM_T_MIX or TRM_T_FFN) of block `layer`. */
 static void need_swiglu(loader *ld, int layer, const char *part, uint32_t K, uint32_t N, trm_swiglu *s)
 {
-    char name[24], suffix[16];
-    int i = 0;
-    suffix[i++] = '.';
-    for (const char *p = part; *p && i < 8; ++p)
-        suffix[i++] = *p;
-    memcpy(suffix + i, ".gu", 4);
-    need_mat(ld, block_name(name, layer, suffix), 0, K, &s->gate_up);
+    char name[NAME_BUF], prefix[NAME_BUF];
+    block_name(prefix, layer, part);
+    need_mat(ld, join(name, prefix, TRM_T_GU), 0, K, &s->gate_up);
     const uint32_t inner = ld->check ? s->gate_up.rows / 2u : 0u;
     trm_tensor t = {0};
-    memcpy(suffix + i, ".silu", 6);
-    if (need(ld, block_name(name, layer, suffix), K_I8, 256, 1, &t))
+    if (need(ld, join(name, prefix, TRM_T_SILU), K_I8, 256, 1, &t))
         s->silu = (const int8_t *)t.data;
-    memcpy(suffix + i, ".prod", 6);
-    if (need(ld, block_name(name, layer, suffix), K_I32, 2, 1, &t) && ld->check) {
+    if (need(ld, join(name, prefix, TRM_T_PROD), K_I32, 2, 1, &t) && ld->check) {
         const int32_t *mn = (const int32_t *)(const void *)t.data;
         if (!mn_ok(mn, 1))
             ld->st = TRM_BLOB_SHAPE;
         s->prod_M = mn[0];
         s->prod_n = mn[1];
     }
-    memcpy(suffix + i, ".down", 6);
-    need_mat(ld, block_name(name, layer, suffix), N, inner, &s->down);
+    need_mat(ld, join(name, prefix, TRM_T_DOWN), N, inner, &s->down);
     s->inner = (uint16_t)inner;
 }
 
 static void need_residual(loader *ld, int layer, const char *suffix, uint32_t C, trm_residual *r)
 {
-    char name[24];
+    char name[NAME_BUF];
     trm_tensor t = {0};
     if (!need(ld, block_name(name, layer, suffix), K_I32, 2, 1, &t) || !ld->check)
         return;
@@ -205,25 +216,25 @@ static void load(loader *ld, trm_model *m)
     const uint32_t V = m->vocab, L = m->seq_len, D = m->hidden;
     const uint32_t hd = m->heads ? D / m->heads : 0;
     trm_tensor t = {0};
-    if (need(ld, "embed", K_I8, V, D, &t))
+    if (need(ld, TRM_T_EMBED, K_I8, V, D, &t))
         m->embed = (const int8_t *)t.data;
-    if (need(ld, "y_init", K_I8, D, 1, &t))
+    if (need(ld, TRM_T_Y_INIT, K_I8, D, 1, &t))
         m->y_init = (const int8_t *)t.data;
-    if (need(ld, "z_init", K_I8, D, 1, &t))
+    if (need(ld, TRM_T_Z_INIT, K_I8, D, 1, &t))
         m->z_init = (const int8_t *)t.data;
     for (int l = 0; l < m->layers && ld->st == TRM_OK; ++l) {
         trm_block b;
-        char name[24];
+        char name[NAME_BUF];
         memset(&b, 0, sizeof b);
         if (m->mixer == TRM_MIXER_MLP) {
-            need_swiglu(ld, l, "mix", L, L, &b.mix);
+            need_swiglu(ld, l, TRM_T_MIX, L, L, &b.mix);
         } else {
-            need_mat(ld, block_name(name, l, ".att.qkv"), 3 * D, D, &b.att.qkv);
-            if (need(ld, block_name(name, l, ".att.cos"), K_I16, L, hd / 2, &t))
+            need_mat(ld, block_name(name, l, TRM_T_ATT_QKV), 3 * D, D, &b.att.qkv);
+            if (need(ld, block_name(name, l, TRM_T_ATT_COS), K_I16, L, hd / 2, &t))
                 b.att.cos = (const int16_t *)(const void *)t.data;
-            if (need(ld, block_name(name, l, ".att.sin"), K_I16, L, hd / 2, &t))
+            if (need(ld, block_name(name, l, TRM_T_ATT_SIN), K_I16, L, hd / 2, &t))
                 b.att.sin = (const int16_t *)(const void *)t.data;
-            if (need(ld, block_name(name, l, ".att.sm"), K_I32, 4, 1, &t) && ld->check) {
+            if (need(ld, block_name(name, l, TRM_T_ATT_SM), K_I32, 4, 1, &t) && ld->check) {
                 const int32_t *sm = (const int32_t *)(const void *)t.data;
                 if (!mn_ok(sm, 2))
                     ld->st = TRM_BLOB_SHAPE;
@@ -232,17 +243,17 @@ static void load(loader *ld, trm_model *m)
                 b.att.pv_M = sm[2];
                 b.att.pv_n = sm[3];
             }
-            need_mat(ld, block_name(name, l, ".att.out"), D, D, &b.att.out);
+            need_mat(ld, block_name(name, l, TRM_T_ATT_OUT), D, D, &b.att.out);
             b.att.heads = m->heads;
         }
-        need_residual(ld, l, ".mix.res", m->norm_const, &b.mix_res);
-        need_swiglu(ld, l, "ffn", D, D, &b.ffn);
-        need_residual(ld, l, ".ffn.res", m->norm_const, &b.ffn_res);
+        need_residual(ld, l, TRM_T_MIX_RES, m->norm_const, &b.mix_res);
+        need_swiglu(ld, l, TRM_T_FFN, D, D, &b.ffn);
+        need_residual(ld, l, TRM_T_FFN_RES, m->norm_const, &b.ffn_res);
         if (ld->check && ld->st == TRM_OK)
             m->blocks[l] = b;
     }
-    need_mat(ld, "head", V, D, &m->head);
-    if (need(ld, "halt", K_I8, D, 1, &t))
+    need_mat(ld, TRM_T_HEAD, V, D, &m->head);
+    if (need(ld, TRM_T_HALT, K_I8, D, 1, &t))
         m->halt = (const int8_t *)t.data;
 }
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..golden import arith
 from ..golden.model import IntModel, QAttention, QBlock, QLinear, QSwiGLU
+from . import names as N
 
 MAGIC = b"TRMB"
 VERSION = 1
@@ -53,28 +54,28 @@ def _mn(lin: QLinear) -> np.ndarray:
 
 
 def _linear(name: str, lin: QLinear) -> list[Tensor]:
-    return [Tensor(name, "int4" if lin.bits == 4 else "int8", lin.w), Tensor(name + ".mn", "int32", _mn(lin))]
+    return [Tensor(name, "int4" if lin.bits == 4 else "int8", lin.w), Tensor(name + N.MN, "int32", _mn(lin))]
 
 
 def _swiglu(prefix: str, s: QSwiGLU) -> list[Tensor]:
-    return [*_linear(f"{prefix}.gu", s.gate_up), Tensor(f"{prefix}.silu", "int8", s.silu),
-            Tensor(f"{prefix}.prod", "int32", np.array([s.prod_M, s.prod_n])), *_linear(f"{prefix}.down", s.down)]
+    return [*_linear(prefix + N.GU, s.gate_up), Tensor(prefix + N.SILU, "int8", s.silu),
+            Tensor(prefix + N.PROD, "int32", np.array([s.prod_M, s.prod_n])), *_linear(prefix + N.DOWN, s.down)]
 
 
 def tensors(m: IntModel) -> list[Tensor]:
-    out = [Tensor("embed", "int8", m.embed), Tensor("y_init", "int8", m.y_init), Tensor("z_init", "int8", m.z_init)]
+    out = [Tensor(N.EMBED, "int8", m.embed), Tensor(N.Y_INIT, "int8", m.y_init), Tensor(N.Z_INIT, "int8", m.z_init)]
     for l, b in enumerate(m.blocks):
         if isinstance(b.mixer, QSwiGLU):
-            out += _swiglu(f"b{l}.mix", b.mixer)
+            out += _swiglu(N.block(l, N.MIX), b.mixer)
         else:
             a = b.mixer
-            out += [*_linear(f"b{l}.att.qkv", a.qkv), Tensor(f"b{l}.att.cos", "int16", a.rope_cos),
-                    Tensor(f"b{l}.att.sin", "int16", a.rope_sin),
-                    Tensor(f"b{l}.att.sm", "int32", np.array([a.score_M, a.score_n, a.pv_M, a.pv_n])),
-                    *_linear(f"b{l}.att.out", a.out)]
-        out += [Tensor(f"b{l}.mix.res", "int32", np.array(b.mix_res)), *_swiglu(f"b{l}.ffn", b.ffn),
-                Tensor(f"b{l}.ffn.res", "int32", np.array(b.ffn_res))]
-    out += [*_linear("head", m.head), Tensor("halt", "int8", m.halt_w)]
+            out += [*_linear(N.block(l, N.ATT_QKV), a.qkv), Tensor(N.block(l, N.ATT_COS), "int16", a.rope_cos),
+                    Tensor(N.block(l, N.ATT_SIN), "int16", a.rope_sin),
+                    Tensor(N.block(l, N.ATT_SM), "int32", np.array([a.score_M, a.score_n, a.pv_M, a.pv_n])),
+                    *_linear(N.block(l, N.ATT_OUT), a.out)]
+        out += [Tensor(N.block(l, N.MIX_RES), "int32", np.array(b.mix_res)), *_swiglu(N.block(l, N.FFN), b.ffn),
+                Tensor(N.block(l, N.FFN_RES), "int32", np.array(b.ffn_res))]
+    out += [*_linear(N.HEAD, m.head), Tensor(N.HALT, "int8", m.halt_w)]
     return out
 
 
@@ -92,8 +93,8 @@ def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
         data = t.payload()
         rows, cols = t.shape()
         name = t.name.encode("ascii")
-        if len(name) > 15:
-            raise ValueError(f"tensor name {t.name!r} longer than 15 characters")
+        if len(name) > N.MAX_NAME:
+            raise ValueError(f"tensor name {t.name!r} longer than {N.MAX_NAME} characters")
         entries.append(ENTRY.pack(name, DTYPE_CODE[t.dtype], 2 if t.data.ndim == 2 else 1, 0, rows, cols,
                                   offset, len(data)))
         payloads.append((offset, data))
@@ -185,29 +186,30 @@ def from_blob(data: bytes) -> IntModel:
     bits = h["weight_bits"]
 
     def lin(name: str, lo=arith.INT8_MIN, hi=arith.INT8_MAX) -> QLinear:
-        mn = need(name + ".mn")
+        mn = need(name + N.MN)
         w = need(name)
         return QLinear(w, bits, mn[:, 0], mn[:, 1], np.full(w.shape[0], np.nan), lo, hi)
 
     def swiglu(p: str) -> QSwiGLU:
-        prod = need(f"{p}.prod")
-        return QSwiGLU(lin(f"{p}.gu"), need(f"{p}.silu"), int(prod[0]), int(prod[1]), lin(f"{p}.down"))
+        prod = need(p + N.PROD)
+        return QSwiGLU(lin(p + N.GU), need(p + N.SILU), int(prod[0]), int(prod[1]), lin(p + N.DOWN))
 
     blocks = []
     for l in range(h["layers"]):
         if h["mixer"] == 0:
-            mixer = swiglu(f"b{l}.mix")
+            mixer = swiglu(N.block(l, N.MIX))
         else:
-            sm = need(f"b{l}.att.sm")
-            mixer = QAttention(lin(f"b{l}.att.qkv"), h["heads"], need(f"b{l}.att.cos"), need(f"b{l}.att.sin"),
-                               int(sm[0]), int(sm[1]), int(sm[2]), int(sm[3]), lin(f"b{l}.att.out"))
-        mr, fr = need(f"b{l}.mix.res"), need(f"b{l}.ffn.res")
-        blocks.append(QBlock(mixer, (int(mr[0]), int(mr[1])), swiglu(f"b{l}.ffn"), (int(fr[0]), int(fr[1]))))
+            sm = need(N.block(l, N.ATT_SM))
+            mixer = QAttention(lin(N.block(l, N.ATT_QKV)), h["heads"], need(N.block(l, N.ATT_COS)),
+                               need(N.block(l, N.ATT_SIN)), int(sm[0]), int(sm[1]), int(sm[2]), int(sm[3]),
+                               lin(N.block(l, N.ATT_OUT)))
+        mr, fr = need(N.block(l, N.MIX_RES)), need(N.block(l, N.FFN_RES))
+        blocks.append(QBlock(mixer, (int(mr[0]), int(mr[1])), swiglu(N.block(l, N.FFN)), (int(fr[0]), int(fr[1]))))
     config = {"vocab_size": h["vocab_size"], "seq_len": h["seq_len"], "hidden": h["hidden"], "layers": h["layers"],
               "mixer": "mlp" if h["mixer"] == 0 else "attention", "heads": h["heads"],
               "T": h["T"], "n": h["n"], "steps": h["steps"]}
-    return IntModel(config=config, embed=need("embed"), y_init=need("y_init"), z_init=need("z_init"),
+    return IntModel(config=config, embed=need(N.EMBED), y_init=need(N.Y_INIT), z_init=need(N.Z_INIT),
                     z_in=(h["z_in0"], h["z_in1"], h["z_in2"]), y_in=(h["y_in0"], h["y_in1"]), blocks=blocks,
-                    norm_const=h["norm_const"], head=lin("head", arith.INT16_MIN, arith.INT16_MAX),
-                    halt_w=need("halt"), halt_threshold=h["halt_threshold"],
+                    norm_const=h["norm_const"], head=lin(N.HEAD, arith.INT16_MIN, arith.INT16_MAX),
+                    halt_w=need(N.HALT), halt_threshold=h["halt_threshold"],
                     scales={"norm": float(h["carry_scale"])})

@@ -1,0 +1,34 @@
+"""The model blob's tensor names: the one table that Python (``export/blob.py`` writes and reads them)
+and C (``firmware/core/blob.c`` looks them up, through ``firmware/core/tensor_names.h``, generated from
+this table by ``firmware/tools/gen_tables.py``) agree on. A rename here changes both; a name that C uses
+and this table lost fails the firmware build, not a board at run time.
+
+A block's tensors are ``b<layer>`` + a suffix (``b0.att.qkv``); a SwiGLU's are its prefix (``b0.mix``,
+``b0.ffn``) + ``.gu`` / ``.silu`` / ``.prod`` / ``.down``; a weight matrix ``W`` has its requantization
+pairs in ``W.mn``. Names are at most 15 bytes (docs/model-blob.md).
+"""
+from __future__ import annotations
+
+NAMES = {
+    # the model
+    "EMBED": "embed", "Y_INIT": "y_init", "Z_INIT": "z_init", "HEAD": "head", "HALT": "halt",
+    # a block: BLOCK + layer number + one of these
+    "BLOCK": "b",
+    "MIX": ".mix",              # the mlp mixer's SwiGLU (prefix)
+    "FFN": ".ffn",              # the channel SwiGLU (prefix)
+    "ATT_QKV": ".att.qkv", "ATT_COS": ".att.cos", "ATT_SIN": ".att.sin", "ATT_SM": ".att.sm", "ATT_OUT": ".att.out",
+    "MIX_RES": ".mix.res", "FFN_RES": ".ffn.res",
+    # the parts of a SwiGLU, and a matrix's requantization pairs
+    "GU": ".gu", "SILU": ".silu", "PROD": ".prod", "DOWN": ".down", "MN": ".mn",
+}
+MAX_NAME = 15
+
+EMBED, Y_INIT, Z_INIT, HEAD, HALT = (NAMES[k] for k in ("EMBED", "Y_INIT", "Z_INIT", "HEAD", "HALT"))
+MIX, FFN, MIX_RES, FFN_RES = NAMES["MIX"], NAMES["FFN"], NAMES["MIX_RES"], NAMES["FFN_RES"]
+ATT_QKV, ATT_COS, ATT_SIN, ATT_SM, ATT_OUT = (NAMES[k] for k in ("ATT_QKV", "ATT_COS", "ATT_SIN", "ATT_SM", "ATT_OUT"))
+GU, SILU, PROD, DOWN, MN = (NAMES[k] for k in ("GU", "SILU", "PROD", "DOWN", "MN"))
+
+
+def block(layer: int, suffix: str) -> str:
+    """The name of a block's tensor: ``block(0, ATT_QKV)`` is ``b0.att.qkv``."""
+    return f"{NAMES['BLOCK']}{layer}{suffix}"
