@@ -25,7 +25,7 @@ def predict(model: TRM, inputs: np.ndarray, depth: Depth, batch_size: int = 256,
     preds, qs = [], []
     for i in range(0, len(inputs), batch_size):
         tokens = torch.as_tensor(inputs[i:i + batch_size])
-        out = model.forward_trace(tokens, depth.T, depth.n, depth.steps)
+        out = model.forward_trace(tokens, depth.T, depth.n, depth.steps, carries=False)
         preds.append(out["logits"].argmax(-1).numpy())
         qs.append(out["q_halt"].numpy())
         if progress:

@@ -284,10 +284,12 @@ class TRM(nn.Module):
 
     @torch.no_grad()
     def forward_trace(self, tokens: torch.Tensor, T: int | None = None, n: int | None = None,
-                      steps: int | None = None, point: Point = identity) -> dict[str, torch.Tensor]:
+                      steps: int | None = None, point: Point = identity,
+                      carries: bool = True) -> dict[str, torch.Tensor]:
         """Run ``steps`` supervision steps of ``T`` cycles and keep everything a study needs.
 
-        Returns logits [S, B, L, V], q_halt [S, B], and the carry after every cycle of every step:
+        Returns logits [S, B, L, V], q_halt [S, B], and (unless ``carries`` is False: accuracy alone
+        needs none, and they are most of the memory) the carry after every cycle of every step:
         y and z as [S, T, B, L, D]."""
         T = T or self.cfg.T
         n = n or self.cfg.n
@@ -299,15 +301,19 @@ class TRM(nn.Module):
             step_y, step_z = [], []
             for _ in range(T):
                 y, z = self.cycle(x, y, z, n, point)
-                step_y.append(y)
-                step_z.append(z)
+                if carries:
+                    step_y.append(y)
+                    step_z.append(z)
             lg, q = self.readout(y, point)
             logits.append(lg)
             q_halt.append(q)
-            ys.append(torch.stack(step_y))
-            zs.append(torch.stack(step_z))
-        return {"logits": torch.stack(logits), "q_halt": torch.stack(q_halt),
-                "y": torch.stack(ys), "z": torch.stack(zs)}
+            if carries:
+                ys.append(torch.stack(step_y))
+                zs.append(torch.stack(step_z))
+        out = {"logits": torch.stack(logits), "q_halt": torch.stack(q_halt)}
+        if carries:
+            out.update(y=torch.stack(ys), z=torch.stack(zs))
+        return out
 
     def forward(self, tokens: torch.Tensor, T=None, n=None, steps=None) -> torch.Tensor:
         """Logits after the last step (no halting)."""
