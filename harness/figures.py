@@ -31,7 +31,7 @@ KINDS = ("instructions", "cycles", "host-ns")
 COUNTS_NOTES = {
     "qemu": "emulated instructions (QEMU -icount shift=0, SysTick resolution), not silicon cycles",
     "renode": "emulated instructions (Renode virtual time at PerformanceInMips 1000), not silicon cycles",
-    "serial": "silicon core cycles (DWT CYCCNT)",
+    "serial": "silicon core cycles (DWT CYCCNT, or SysTick at the core clock where a core has no DWT)",
     "host": "host wall-clock nanoseconds of the natively built core (not comparable to a board)",
 }
 
@@ -40,8 +40,8 @@ def counts_kind(backend: str, counter_unit: str) -> str:
     """What a board's counter counts: see the module's docstring."""
     if backend in EMULATED and counter_unit == "systick":
         return "instructions"
-    if counter_unit == "cycles":
-        return "cycles"
+    if counter_unit == "cycles" or (counter_unit == "systick" and backend not in ("host", *EMULATED)):
+        return "cycles"      # DWT CYCCNT; or, on silicon without one, SysTick at the core clock (tick resolution)
     if counter_unit == "ns":
         return "host-ns"
     raise ValueError(f"a {backend} board's counter in unit {counter_unit!r} has no known meaning")

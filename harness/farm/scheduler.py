@@ -411,9 +411,7 @@ def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = F
                             f"(or choose a new --out)")
         if run is None:
             run = time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
-            journal.set_meta("run", run)
-            journal.set_meta("plan", plan.to_dict())
-            journal.set_meta("plan_digest", plan.digest())
+            journal.set_metas({"run": run, "plan": plan.to_dict(), "plan_digest": plan.digest()})   # all or none
         else:
             log(f"resuming {run}")
         journal.set_meta("inventory", [s.__dict__ for s in inventory])
