@@ -1,5 +1,5 @@
 """pytest plugin (entry point ``pytest11``): fixtures shared by the harness's own tests and by users'
-device suites: ``zoo_model``, and the board options and fixtures below."""
+device suites: ``zoo_model``, ``blobs``, and the board options and fixtures below."""
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +22,23 @@ def zoo_model():
         return cache[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """The model blob of a zoo model and an integer recipe, exported once per session:
+    ``blob = blobs("sudoku6-mlp", "int8")``."""
+    from harness.export.exporter import export_blob
+    cache: dict[tuple[str, str], bytes] = {}
+
+    def get(model: str, recipe: str) -> bytes:
+        if (model, recipe) not in cache:
+            import torch
+            torch.set_num_threads(1)
+            cache[model, recipe] = export_blob(model, recipe)
+        return cache[model, recipe]
+
+    return get
 
 
 # --- boards ------------------------------------------------------------------------------------------

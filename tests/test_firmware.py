@@ -24,20 +24,6 @@ CI_CASES = [("sudoku6-mlp", "int8"), ("sudoku6-attention", "int4-pc")]
 FULL_CASES = [(m, r) for m in ("sudoku6-mlp", "sudoku6-attention") for r in ("int8", "int4-pc")]
 
 
-@pytest.fixture(scope="session")
-def blobs():
-    from harness.export.exporter import export_blob
-    import torch
-    torch.set_num_threads(1)
-    cache = {}
-
-    def get(model: str, recipe: str) -> bytes:
-        if (model, recipe) not in cache:
-            cache[model, recipe] = export_blob(model, recipe)
-        return cache[model, recipe]
-    return get
-
-
 def held_out(zoo_model, model: str, n: int, seed: int = 4242):
     _, task, _ = zoo_model(model)
     return task, stack(task.generate(n, seed=seed, split="test"))

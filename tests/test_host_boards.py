@@ -27,20 +27,6 @@ from harness.tasks import stack
 TARGET = "mps2-an386"
 
 
-@pytest.fixture(scope="module")
-def blobs():
-    from harness.export.exporter import export_blob
-    import torch
-    torch.set_num_threads(1)
-    cache = {}
-
-    def get(model: str, recipe: str) -> bytes:
-        if (model, recipe) not in cache:
-            cache[model, recipe] = export_blob(model, recipe)
-        return cache[model, recipe]
-    return get
-
-
 def held_out(zoo_model, model: str, n: int, seed: int = 4242) -> np.ndarray:
     _, task, _ = zoo_model(model)
     return stack(task.generate(n, seed=seed, split="test"))[0]
@@ -358,3 +344,12 @@ def test_a_farm_with_two_host_boards_journals_golden_answers(tmp_path):
     assert len(p) == 2 * 12 and (p.status == "ok").all(), p.status.value_counts()
     assert p.golden_match.all(), p[~p.golden_match]
     assert set(p.board) == {"h1", "h2"}
+
+
+def test_info_into_the_smallest_transmit_buffer_is_a_response_error(blobs):
+    """server.h allows a 64-byte response buffer; INFO (70 bytes here) used to be written past it
+    (found by fuzz_request). Now it is refused with RESPONSE, naming the bytes needed."""
+    with native.NativeServer(blobs("sudoku6-mlp", "int8"), tx_bytes=64) as s:
+        kind, _, body = P.unframe(s.feed(P.frame(P.INFO, 9))[:-1])
+        assert kind == P.ERROR and P.ERRORS[body[0]] == "RESPONSE"
+        assert b"INFO needs" in body and b"has 64" in body

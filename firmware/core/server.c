@@ -145,21 +145,30 @@ static TRM_NOINLINE size_t too_big(uint32_t seq, uint8_t code, uint8_t detail, c
 
 static uint32_t sat32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
 
+static size_t str_len(const char *s)
+{
+    const size_t n = s ? strlen(s) : 0u;
+    return n > 64u ? 64u : n;
+}
+
 static size_t put_str(uint8_t *p, const char *s)
 {
-    size_t n = s ? strlen(s) : 0u;
-    if (n > 64u)
-        n = 64u;
+    const size_t n = str_len(s);
     p[0] = (uint8_t)n;
     if (n)
         memcpy(p + 1, s, n);
     return 1u + n;
 }
 
-static size_t info(const trm_server *s, uint32_t seq, uint8_t *rsp)
+static size_t info(const trm_server *s, uint32_t seq, uint8_t *rsp, size_t cap)
 {
     const trm_model *m = &s->model;
     const trm_port *port = s->port;
+    /* the fixed part, three length-prefixed strings and the default depth */
+    const size_t need = TRM_FRAME_MIN + INFO_FIXED + 3u + str_len(port->target) + str_len(port->build_id) +
+                        str_len(FW_VERSION) + 3u;
+    if (need > cap)
+        return too_big(seq, TRM_PERR_RESPONSE, 0, "INFO", need, "the transmit buffer", cap, rsp, cap);
     uint8_t *p = rsp + TRM_FRAME_HEADER;
     memset(p, 0, INFO_FIXED);
     p[0] = (uint8_t)s->blob_status;
@@ -439,10 +448,10 @@ size_t trm_server_handle(trm_server *s, const uint8_t *frame, size_t len, uint8_
         memmove(rsp + TRM_FRAME_HEADER, payload, n);
         return finish(rsp, TRM_RSP_PONG, seq, n);
     case TRM_CMD_INFO:
-        return info(s, seq, rsp);
+        return info(s, seq, rsp, cap);
     case TRM_CMD_RELOAD:
         trm_server_init(s, s->port, s->blob, s->blob_region, s->arena, s->arena_size);
-        return info(s, seq, rsp);
+        return info(s, seq, rsp, cap);
     case TRM_CMD_RUN:
         return run(s, seq, payload, n, rsp, cap);
     case TRM_CMD_BENCH:

@@ -129,6 +129,9 @@ def requests(tokens: np.ndarray, L: int) -> dict[str, bytes]:
         # server.c, passed the arena check and wrote past the 96 KiB arena (the 32-bit build catches it)
         "regress-bench-32bit-size-wrap": bytes([0b00011]) +
                                          record(nocrc(body(P.BENCH, P.bench_payload(65528, 65535, 8, 1))), ctl=1),
+        # regression: INFO wrote its whole response (70 bytes with this port's names) into the 64-byte
+        # response buffer server.h allows, without checking; now a RESPONSE error
+        "regress-info-overflows-64-byte-response": bytes.fromhex("000a0801020100565d6783"),
     }
     return seeds
 
