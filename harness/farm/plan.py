@@ -1,27 +1,14 @@
 """A plan: the jobs of a farm run (models × recipes × depths × targets on one puzzle set), how to run
 them (timeouts, retries, quarantine) and what a deployable configuration must meet (budgets).
 
-A plan is a TOML file; ``harness/farm/plans/demo.toml`` is the one ``harness demo`` runs::
-
-    name = "demo"
-    models = ["sudoku6-mlp", "sudoku6-attention"]
-    recipes = ["int8", "int4-naive", "int4-pc"]    # integer recipes: exported and run on the boards
-    host_recipes = ["fp32"]                        # host only (golden/torch): the reference beside them
-    depths = ["2,3,8,halt", "1,3,4,halt"]          # 'T,n,steps[,halt]' or 'default'
-    targets = ["mps2-an386", "mps3-an547"]
-    [puzzles]                                      # count + seed (generated held-out) or file
-    count = 24
-    seed = 1000
-    [run]
-    puzzle_timeout_s = 120
-    retries = 1             # resets and retries of one puzzle on one board before the board is quarantined
-    quarantine_after = 3    # a board failing this often (timeouts, garbage, faults) is quarantined
-    [budgets]               # every target; a [budgets.<target>] table overrides per target
-    latency_ms = 2000       # at the target clock (estimate on emulators, stated as such)
-    energy_uj = 20000
-    min_exact_accuracy = 0.8
-    [regression]            # what `harness report --baseline` calls a regression
-    exact_accuracy_drop = 0.02
+A plan is a TOML file: top-level ``name``, ``models``, ``recipes`` (integer recipes, run on the boards),
+``host_recipes`` (host only: the fp32 reference), ``depths`` ('T,n,steps[,halt]' or 'default') and
+``targets``; tables ``[puzzles]`` (``count`` + ``seed`` of generated held-out puzzles, or ``file``),
+``[run]`` (timeouts, retries, quarantine, parallel cap), ``[budgets]`` (every target; a
+``[budgets.<target>]`` table overrides per target) and ``[regression]`` (what ``harness report
+--baseline`` calls a regression). ``VALUES`` below gives every key's type and range; docs/farm.md
+explains them; ``harness/farm/plans/demo.toml`` is the plan ``harness demo`` runs (read it there: this
+docstring does not copy it).
 """
 from __future__ import annotations
 
