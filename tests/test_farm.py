@@ -396,3 +396,29 @@ def test_emulators_die_with_a_killed_harness(tmp_path, trial):
     while time.monotonic() < deadline and os.path.exists(f"/proc/{qemu[0]}"):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{qemu[0]}"), f"QEMU {qemu[0]} outlived the harness"
+
+
+@needs_qemu
+def test_a_blob_the_firmware_refuses_stops_the_run_with_its_error(tmp_path, monkeypatch):
+    """A blob whose bytes changed after export (the host's golden model is still the good one): every
+    board answers BLOB_CRC, which no reset cures, so the run stops at once with it, no board_failure."""
+    import harness.farm.scheduler as S
+    from harness.farm.scheduler import FarmStopped
+    real = S.Prepared.export_all
+
+    def export_all(self, progress=None):
+        real(self, progress)
+        bi = self.blobs[("sudoku6-mlp", "int8")]
+        bad = bytearray(bi.blob)
+        bad[len(bad) // 2] ^= 0x40
+        bi.blob = bytes(bad)
+
+    monkeypatch.setattr(S.Prepared, "export_all", export_all)
+    out = tmp_path / "run"
+    plan = plan_from_dict({**TINY, "recipes": ["int8"]}, "tiny")
+    with pytest.raises(FarmStopped, match="BLOB"):
+        farm_run(plan, qemu_boards(("q1", None), ("q2", None)), out, log=lambda m: None)
+    with Journal.in_dir(out) as j:
+        run = j.meta("run")
+        assert not j.results(run) and "quarantine" not in [e["kind"] for e in j.events(run)]
+    assert _qemu_children() == []
