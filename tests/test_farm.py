@@ -188,8 +188,12 @@ def test_a_killed_run_resumes_to_the_same_table(reference_run, cli_files, tmp_pa
         if kills < 3:
             early = rng.random() < 0.3
             deadline = time.monotonic() + (rng.uniform(0.2, 2.5) if early else 300)
-            at_rows = _rows_in(out) + rng.randint(1, 6)
-            while proc.poll() is None and time.monotonic() < deadline and (early or _rows_in(out) < min(at_rows, total)):
+            before = _rows_in(out)
+            at_rows = before + rng.randint(1, 6)
+            # an early kill comes at its random time or, on a run quicker than that, as the first device
+            # row lands (a resumed run can finish within the window)
+            while proc.poll() is None and time.monotonic() < deadline and (
+                    _rows_in(out) == before if early else _rows_in(out) < min(at_rows, total)):
                 time.sleep(0.01)
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
