@@ -82,7 +82,7 @@ def test_bench_refuses_bad_requests(host_board):
     """ARGS errors for a malformed payload, a width other than 4 or 8, zero sizes and a matrix larger
     than the arena; the server answers the next request."""
     with pytest.raises(P.BoardError) as e:
-        host_board.session.request(P.BENCH, P.bench_payload(8, 8, 8)[:-1])
+        host_board.request(P.BENCH, P.bench_payload(8, 8, 8)[:-1])
     assert e.value.name == "ARGS"
     for rows, cols, bits, reps in [(8, 8, 5, 1), (0, 8, 8, 1), (8, 0, 4, 1), (8, 8, 8, 0), (1000, 1000, 8, 1)]:
         with pytest.raises(P.BoardError) as e:

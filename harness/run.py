@@ -36,18 +36,23 @@ class RunError(ValueError):
     any board starts."""
 
 
-def check_blob(blob: bytes, seq_len: int, what: str = "the blob") -> dict:
-    """Validate ``blob`` as the firmware will (header, CRC, tensor table, every tensor) and against the
-    puzzles' length; returns its header."""
+def golden_of(blob: bytes, seq_len: int, what: str = "the blob"):
+    """The golden integer model of ``blob`` (``blob.from_blob``), validated as the firmware will (header,
+    CRC, tensor table, every tensor) and against the puzzles' length."""
     try:
-        B.from_blob(blob)
-        header = B.read_header(blob)
+        im = B.from_blob(blob)
     except B.BlobError as e:
         raise RunError(f"{what} is not a valid model blob: {e}; re-export it (`harness export`)") from e
-    if header["seq_len"] != seq_len:
-        raise RunError(f"{what} is for puzzles of {header['seq_len']} tokens, these puzzles have {seq_len}: "
+    if im.config["seq_len"] != seq_len:
+        raise RunError(f"{what} is for puzzles of {im.config['seq_len']} tokens, these puzzles have {seq_len}: "
                        "another model's blob? export the blob of this model")
-    return header
+    return im
+
+
+def check_blob(blob: bytes, seq_len: int, what: str = "the blob") -> dict:
+    """``golden_of``'s checks, before any board starts; returns the blob's header."""
+    golden_of(blob, seq_len, what)
+    return B.read_header(blob)
 
 
 def open_probe(board: Board, timeout: float = 10.0):
@@ -170,8 +175,9 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
     device's carry-trajectory fidelity is computed from them (and, with ``check``, the golden
     reference's fidelity beside it: equal when the carries are bit-identical)."""
     x, y = stack(puzzles)
-    header = check_blob(blob, x.shape[1])
-    im = B.from_blob(blob) if (check or probe is not None) else None
+    im = golden_of(blob, x.shape[1])        # the golden model of the very blob the board holds
+    if not (check or probe is not None):
+        im = None                           # nothing to compare: no golden runs
     info = board.info()
     fp32 = _fp32_carries(reference, x, depth) if (probe is not None and reference is not None) else None
     rows = []
@@ -181,7 +187,7 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
                                timeout=timeout, probe=probe, fp32=fp32_i))
         if progress:
             progress(1)
-    summary = summarize(rows, board, len(blob), header)
+    summary = summarize(rows, board, len(blob), B.read_header(blob))
     return {"info": info, "rows": rows, "summary": summary}
 
 

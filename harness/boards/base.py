@@ -104,14 +104,6 @@ class Session:
             if got == seq and kind != P.ERROR:
                 return kind, body
 
-    def request(self, kind: int, payload: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
-        seq = self.send(kind, payload)
-        answer = self.poll(seq, timeout)
-        if answer is None:
-            raise BoardTimeout(f"{self.describe}: no answer within {timeout:.1f} s "
-                               f"({len(self.buffer)} bytes of a partial frame received)")
-        return answer
-
 
 @dataclass
 class RunRequest:

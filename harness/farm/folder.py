@@ -85,22 +85,29 @@ def _holder(fd: int) -> str:
     return ", ".join(words)
 
 
+def match_journal(j: Journal, out: Path, plan: Plan, resume: bool) -> str | None:
+    """The run ``out``'s open journal ``j`` holds (None for a new folder), refused unless ``resume`` asks
+    for it and it is of the same ``plan``."""
+    run = j.meta("run")
+    if run is not None and not resume:
+        raise FolderError(f"{out} already holds run {run}: rerun with --resume to finish it, or choose a new --out")
+    if run is not None and j.meta("plan_digest") != plan.digest():
+        old = j.meta("plan") or {}
+        new = plan.to_dict()
+        if old.get("puzzle_sha256") != new.get("puzzle_sha256") and old.get("puzzles") == new.get("puzzles"):
+            was, now = (str(x)[:12] if x else "none" for x in (old.get("puzzle_sha256"), new.get("puzzle_sha256")))
+            raise FolderError(f"--resume: the puzzle file {plan.puzzles.get('file')} changed since {run} started "
+                              f"(sha256 {was}… then, {now}… now): a resume would mix two puzzle sets; "
+                              f"restore the file, or start a new run in another --out")
+        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)) or ["the digest"]
+        raise FolderError(f"--resume: {out} holds run {run} of a different plan ({', '.join(differ)} differ): "
+                          f"--resume needs the same plan, or choose a new --out")
+    return run
+
+
 def check_journal(out: Path, plan: Plan, resume: bool, command: str) -> None:
     """Match the folder's journal (if any) to ``plan`` and ``resume``; record the command of a new run."""
     with Journal.in_dir(out) as j:
-        run = j.meta("run")
-        if run is not None and not resume:
-            raise FolderError(f"{out} already holds run {run}: rerun with --resume to finish it, or choose a new --out")
-        if run is not None and j.meta("plan_digest") != plan.digest():
-            old = j.meta("plan") or {}
-            new = plan.to_dict()
-            if old.get("puzzle_sha256") != new.get("puzzle_sha256") and old.get("puzzles") == new.get("puzzles"):
-                was, now = (str(x)[:12] if x else "none" for x in (old.get("puzzle_sha256"), new.get("puzzle_sha256")))
-                raise FolderError(f"--resume: the puzzle file {plan.puzzles.get('file')} changed since {run} started "
-                                  f"(sha256 {was}… then, {now}… now): a resume would mix two puzzle sets; "
-                                  f"restore the file, or start a new run in another --out")
-            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)) or ["the digest"]
-            raise FolderError(f"--resume: {out} holds run {run} of a different plan ({', '.join(differ)} differ): "
-                              f"--resume needs the same plan, or choose a new --out")
+        match_journal(j, out, plan, resume)
         if j.meta("command") is None:
             j.set_meta("command", command)

@@ -37,6 +37,7 @@ from ..models.evaluate import default_depth
 from ..probe.gdb import ProbeError
 from ..run import golden_batch, prebuilt_sections, puzzle_row
 from ..targets import Target, load_target
+from .folder import FolderError, match_journal
 from .journal import Journal
 from .plan import Job, Plan
 from .provenance import collect_provenance
@@ -164,9 +165,9 @@ class Farm:
         self.queues: dict[str, deque[Job]] = {t: deque() for t in plan.targets}
         self.skipped: list[tuple[Job, str]] = []
         self.targets: dict[str, Target] = {t: load_target(t) for t in plan.targets}
+        sections = {name: prebuilt_sections(t) for name, t in self.targets.items()}   # one manifest read a target
         for job in plan.jobs():
-            t = self.targets[job.target]
-            fit = F.fit(t, len(prep.blobs[(job.model, job.recipe)].blob), prebuilt_sections(t))
+            fit = F.fit(self.targets[job.target], len(prep.blobs[(job.model, job.recipe)].blob), sections[job.target])
             if not fit["fits_flash"]:
                 self.skipped.append((job, fit["does_not_fit"]))
                 continue
@@ -403,12 +404,10 @@ def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = F
     out = Path(out)
     journal = Journal.in_dir(out)
     try:
-        run = journal.meta("run")
-        if run is not None and not resume:
-            raise FarmError(f"{out} already holds run {run}: rerun with --resume to finish it, or choose a new --out")
-        if run is not None and journal.meta("plan_digest") != plan.digest():
-            raise FarmError(f"{out} holds run {run} of a different plan: --resume needs the same plan "
-                            f"(or choose a new --out)")
+        try:
+            run = match_journal(journal, out, plan, resume)
+        except FolderError as e:
+            raise FarmError(str(e)) from None
         if run is None:
             run = time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
             journal.set_metas({"run": run, "plan": plan.to_dict(), "plan_digest": plan.digest()})   # all or none
