@@ -250,15 +250,7 @@ def _depth(text: Any, where: str) -> None:
         raise PlanError(f"{where} = {text!r}: expected a string 'T,n,steps[,halt]' (e.g. '2,3,8,halt') or 'default'")
     if text.strip() == "default":
         return
-    try:
-        from ..depth import Depth, DepthError
-    except ImportError:            # before the torch-free module: the evaluator's copy
-        from ..models.evaluate import Depth
-        try:
-            Depth.parse(text, None)
-        except ValueError as e:
-            raise PlanError(f"{where} = {text!r}: {e}") from None
-        return
+    from ..depth import Depth, DepthError
     try:
         Depth.parse(text, None, option=where)   # its message: "<where> '<text>': <what is wrong>"
     except DepthError as e:
