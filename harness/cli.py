@@ -149,7 +149,9 @@ def eval_cmd(
                   **{k: res[k] for k in ("fidelity_final", "fidelity_auc", "fidelity_per_cycle")}}
         if write_card:
             _fail("--write-card describes the fp32 model: leave out --recipe")
-    result.update({k: v for k, v in res.items() if k not in ("predictions", "exact", "cosine")})
+    result.update({k: v for k, v in res.items() if k not in ("predictions", "exact", "cells", "cosine")})
+    from .stats import CONFIDENCE, wilson
+    result["exact_accuracy_lo"], result["exact_accuracy_hi"] = wilson(int(res["exact"].sum()), res["puzzles"])
     if write_card:
         write_model_card(Path(config["path"]), config, result, _command_line(ctx))
     if as_json:
@@ -162,7 +164,8 @@ def eval_cmd(
         table.add_row(str(row["step"]), f"{row['cell_accuracy']:.2%}", f"{row['exact_accuracy']:.2%}")
     Console().print(table)
     Console().print(f"final ({d.label()}): cell {result['cell_accuracy']:.2%}, puzzle-exact "
-                    f"{result['exact_accuracy']:.2%}, mean steps {result['mean_steps']:.2f}, "
+                    f"{result['exact_accuracy']:.2%} [{result['exact_accuracy_lo']:.2%}, {result['exact_accuracy_hi']:.2%}] "
+                    f"({CONFIDENCE:.0%} Wilson interval), mean steps {result['mean_steps']:.2f}, "
                     f"{result['params']:,} params, {result['macs_per_inference']:,} MACs per puzzle")
     if recipe is not None:
         Console().print(f"recipe {recipe} ({result['evaluated_by']}): {result['weight_bytes']:,} weight bytes, "
@@ -392,8 +395,13 @@ def run(
               "latency_ms", "energy_uj", "stack_bytes_max", "arena_bytes_max", "blob_bytes", "flash_bytes_read_mean"):
         if s.get(k) is not None:
             v = s[k]
-            table.add_row(k, f"{v:.2%}" if k.endswith("accuracy") else f"{v:,.4g}" if isinstance(v, float) else f"{v:,}")
+            text = f"{v:.2%}" if k.endswith("accuracy") else f"{v:,.4g}" if isinstance(v, float) else f"{v:,}"
+            if k.endswith("accuracy") and s.get(f"{k}_lo") is not None:
+                text += f" [{s[f'{k}_lo']:.2%}, {s[f'{k}_hi']:.2%}]"
+            table.add_row(k, text)
     Console().print(table)
+    from .stats import CELL_INTERVAL, CONFIDENCE, INTERVAL
+    Console().print(f"accuracy intervals: {CONFIDENCE:.0%} (puzzle-exact: {INTERVAL}; cell: {CELL_INTERVAL})")
     Console().print(f"counts: {s['counts_kind']}, {s['counts_note']}; latency: {s['latency_basis']}")
     if s.get("firmware_flash") is not None:
         Console().print(f"memory on {t.name}: flash {s['firmware_flash']:,} B firmware + {s['blob_bytes']:,} B blob "
@@ -505,14 +513,89 @@ def _report(out: Path, baseline: Optional[Path]):
     return r
 
 
+def _run_folders(patterns: list[Path]) -> list[Path]:
+    """The run folders named on the command line: a path as it is when it exists, else a glob pattern
+    (quoted, so the shell left it alone) expanded in sorted order; a pattern matching nothing is an error."""
+    import glob
+    folders: list[Path] = []
+    for p in patterns:
+        if p.exists() or not glob.has_magic(str(p)):
+            folders.append(p)
+            continue
+        found = sorted(glob.glob(str(p)))
+        if not found:
+            _fail(f"{p} matches no run folder")
+        folders += [Path(f) for f in found]
+    return folders
+
+
 @app.command()
 def report(
-    out: Path = typer.Argument(..., help="A `harness farm run --out` folder."),
+    out: list[Path] = typer.Argument(..., help="A `harness farm run --out` folder; with --history, one or more "
+                                               "(or quoted glob patterns such as 'runs/nightly-*')."),
     baseline: Optional[Path] = typer.Option(None, help="An earlier run folder: show what changed and exit 1 "
-                                                       "on a regression beyond the plan's [regression] thresholds."),
+                                                       "on a regression beyond the plan's \\[regression] thresholds."),
+    history: bool = typer.Option(False, "--history", help="Trend over the runs given (ordered by finish time): "
+                                 "trend.md, trend.html, trend.csv in --to; exit 1 when the newest run regresses "
+                                 "against the one before it. The run folders are only read."),
+    to: Optional[Path] = typer.Option(None, "--to", metavar="DIR", help="Where --history writes the trend page "
+                                      "(default: ./history, outside the run folders, so a glob over them never "
+                                      "meets it)."),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", metavar="FILE", help="Also write OpenMetrics text "
+                                           "of the (newest) run's figures: one gauge per figure, one sample per "
+                                           "configuration, labelled model, recipe, depth, target."),
+    junit: Optional[Path] = typer.Option(None, "--junit", metavar="FILE", help="Also write the gate's verdicts "
+                                         "as JUnit XML: one testsuite per comparison, one testcase per "
+                                         "configuration, a failure per regressed one."),
 ):
-    """Tables, plots, decisions and provenance of a farm run (report.html, report.md, parquet and CSV)."""
-    r = _report(out, baseline)
+    """Tables, plots, decisions and provenance of a farm run (report.html, report.md, parquet and CSV);
+    with --history, the trend over several runs."""
+    from .report import history as H
+    folders = _run_folders(out)
+    if history:
+        if baseline is not None:
+            _fail("--baseline and --history do not go together: put the baseline first among the --history folders")
+        try:
+            h = H.load_history(folders)
+            files = H.write_trend(h, to if to is not None else Path("history"))
+            if metrics is not None:
+                H.write_metrics(metrics, h.newest.configs, H.run_info(h.newest.data))
+            if junit is not None:
+                H.write_junit(junit, H.suites_of(h))
+        except (FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+        except OSError as e:
+            _fail(f"{e.filename or ''}: {e.strerror or e}")
+        for p in h.pairs:
+            console.print(f"{p.old.label} -> {p.new.label}: {len(p.changes)} change(s), "
+                          f"{len(p.regressions)} regression(s)")
+        console.print(f"trend: {files['html']} and {files['md']}")
+        _report_exports(metrics, junit)
+        if h.regressions:
+            old = h.pairs[-1].old.label
+            console.print(f"[bold red]{len(h.regressions)} regression(s) of {h.newest.label} against {old}[/]")
+            for c in h.regressions:
+                console.print(f"  {c.config}: {c.metric} {c.old} -> {c.new} {c.note}")
+            raise typer.Exit(1)
+        return
+    if to is not None:
+        _fail("--to is where --history writes its trend page: a single report goes into its run folder")
+    if len(folders) != 1:
+        _fail(f"{len(folders)} run folders given: one, or pass --history for a trend over several")
+    folder = folders[0]
+    r = _report(folder, baseline)
+    if metrics is not None or junit is not None:
+        from .report.tables import load_run
+        try:
+            rd = load_run(folder)
+            if metrics is not None:
+                H.write_metrics(metrics, r.tables["configs"], H.run_info(rd))
+            if junit is not None:
+                old = load_run(baseline) if baseline is not None else None
+                H.write_junit(junit, [H.suite_of_report(rd, r.tables["configs"], r.changes, old)])
+        except OSError as e:
+            _fail(f"{e.filename or ''}: {e.strerror or e}")
+        _report_exports(metrics, junit)
     if baseline is not None:
         if r.regressions:
             console.print(f"[bold red]{len(r.regressions)} regression(s) against {baseline}[/]")
@@ -520,6 +603,12 @@ def report(
                 console.print(f"  {c.config}: {c.metric} {c.old} -> {c.new} {c.note}")
             raise typer.Exit(1)
         console.print(f"no regression against {baseline} ({len(r.changes)} change(s) within the thresholds)")
+
+
+def _report_exports(metrics: Optional[Path], junit: Optional[Path]) -> None:
+    for what, path in (("OpenMetrics", metrics), ("JUnit", junit)):
+        if path is not None:
+            console.print(f"{what}: {path}")
 
 
 @app.command()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import figures as F
+from . import stats as S
 from .boards import protocol as P
 from .boards.base import Board, RunRequest
 from .boards.errors import BoardTimeout
@@ -198,6 +199,7 @@ def summarize(rows: list[dict], board: Board, blob_bytes: int, header: dict) -> 
         return {}
     out = F.outcome([r["correct"] for r in rows], [r["cell_accuracy"] for r in rows], [r["steps"] for r in rows],
                     [r["arena_bytes"] for r in rows], [r["flash_bytes_read"] for r in rows])
+    out.update(S.intervals(sum(bool(r["correct"]) for r in rows), len(rows), [r["cell_accuracy"] for r in rows]))
     if "golden_match" in rows[0]:
         out["golden_match"] = sum(r["golden_match"] for r in rows)
     if "trace_cycles" in rows[0]:

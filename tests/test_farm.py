@@ -81,6 +81,9 @@ def test_the_shipped_demo_plan_loads():
     ({"run": {"retry": 3}}, "unknown keys"),
     ({"budgets": {"mps3-an547": {"latency_ms": 1}}}, "does not run"),
     ({"models": []}, "non-empty"),
+    ({"statistics": {"accuracy_budget": "median"}}, "accuracy_budget = 'median': expected one of 'lower_bound', 'point'"),
+    ({"statistics": {"confidence": 1.5}}, r"\[statistics\]: confidence = 1.5: expected a number > 0.5 and <= 0.9999"),
+    ({"statistics": {"interval_width": 0}}, "interval_width"),
 ])
 def test_a_bad_plan_says_what_is_wrong(change, message):
     with pytest.raises(PlanError, match=message):
@@ -93,6 +96,13 @@ def test_budgets_per_target_override_the_defaults():
     from harness.report.decide import budgets_for
     assert budgets_for(p.to_dict(), TARGET) == {"latency_ms": 9, "min_exact_accuracy": 0.5}
     assert budgets_for(p.to_dict(), "another") == {"latency_ms": 5, "min_exact_accuracy": 0.5}
+
+
+def test_the_farm_says_how_many_puzzles_the_interval_width_needs():
+    from harness.farm.scheduler import width_note
+    p = plan_from_dict({**TINY, "statistics": {"interval_width": 0.2}})
+    assert "needs 93 puzzles" in width_note(p, {"sudoku6-mlp": 12}) and "sudoku6-mlp runs 12" in width_note(p, {"sudoku6-mlp": 12})
+    assert "every model runs 128 or more" in width_note(p, {"sudoku6-mlp": 128})
 
 
 # --- the journal ----------------------------------------------------------------------------------
@@ -287,13 +297,15 @@ def test_the_baseline_gate_passes_a_rerun_and_flags_a_regression(reference_run, 
     ok = CliRunner().invoke(app, ["report", str(rerun), "--baseline", str(reference_run)])
     assert ok.exit_code == 0, ok.output
     assert "no regression" in ok.output
-    # inject a regression: two int8 puzzles lose cells and take 20 % more instructions
+    # inject a real regression: every int8 puzzle loses cells and its solution, and takes 20 % more
+    # instructions (the gate's paired tests must see it, not only its thresholds)
     db = sqlite3.connect(rerun / "journal.sqlite")
     rows = db.execute("SELECT job, puzzle, row FROM results WHERE job LIKE '%|int8|%' ORDER BY puzzle").fetchall()
     import json
-    for job, puzzle, row in rows[:2]:
+    for job, puzzle, row in rows:
         r = json.loads(row)
         r["cell_accuracy"] -= 0.5
+        r["correct"] = False
         r["instructions"] = int(r["instructions"] * 1.2)
         db.execute("UPDATE results SET row = ? WHERE job = ? AND puzzle = ?", (json.dumps(r), job, puzzle))
     db.commit()

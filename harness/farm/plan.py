@@ -5,8 +5,9 @@ A plan is a TOML file: top-level ``name``, ``models``, ``recipes`` (integer reci
 ``host_recipes`` (host only: the fp32 reference), ``depths`` ('T,n,steps[,halt]' or 'default') and
 ``targets``; tables ``[puzzles]`` (``count`` + ``seed`` of generated held-out puzzles, or ``file``),
 ``[run]`` (timeouts, retries, quarantine, parallel cap), ``[budgets]`` (every target; a
-``[budgets.<target>]`` table overrides per target) and ``[regression]`` (what ``harness report
---baseline`` calls a regression). ``VALUES`` below gives every key's type and range; docs/farm.md
+``[budgets.<target>]`` table overrides per target), ``[statistics]`` (the confidence of intervals and
+tests, how an accuracy budget is judged on an interval, the interval width asked for) and
+``[regression]`` (what ``harness report --baseline`` calls a regression). ``VALUES`` below gives every key's type and range; docs/farm.md
 explains them; ``harness/farm/plans/demo.toml`` is the plan ``harness demo`` runs (read it there: this
 docstring does not copy it).
 """
@@ -58,8 +59,21 @@ class Budgets:
 
 
 @dataclass
+class Statistics:
+    """How accuracy is judged (``harness.stats`` does the arithmetic; docs/farm.md explains it)."""
+    confidence: float = 0.95                # of every interval; paired tests at level 1 - confidence
+    accuracy_budget: str = "lower_bound"    # min_exact_accuracy is met by the interval's lower bound, or "point"
+    interval_width: float | None = None     # the widest puzzle-exact interval wanted; the farm says what it needs
+
+
+ACCURACY_BUDGET_RULES = ("lower_bound", "point")
+
+
+@dataclass
 class Regression:
-    """Thresholds for ``harness report --baseline``: a change beyond one of them is a regression."""
+    """Thresholds for ``harness report --baseline``: a change beyond one of them is a regression. An
+    accuracy change must also be real: the paired test on the puzzles both runs share rejects "no
+    change" at the plan's [statistics] confidence."""
     exact_accuracy_drop: float = 0.02       # absolute (0.02 = 2 points)
     cell_accuracy_drop: float = 0.01
     fidelity_drop: float = 0.01
@@ -79,6 +93,7 @@ class Plan:
     run: RunOptions = field(default_factory=RunOptions)
     budgets: dict[str, Budgets] = field(default_factory=dict)   # '*' = every target
     regression: Regression = field(default_factory=Regression)
+    statistics: Statistics = field(default_factory=Statistics)
     path: str | None = None
     puzzle_sha256: str | None = None  # of the [puzzles] file's bytes: a resume refuses a changed file
 
@@ -114,13 +129,22 @@ VALUES: dict[str, dict[str, tuple[str, float | None, float | None]]] = {
     "regression": {"exact_accuracy_drop": ("number", 0, 1), "cell_accuracy_drop": ("number", 0, 1),
                    "fidelity_drop": ("number", 0, 2), "latency_increase": ("number", 0, None),
                    "memory_increase": ("number", 0, None)},
+    "statistics": {"confidence": ("number>", 0.5, 0.9999), "accuracy_budget": ("choice", None, None),
+                   "interval_width": ("number>", 0, 1)},
     "puzzles": {"count": ("integer", 1, MAX_PUZZLES), "seed": ("integer", 0, 2**63 - 1),
                 "file": ("string", None, None)},
 }
 
+CHOICES: dict[str, tuple[str, ...]] = {"accuracy_budget": ACCURACY_BUDGET_RULES}
+
 
 def _check_value(where: str, key: str, value: Any, rule: tuple[str, float | None, float | None]) -> None:
     kind, lo, hi = rule
+    if kind == "choice":
+        allowed = CHOICES[key]
+        if value not in allowed:
+            raise PlanError(f"{where}: {key} = {value!r}: expected one of {', '.join(map(repr, allowed))}")
+        return
     strict = kind.endswith(">")
     kind = kind.rstrip(">")
     ok = {"integer": isinstance(value, int) and not isinstance(value, bool),
@@ -229,6 +253,8 @@ def plan_from_dict(data: dict[str, Any], where: str = "plan") -> Plan:
                 budgets=budgets,
                 regression=_section(Regression, data.get("regression", {}), f"{where} [regression]",
                                     VALUES["regression"]),
+                statistics=_section(Statistics, data.get("statistics", {}), f"{where} [statistics]",
+                                    VALUES["statistics"]),
                 path=where, puzzle_sha256=sha)
 
 

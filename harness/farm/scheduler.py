@@ -136,7 +136,10 @@ def host_figures(prep: Prepared, journal: Journal, run: str, progress=None) -> N
             "fidelity_final": res["fidelity_final"], "fidelity_auc": res["fidelity_auc"],
             "fidelity_per_cycle": [round(v, 6) for v in res["fidelity_per_cycle"]],
             "params": comp.params(), "weight_bytes": comp.weight_bytes(), "macs": comp.macs(depth),
-            "puzzle_set_hash": mi.puzzle_set_hash})
+            "puzzle_set_hash": mi.puzzle_set_hash,
+            # per puzzle, in the plan's order: the paired tests and intervals of the report need them
+            "puzzle_ids": [p.id for p in mi.puzzles], "exact_per_puzzle": [int(v) for v in res["exact"]],
+            "cells_per_puzzle": [float(v) for v in res["cells"]]})
         if progress:
             progress.advance(bar)
 
@@ -418,6 +421,8 @@ def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = F
         if missing:
             log(f"no board in the inventory for {', '.join(missing)}: their jobs will be journalled as board_failure")
         prep = Prepared(plan)
+        if plan.statistics.interval_width is not None:
+            log(width_note(plan, {m: len(mi.puzzles) for m, mi in prep.models.items()}))
         with Progress(console=console, transient=True) as progress:
             bar = progress.add_task("exporting blobs", total=len(plan.models) * len(plan.recipes))
             prep.export_all(lambda what: progress.update(bar, description=f"exporting {what}", advance=1))
@@ -431,6 +436,20 @@ def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = F
         return run
     finally:
         journal.close()
+
+
+def width_note(plan: Plan, puzzles: dict[str, int]) -> str:
+    """What the plan's interval width asks for against the puzzles it runs (worst case: accuracy 0.5)."""
+    from ..stats import puzzles_for_width
+    st = plan.statistics
+    need = puzzles_for_width(st.interval_width, 0.5, st.confidence)
+    short = {m: n for m, n in puzzles.items() if n < need}
+    head = (f"interval width {st.interval_width:g} at {st.confidence:.0%} asked: a Wilson interval needs {need:,} "
+            f"puzzles at accuracy 0.5 (the widest case; fewer near 0 or 1)")
+    if not short:
+        return head + f"; every model runs {min(puzzles.values()):,} or more"
+    return head + "; " + ", ".join(f"{m} runs {n:,}" for m, n in sorted(short.items())) + \
+        ": its intervals may be wider (the report gives each one's width)"
 
 
 class FarmError(RuntimeError):

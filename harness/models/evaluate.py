@@ -64,6 +64,7 @@ def accuracy_report(task: Task, inputs: np.ndarray, labels: np.ndarray, per_step
         "per_step": per,
         "predictions": final_pred,
         "exact": final["exact"],
+        "cells": final["cells"],
     }
 
 

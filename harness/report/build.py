@@ -1,13 +1,11 @@
 """``harness report DIR``: tables, plots, decisions and provenance of a farm run, as report.md and a
 self-contained report.html (plots embedded), plus the tidy tables as parquet and CSV.
 
-The report is written once as a list of blocks (heading, text, bullets, table, image) and rendered twice,
-to Markdown and to HTML, so the two never say different things.
+The report is written once as a list of blocks (heading, text, bullets, target cards, table, image) and
+rendered twice, to Markdown and to HTML, so the two never say different things.
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +13,41 @@ from typing import Any
 
 import pandas as pd
 
+from .. import stats as S
 from .baseline import Change, changes_markdown, compare
-from .decide import TargetDecision, decide, decisions_json, label
+from .decide import FLAG_RULE, TargetDecision, accuracy_text, decide, decisions_json, label
+from .html import to_html
 from .plots import all_plots
-from .tables import load_run, tables
+from .tables import cell_text, confidence, load_run, tables
 
-CONFIG_COLUMNS = ["model", "recipe", "depth", "target", "puzzles", "board_failures", "golden_match",
-                  "exact_accuracy", "cell_accuracy", "host_exact_accuracy", "fp32_exact_accuracy", "fidelity_final",
-                  "mean_steps", "latency_ms", "energy_uj", "blob_bytes", "flash_total", "ram_inference_peak",
-                  "ram_peak_over_min", "fits_flash", "fits_ram"]
-HOST_COLUMNS = ["model", "recipe", "depth", "evaluated_by", "puzzles", "exact_accuracy", "cell_accuracy",
-                "fidelity_final", "fidelity_auc", "macs", "weight_bytes"]
+# (column shown, source column, kind); kind "acc" = an accuracy shown with its interval
+CONFIG_COLUMNS = [("model", "model", ""), ("recipe", "recipe", ""), ("depth", "depth", ""), ("target", "target", ""),
+                  ("puzzles", "puzzles", ""), ("board_failures", "board_failures", ""),
+                  ("golden_match", "golden_match", ""), ("exact_accuracy", "exact_accuracy", "acc"),
+                  ("cell_accuracy", "cell_accuracy", "acc"), ("fp32_exact_accuracy", "fp32_exact_accuracy", "acc"),
+                  ("cell_kept_exact_lost", "cell_kept_exact_lost", ""), ("fidelity_final", "fidelity_final", ""),
+                  ("mean_steps", "mean_steps", ""), ("latency_ms", "latency_ms", ""), ("energy_uj", "energy_uj", ""),
+                  ("blob_bytes", "blob_bytes", ""), ("flash_total", "flash_total", ""),
+                  ("ram_inference_peak", "ram_inference_peak", ""), ("ram_peak_over_min", "ram_peak_over_min", ""),
+                  ("fits_flash", "fits_flash", ""), ("fits_ram", "fits_ram", "")]
+HOST_COLUMNS = [("model", "model", ""), ("recipe", "recipe", ""), ("depth", "depth", ""),
+                ("evaluated_by", "evaluated_by", ""), ("puzzles", "puzzles", ""),
+                ("exact_accuracy", "exact_accuracy", "acc"), ("cell_accuracy", "cell_accuracy", "acc"),
+                ("fidelity_final", "fidelity_final", ""), ("fidelity_auc", "fidelity_auc", ""), ("macs", "macs", ""),
+                ("weight_bytes", "weight_bytes", "")]
+
+
+def shown(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """The columns a report table shows; an accuracy becomes 'point [lo, hi]' in percent."""
+    out = {}
+    for name, src, kind in columns:
+        if src not in df:
+            continue
+        if kind == "acc" and f"{src}_lo" in df:
+            out[name] = [accuracy_text(r, src) if not pd.isna(r[src]) else "" for r in df.to_dict("records")]
+        else:
+            out[name] = df[src]
+    return pd.DataFrame(out)
 
 
 # --- blocks ---------------------------------------------------------------------------------------
@@ -43,22 +65,22 @@ class Doc:
         if items:
             self.blocks.append(("ul", items))
 
-    def table(self, df: pd.DataFrame):
-        self.blocks.append(("table", df))
+    def table(self, df: pd.DataFrame, name: str = "", filters: tuple[str, ...] = (), marked: list[bool] | None = None,
+              legend: str = ""):
+        """A table; the HTML makes it sortable, filterable on ``filters`` columns, with ``marked`` rows
+        highlighted and ``legend`` saying what the highlight means."""
+        self.blocks.append(("table", (df, name, filters, marked, legend)))
+
+    def cards(self, cards: list[dict[str, Any]]):
+        """One card per target (see ``target_card``)."""
+        if cards:
+            self.blocks.append(("cards", cards))
 
     def image(self, name: str, title: str, png: bytes):
         self.blocks.append(("img", (name, title, png)))
 
     def code(self, text: str):
         self.blocks.append(("code", text))
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return "" if pd.isna(v) else f"{v:,.4g}" if abs(v) >= 1 else f"{v:.4f}"
-    if isinstance(v, (int,)) and not isinstance(v, bool):
-        return f"{v:,}"
-    return "" if v is None else str(v)
 
 
 def to_markdown(doc: Doc) -> str:
@@ -73,42 +95,16 @@ def to_markdown(doc: Doc) -> str:
         elif kind == "code":
             out.append(f"```\n{v}\n```")
         elif kind == "table":
-            cols = list(v.columns)
+            df = v[0]
+            cols = list(df.columns)
             rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            rows += ["| " + " | ".join(_cell(x) for x in r) + " |" for r in v.itertuples(index=False)]
+            rows += ["| " + " | ".join(cell_text(x) for x in r) + " |" for r in df.itertuples(index=False)]
             out.append("\n".join(rows))
+        elif kind == "cards":
+            out.append("\n\n".join(_card_markdown(c) for c in v))
         elif kind == "img":
             out.append(f"![{v[1]}](plots/{v[0]}.png)")
     return "\n\n".join(out) + "\n"
-
-
-def to_html(doc: Doc, title: str) -> str:
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-           "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}"
-           "th{background:#f3f3f3}td{text-align:right}td:first-child,td:nth-child(2),td:nth-child(3),td:nth-child(4)"
-           "{text-align:left}pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}img{max-width:100%}"
-           "</style></head><body>"]
-    for kind, v in doc.blocks:
-        if kind == "h":
-            out.append(f"<h{v[0]}>{html.escape(v[1])}</h{v[0]}>")
-        elif kind == "p":
-            out.append(f"<p>{html.escape(v)}</p>")
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in v) + "</ul>")
-        elif kind == "code":
-            out.append(f"<pre>{html.escape(v)}</pre>")
-        elif kind == "table":
-            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in v.columns)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(x))}</td>" for x in r) + "</tr>"
-                           for r in v.itertuples(index=False))
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "img":
-            data = base64.b64encode(v[2]).decode()
-            out.append(f"<figure><img alt='{html.escape(v[1])}' src='data:image/png;base64,{data}'>"
-                       f"<figcaption>{html.escape(v[1])}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -124,27 +120,65 @@ class Report:
         return [c for c in self.changes or [] if c.regression]
 
 
+def target_card(d: TargetDecision) -> dict[str, Any]:
+    """What a target's card shows: the recommendation, its reasons, flash and RAM against the limits,
+    the runners-up, the flagged configurations, the Pareto front and what was excluded."""
+    rec = d.recommended
+    def line(r):
+        return {"config": label(r), "accuracy": accuracy_text(r), "latency_ms": float(r["latency_ms"]),
+                "tied": any(r is t for t in d.tied) or r is d.best}
+    card: dict[str, Any] = {"target": d.target, "recommended": label(rec) if rec else None, "reasons": d.reasons,
+                            "confidence": d.confidence, "runners_up": [line(r) for r in d.runners_up],
+                            "pareto": [{**line(r), "energy_uj": float(r["energy_uj"]), "flash": int(r["flash_total"]),
+                                        "ram_peak": int(r["ram_inference_peak"])} for r in d.pareto],
+                            "flagged": [{"config": label(r), "text": _flag_text(d, r)} for r in d.flagged],
+                            "not_fitting": [{"config": label(r), "why": r["why"]} for r in d.not_fitting]}
+    if rec:
+        card.update(accuracy=accuracy_text(rec), cell=accuracy_text(rec, "cell_accuracy"), puzzles=int(rec["puzzles"]),
+                    latency_ms=float(rec["latency_ms"]), latency_basis=rec["latency_basis"],
+                    flash={"used": int(rec["flash_total"]), "limit": int(rec["flash_limit"])},
+                    ram={"used": int(rec["ram_static"]), "limit": int(rec["ram_limit"])},
+                    ram_peak=int(rec["ram_inference_peak"]), flagged_recommended=any(rec is r for r in d.flagged))
+    return card
+
+
+def _flag_text(d: TargetDecision, r: dict) -> str:
+    c = d.against_fp32.get(label(r))
+    test = (f"; {c.describe(label(r), 'fp32')}: {'beyond' if c.differs(d.confidence) else 'not beyond'} chance "
+            f"at {d.confidence:.0%}" if c else "")
+    return (f"cell {100 * r['cell_accuracy']:.1f}% vs fp32 {100 * r['fp32_cell_accuracy']:.1f}%, puzzle-exact "
+            f"{accuracy_text(r)} vs fp32 {accuracy_text(r, 'fp32_exact_accuracy')}{test}")
+
+
+def _card_markdown(c: dict[str, Any]) -> str:
+    out = [f"### {c['target']}", ""]
+    if c["recommended"]:
+        out.append(f"**Recommended: {c['recommended']}**: puzzle-exact {c['accuracy']} on {c['puzzles']} puzzles "
+                   f"({c['confidence']:.0%} interval), {c['latency_ms']:.2f} ms; flash {c['flash']['used']:,} of "
+                   f"{c['flash']['limit']:,} B ({100 * c['flash']['used'] / c['flash']['limit']:.1f}%), static RAM "
+                   f"{c['ram']['used']:,} of {c['ram']['limit']:,} B ({100 * c['ram']['used'] / c['ram']['limit']:.1f}%)"
+                   + (" **(keeps cell accuracy, loses puzzle-exact)**" if c.get("flagged_recommended") else ""))
+    else:
+        out.append("**Recommended: none.**")
+    out += [""] + [f"- {r}" for r in c["reasons"]]
+    if c["runners_up"]:
+        out += ["", "Runners-up: " + "; ".join(f"{r['config']} {r['accuracy']}, {r['latency_ms']:.2f} ms"
+                                               + (" (tied)" if r["tied"] else "") for r in c["runners_up"])]
+    if c["pareto"]:
+        out += ["", "Pareto front of the configurations that fit (puzzle-exact accuracy, latency, energy, memory):", ""]
+        out += [f"- {r['config']}: puzzle-exact {r['accuracy']}, {r['latency_ms']:.2f} ms, {r['energy_uj']:.0f} uJ, "
+                f"flash {r['flash']:,} B, inference RAM {r['ram_peak']:,} B" for r in c["pareto"]]
+    if c["flagged"]:
+        out += ["", f"{FLAG_RULE}:", ""]
+        out += [f"- **{r['config']}**: {r['text']}" for r in c["flagged"]]
+    if c["not_fitting"]:
+        out += ["", "Excluded:", ""] + [f"- {r['config']}: {r['why']}" for r in c["not_fitting"]]
+    return "\n".join(out)
+
+
 def _decision_blocks(doc: Doc, ds: list[TargetDecision]) -> None:
     doc.h(2, "Decisions")
-    for d in ds:
-        doc.h(3, d.target)
-        rec = d.recommended
-        doc.p(f"Recommended: {label(rec)}." if rec else "Recommended: none.")
-        doc.ul(d.reasons)
-        if d.pareto:
-            doc.p("Pareto front of the configurations that fit (puzzle-exact accuracy, latency, energy, memory):")
-            doc.ul([f"{label(r)}: puzzle-exact {100 * r['exact_accuracy']:.1f}%, {r['latency_ms']:.2f} ms, "
-                    f"{r['energy_uj']:.0f} uJ, flash {r['flash_total']:,} B, inference RAM {r['ram_inference_peak']:,} B"
-                    for r in d.pareto])
-        if d.flagged:
-            doc.p("Keep cell accuracy but lose puzzle-exact accuracy against fp32 (cell within 2 points, "
-                  "puzzle-exact 10 or more points below):")
-            doc.ul([f"{label(r)}: cell {100 * r['cell_accuracy']:.1f}% vs fp32 {100 * r['fp32_cell_accuracy']:.1f}%, "
-                    f"puzzle-exact {100 * r['exact_accuracy']:.1f}% vs fp32 {100 * r['fp32_exact_accuracy']:.1f}%"
-                    for r in d.flagged])
-        if d.not_fitting:
-            doc.p("Excluded:")
-            doc.ul([f"{label(r)}: {r['why']}" for r in d.not_fitting])
+    doc.cards([target_card(d) for d in ds])
 
 
 def _provenance_blocks(doc: Doc, rd, configs: pd.DataFrame) -> None:
@@ -172,44 +206,56 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
     for name, df in t.items():
         df.to_csv(dest / f"{name}.csv", index=False)
         df.to_parquet(dest / f"{name}.parquet", index=False)
-    ds = decide(t["configs"], rd.plan)
+    conf = confidence(rd.plan)
+    c = t["configs"]
+    ds = decide(t, rd.plan)
+    flagged = {tuple(r[k] for k in ("model", "recipe", "depth", "target")) for d in ds for r in d.flagged}
+    if len(c):
+        c["cell_kept_exact_lost"] = [tuple(r) in flagged for r in c[["model", "recipe", "depth", "target"]].values]
     (dest / "decisions.json").write_text(json.dumps(decisions_json(ds), indent=2, default=str) + "\n")
     (dest / "provenance.json").write_text(json.dumps({"run": rd.run, "finished": rd.finished, **rd.provenance},
                                                      indent=2, sort_keys=True) + "\n")
     changes = None
     if baseline is not None:
-        old = load_run(baseline)
-        old_configs = tables(old)["configs"]
         th = thresholds if thresholds is not None else rd.plan.get("regression")
-        changes = compare(old_configs, t["configs"], th)
+        changes = compare(tables(load_run(baseline)), t, th, conf)
 
     doc = Doc()
     plan_name = rd.plan.get("name", "plan")
     doc.h(1, f"Farm report: {plan_name} ({rd.run})")
-    c = t["configs"]
+    _decision_blocks(doc, ds)
+    doc.h(2, "The run and how its figures are judged")
     failures = [e for e in rd.events if e["kind"] in ("failure", "quarantine")]
     doc.p(f"{len(c)} configurations ({', '.join(sorted(set(c.target))) if len(c) else 'no targets'}), "
           f"{len(t['puzzles'])} device puzzle rows, {len(t['host'])} host rows, "
           f"{sum(t['puzzles'].status != 'ok') if len(t['puzzles']) else 0} board-failure rows, "
           f"{len(failures)} board failure events. Counts: "
           + "; ".join(f"{b}: {w}" for b, w in rd.provenance.get("counts", {}).items()) + ".")
-    _decision_blocks(doc, ds)
+    st = rd.plan.get("statistics") or {}
+    doc.p(f"Every accuracy is shown as point [low, high] in percent: a {conf:.0%} {S.INTERVAL} interval for puzzle-exact "
+          f"accuracy, a {S.CELL_INTERVAL} for cell accuracy (the puzzle is the unit: its cells are not independent). "
+          f"Configurations are compared on the same puzzles with the {S.PAIRED_TEST} test; those it cannot tell "
+          f"apart at {conf:.0%} are tied, and ties are broken by cost. min_exact_accuracy is judged on "
+          + ("the interval's lower bound." if st.get("accuracy_budget", "lower_bound") == "lower_bound"
+             else "the point estimate (the interval is shown)."))
     if changes is not None:
         doc.h(2, "Changes since the baseline")
         doc.p(changes_markdown(changes, str(baseline)).split("\n")[0])
         if changes:
             doc.table(pd.DataFrame([{"config": ch.config, "metric": ch.metric, "baseline": ch.old, "now": ch.new,
                                      "regression": "yes" if ch.regression else "no", "note": ch.note}
-                                    for ch in sorted(changes, key=lambda ch: (not ch.regression, ch.config, ch.metric))]))
+                                    for ch in sorted(changes, key=lambda ch: (not ch.regression, ch.config, ch.metric))]),
+                      "changes")
     doc.h(2, "Configurations on the boards")
     doc.p("Accuracy columns: exact/cell on the device; host_exact = the golden reference on the host (equal when "
           "golden_match = puzzles); fp32_exact = the full-precision model on the same puzzles. latency_ms and "
           "energy_uj: see the counts note above; energy is a proxy from the target file's coefficients.")
-    doc.table(c[[col for col in CONFIG_COLUMNS if col in c]] if len(c) else c)
+    doc.table(shown(c, CONFIG_COLUMNS) if len(c) else c, "configs", ("model", "recipe", "target"),
+              list(c["cell_kept_exact_lost"]) if len(c) else None, f"Highlighted rows: {FLAG_RULE[0].lower()}{FLAG_RULE[1:]}")
     doc.h(2, "Host figures (every recipe, including host-only ones)")
     h = t["host"]
-    doc.table(h[[col for col in HOST_COLUMNS if col in h]] if len(h) else h)
-    plots = all_plots(t)
+    doc.table(shown(h, HOST_COLUMNS) if len(h) else h, "host", ("model", "recipe"))
+    plots = all_plots(t, ds)
     if plots:
         doc.h(2, "Plots")
         (dest / "plots").mkdir(exist_ok=True)
@@ -222,7 +268,7 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
                + ([f"… {len(failures) - 50} more in the journal"] if len(failures) > 50 else []))
     _provenance_blocks(doc, rd, c)
     doc.h(2, "Files")
-    doc.ul(["configs / puzzles / host .csv and .parquet: the tidy tables", "decisions.json, provenance.json",
+    doc.ul(["configs / puzzles / host / host_puzzles .csv and .parquet: the tidy tables", "decisions.json, provenance.json",
             "journal.sqlite: every row as it arrived, and the board events", "logs/: one log per board start"])
     (dest / "report.md").write_text(to_markdown(doc))
     (dest / "report.html").write_text(to_html(doc, f"{plan_name} {rd.run}"))

@@ -18,12 +18,13 @@ from typing import Any
 
 import pandas as pd
 
+from .decide import FLAG_RULE
+from .tables import cell_text
+
 # a cell that sorts as a number: 1,234 / 0.5 / 1.2e+05 / 95.8% [86.0, 98.8]
 _NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?%?(\s*\[.*\])?$", re.IGNORECASE)
 _ACCURACY = re.compile(r"^(\S+%)\s+(\[[^\]]*\])$")
 FLAG = "\u2691"  # the mark of a configuration that keeps cell accuracy but loses puzzle-exact accuracy
-FLAG_RULE = ("Keep cell accuracy but lose puzzle-exact accuracy against fp32 (cell within 2 points, "
-             "puzzle-exact 10 or more points below)")
 
 CSS = """
 :root{color-scheme:light;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--soft:#f6f8fa;--accent:#0969da;
@@ -280,18 +281,17 @@ def _header(name: str) -> str:
                                                       "aria-hidden='true'></span></span>")
 
 
-def _table(df: pd.DataFrame, name: str, filters: tuple[str, ...], marked: list[bool] | None, anchor: str) -> str:
-    from .build import _cell  # build imports this module
-
+def _table(df: pd.DataFrame, name: str, filters: tuple[str, ...], marked: list[bool] | None, legend: str,
+           anchor: str) -> str:
     cols = [str(c) for c in df.columns]
     rows = [list(r) for r in df.itertuples(index=False)]
-    texts = [[_cell(v) for v in r] for r in rows]
+    texts = [[cell_text(v) for v in r] for r in rows]
     numeric = [_numeric([r[i] for r in rows], [t[i] for t in texts]) for i in range(len(cols))]
     out = [f"<div class='table-block' id='{anchor}'" + (f" data-table='{e(name)}'" if name else "") + ">"]
     if marked is not None:
         n = sum(bool(m) for m in marked)
-        out.append(f"<p class='legend'><span class='mark'>{FLAG}</span> Highlighted rows keep cell accuracy but lose "
-                   f"puzzle-exact accuracy against fp32: {n} of {len(rows)}.</p>")
+        out.append(f"<p class='legend'><span class='mark'>{FLAG}</span> {e(legend or 'Highlighted rows')}: "
+                   f"{n} of {len(rows)}.</p>")
     selects = []
     for f in filters:
         if f not in cols:

@@ -1,50 +1,76 @@
-"""The report's plots, drawn with matplotlib (Agg) and returned as PNG bytes so the HTML can embed them."""
+"""The report's plots, drawn with matplotlib (Agg) and returned as PNG bytes so the HTML can embed them.
+
+Read at a glance: every accuracy has its interval bar; only the recommended and the Pareto points carry
+a text label, the others are told apart by the legend (colour = model and recipe, marker = depth); log
+axes label their decades and the 2 and 5 between them in engineering notation, never overlapping minor
+labels.
+"""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 96, "font.size": 9, "svg.hashsalt": "harness"})
+MARKERS = "osD^v<>P*X"
 
 
-def _png(fig) -> bytes:
+def _png(fig, extra=None) -> bytes:
+    """PNG bytes; ``extra`` artists (a figure legend outside the axes) are kept inside the image."""
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight" if extra else None,
+                bbox_extra_artists=extra)
     plt.close(fig)
     return buf.getvalue()
 
 
-def _recipes(host: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(host.recipe))
+def _log_axis(axis, unit: str = "") -> None:
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(EngFormatter(unit=unit, places=0, sep=" "))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _yerr(df: pd.DataFrame, name: str) -> np.ndarray | None:
+    """Asymmetric error bars in percent from ``<name>_lo/hi``; None without an interval."""
+    if f"{name}_lo" not in df:
+        return None
+    point = 100 * df[name].to_numpy(float)
+    return np.vstack([point - 100 * df[f"{name}_lo"].to_numpy(float), 100 * df[f"{name}_hi"].to_numpy(float) - point])
+
+
+def _styles(keys: list) -> dict:
+    return {k: f"C{i % 10}" for i, k in enumerate(dict.fromkeys(keys))}
 
 
 def exact_vs_cell(host: pd.DataFrame) -> bytes:
     """Puzzle-exact against cell accuracy for every recipe (host, every depth): points that stay right
     on the cell axis and fall on the exact axis are the harness's question."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, r in enumerate(_recipes(host)):
-        sub = host[host.recipe == r]
-        ax.scatter(100 * sub.cell_accuracy, 100 * sub.exact_accuracy, label=r, marker="osD^v<>"[i % 7], s=36)
-    for _, row in host.iterrows():
-        ax.annotate(row.model.split("-")[-1], (100 * row.cell_accuracy, 100 * row.exact_accuracy), fontsize=6,
-                    alpha=0.6, xytext=(3, 2), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colours = _styles(list(host.recipe))
+    models = list(dict.fromkeys(host.model))
+    for (m, r), sub in host.groupby(["model", "recipe"], sort=False):
+        ax.errorbar(100 * sub.cell_accuracy, 100 * sub.exact_accuracy, yerr=_yerr(sub, "exact_accuracy"),
+                    xerr=_yerr(sub, "cell_accuracy"), fmt=MARKERS[models.index(m) % len(MARKERS)], color=colours[r],
+                    ms=6, capsize=2, elinewidth=0.8, alpha=0.85, label=f"{m} {r}")
     ax.set_xlabel("cell accuracy (%)")
     ax.set_ylabel("puzzle-exact accuracy (%)")
-    ax.set_title("puzzle-exact vs cell accuracy per recipe (host, all depths)")
-    ax.legend(fontsize=7)
+    ax.set_title("puzzle-exact vs cell accuracy per recipe (host, all depths; bars: intervals)")
+    ax.legend(fontsize=7, ncol=2)
     return _png(fig)
 
 
 def fidelity_per_cycle(host: pd.DataFrame) -> bytes:
     """Carry-trajectory fidelity to fp32 at every cycle, per model, at each model's first depth."""
     models = list(dict.fromkeys(host.model))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(3.8 * len(models), 3.4), squeeze=False)
     for ax, m in zip(axes[0], models):
         sub = host[host.model == m]
         depth = sub.depth.iloc[0]
@@ -60,46 +86,111 @@ def fidelity_per_cycle(host: pd.DataFrame) -> bytes:
 
 def accuracy_vs_macs(host: pd.DataFrame) -> bytes:
     """Puzzle-exact accuracy against MACs per puzzle across the depths studied, per model and recipe."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (m, r), sub in host.groupby(["model", "recipe"], sort=False):
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    depths = list(dict.fromkeys(host.depth))
+    for i, ((m, r), sub) in enumerate(host.groupby(["model", "recipe"], sort=False)):
         sub = sub.sort_values("macs")
-        ax.plot(sub.macs, 100 * sub.exact_accuracy, marker="o", label=f"{m} {r}")
+        ax.plot(sub.macs, 100 * sub.exact_accuracy, color=f"C{i % 10}", lw=1, alpha=0.6)
         for _, row in sub.iterrows():
-            ax.annotate(row.depth, (row.macs, 100 * row.exact_accuracy), fontsize=6, alpha=0.6,
-                        xytext=(3, -8), textcoords="offset points")
+            one = sub[sub.depth == row.depth]
+            ax.errorbar(one.macs, 100 * one.exact_accuracy, yerr=_yerr(one, "exact_accuracy"), color=f"C{i % 10}",
+                        fmt=MARKERS[depths.index(row.depth) % len(MARKERS)], ms=5, capsize=2, elinewidth=0.8)
+        ax.plot([], [], color=f"C{i % 10}", label=f"{m} {r}")
+    for j, dep in enumerate(depths):
+        ax.plot([], [], MARKERS[j % len(MARKERS)], color="0.4", ls="", label=f"depth {dep}")
     ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     ax.set_xlabel("MACs per puzzle (all steps)")
     ax.set_ylabel("puzzle-exact accuracy (%)")
-    ax.set_title("accuracy vs depth and MACs (host)")
+    ax.set_title("accuracy vs depth and MACs (host; bars: intervals)")
     ax.legend(fontsize=6, ncol=2)
     return _png(fig)
 
 
-def cost_vs_accuracy(configs: pd.DataFrame) -> bytes:
-    """Latency and energy proxy against puzzle-exact accuracy on each target (device rows)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
-    for target, sub in configs.dropna(subset=["latency_ms"]).groupby("target"):
-        axes[0].scatter(sub.latency_ms, 100 * sub.exact_accuracy, label=target, s=30)
-        axes[1].scatter(sub.energy_uj, 100 * sub.exact_accuracy, label=target, s=30)
-        for _, row in sub.iterrows():
-            for ax, x in ((axes[0], row.latency_ms), (axes[1], row.energy_uj)):
-                ax.annotate(f"{row.model.split('-')[-1]} {row.recipe} {row.depth}", (x, 100 * row.exact_accuracy),
-                            fontsize=5, alpha=0.6, xytext=(3, 2), textcoords="offset points")
-    axes[0].set_xlabel("latency per puzzle (ms at the target clock)")
-    axes[1].set_xlabel("energy proxy per puzzle (uJ)")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_ylabel("puzzle-exact accuracy on the device (%)")
-        ax.legend(fontsize=7)
-    axes[0].set_title("latency vs accuracy")
-    axes[1].set_title("energy vs accuracy")
-    return _png(fig)
+def cost_vs_accuracy(configs: pd.DataFrame, decisions: list | None = None) -> bytes:
+    """Latency and energy proxy against puzzle-exact accuracy, one row of panels per target (device
+    rows). The recommended configuration is a star labelled R, the Pareto points are ringed and
+    numbered; the key under each row names them. The rest are told apart by the legend."""
+    rows = configs.dropna(subset=["latency_ms"])
+    targets = list(dict.fromkeys(rows.target))
+    by_target = {d.target: d for d in decisions or []}
+    fig, grid = plt.subplots(2 * len(targets), 2, figsize=(10.0, 4.4 * len(targets)), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.0, 0.16] * len(targets)})
+    axes, keys = grid[0::2], grid[1::2]
+    for row in keys:
+        row[1].remove()
+        row[0].axis("off")
+    colours = _styles([f"{m} {r}" for m, r in zip(configs.model, configs.recipe)])
+    depths = list(dict.fromkeys(configs.depth))
+    for (ax_l, ax_e), key_ax, target in zip(axes, keys[:, 0], targets):
+        sub = rows[rows.target == target]
+        d = by_target.get(target)
+        tags: dict[tuple, str] = {}
+        if d is not None:
+            front = sorted(d.pareto, key=lambda r: r["latency_ms"])
+            tags.update({_key(r): str(i) for i, r in enumerate(front, start=1)})
+            if d.recommended is not None:
+                tags[_key(d.recommended)] = "R"
+        for ax, x in ((ax_l, "latency_ms"), (ax_e, "energy_uj")):
+            for _, r in sub.iterrows():
+                one = sub.loc[[_]]
+                ax.errorbar(one[x], 100 * one.exact_accuracy, yerr=_yerr(one, "exact_accuracy"),
+                            fmt=MARKERS[depths.index(r.depth) % len(MARKERS)], color=colours[f"{r.model} {r.recipe}"],
+                            ms=6, capsize=2, elinewidth=0.8, alpha=0.85)
+                tag = tags.get(_key(r))
+                if tag is None:
+                    continue
+                ax.plot([r[x]], [100 * r.exact_accuracy], "*" if tag == "R" else "o", ms=16 if tag == "R" else 11,
+                        mfc="none", mec="black", mew=1.0)
+                ax.annotate(tag, (r[x], 100 * r.exact_accuracy), fontsize=7, fontweight="bold", xytext=(5, 5),
+                            textcoords="offset points")
+            ax.set_xscale("log")
+            _log_axis(ax.xaxis)
+            ax.set_ylabel("puzzle-exact on the device (%)")
+        ax_l.set_title(f"{target}: latency vs accuracy", fontsize=8)
+        ax_e.set_title(f"{target}: energy proxy vs accuracy", fontsize=8)
+        ax_l.set_xlabel("latency per puzzle at the target clock")
+        ax_e.set_xlabel("energy proxy per puzzle")
+        if d is not None and tags:
+            named = sorted(((t, label) for label, t in
+                            ((f"{k[0]} {k[1]} {k[2]}", t) for k, t in tags.items())), key=lambda p: (p[0] != "R", p[0]))
+            lines = [f"{t}: {label}" for t, label in named]
+            half = (len(lines) + 1) // 2
+            for col, chunk in enumerate((lines[:half], lines[half:])):
+                key_ax.text(0.02 + 1.15 * col, 0.9, "\n".join(chunk), transform=key_ax.transAxes, fontsize=7, va="top")
+    _ms_to_s(axes)
+    handles = [plt.Line2D([], [], color=c, lw=4, label=k) for k, c in colours.items()]
+    handles += [plt.Line2D([], [], marker=MARKERS[j % len(MARKERS)], color="0.4", ls="", label=f"depth {dep}")
+                for j, dep in enumerate(depths)]
+    handles.append(plt.Line2D([], [], marker="*", ms=12, mfc="none", mec="black", ls="", label="recommended (R)"))
+    handles.append(plt.Line2D([], [], marker="o", ms=9, mfc="none", mec="black", ls="", label="Pareto front (1..)"))
+    fig.tight_layout()
+    legend = fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(handles)),
+                        fontsize=7, frameon=False)
+    return _png(fig, [legend])
+
+
+def _ms_to_s(axes) -> None:
+    """The data are ms and uJ; the engineering formatter wants seconds and joules."""
+    for ax_l, ax_e in axes:
+        ax_l.xaxis.set_major_formatter(_scaled(1e-3, "s"))
+        ax_e.xaxis.set_major_formatter(_scaled(1e-6, "J"))
+
+
+def _scaled(factor: float, unit: str):
+    eng = EngFormatter(unit=unit, places=0, sep=" ")
+    from matplotlib.ticker import FuncFormatter
+    return FuncFormatter(lambda v, pos: eng.format_data(v * factor) if v > 0 else "")
+
+
+def _key(r) -> tuple:
+    return (r["model"], r["recipe"], r["depth"], r["target"])
 
 
 def memory_vs_limits(configs: pd.DataFrame) -> bytes:
     """Flash (firmware + blob) and RAM (static image, inference peak) against each target's limits."""
     targets = list(dict.fromkeys(configs.target))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.8 * len(targets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.8 * len(targets), 3.9), squeeze=False)
     for ax, t in zip(axes[0], targets):
         sub = configs[configs.target == t].drop_duplicates(["model", "recipe"])
         names = [f"{m.split('-')[-1]} {r}" for m, r in zip(sub.model, sub.recipe)]
@@ -109,21 +200,23 @@ def memory_vs_limits(configs: pd.DataFrame) -> bytes:
         ax.axhline(sub.flash_limit.iloc[0], color="C0", ls="--", lw=1, label="flash limit")
         ax.axhline(sub.ram_limit.iloc[0], color="C1", ls="--", lw=1, label="RAM limit")
         ax.set_yscale("log")
+        _log_axis(ax.yaxis, "B")
         ax.set_xticks(list(xs), names, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel("bytes")
         ax.set_title(t, fontsize=8)
-        ax.legend(fontsize=6)
-    return _png(fig)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout()
+    legend = fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=7, frameon=False)
+    return _png(fig, [legend])
 
 
-def all_plots(tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, bytes]]:
+def all_plots(tables: dict[str, pd.DataFrame], decisions: list | None = None) -> dict[str, tuple[str, bytes]]:
     host, configs = tables["host"], tables["configs"]
-    out = {}
+    out: dict[str, Any] = {}
     if not host.empty:
         out["exact_vs_cell"] = ("Puzzle-exact vs cell accuracy per recipe", exact_vs_cell(host))
         out["fidelity"] = ("Carry-trajectory fidelity per cycle", fidelity_per_cycle(host))
         out["depth_macs"] = ("Accuracy vs depth and MACs", accuracy_vs_macs(host))
-    if not configs.empty and "latency_ms" in configs:
-        out["cost"] = ("Latency and energy vs accuracy per target", cost_vs_accuracy(configs))
+    if not configs.empty and "latency_ms" in configs and configs.latency_ms.notna().any():
+        out["cost"] = ("Latency and energy vs accuracy per target", cost_vs_accuracy(configs, decisions))
         out["memory"] = ("Flash and RAM against each target's limits", memory_vs_limits(configs))
     return out

@@ -2,8 +2,13 @@
 
   puzzles  one row per (model, recipe, depth, target, puzzle): what the board said, with its config key
   host     one row per (model, recipe, depth): golden / torch accuracy and carry fidelity on the host
+  host_puzzles  one row per (model, recipe, depth, puzzle): the host's outcome on each puzzle (the
+           paired tests against fp32 need them)
   configs  one row per (model, recipe, depth, target): device accuracy, latency, energy proxy, memory
            against the target's limits, joined with the host figures and the fp32 reference
+
+Every accuracy has its interval beside it (``<name>_lo`` and ``<name>_hi``, at the plan's
+[statistics] confidence; ``harness.stats`` says which interval).
 
 Only what a rerun reproduces goes in a table (no wall-clock times, no run id), so two runs of one plan
 on emulators give identical tables.
@@ -11,12 +16,14 @@ on emulators give identical tables.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import fsum
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .. import figures as F
+from .. import stats as S
 from ..farm.journal import NAME, Journal
 from ..targets import load_target
 
@@ -36,6 +43,15 @@ class RunData:
     events: list[dict[str, Any]]
     finished: str | None
     command: str | None = None
+
+
+def cell_text(v) -> str:
+    """How a report table writes a value (Markdown and HTML alike)."""
+    if isinstance(v, float):
+        return "" if pd.isna(v) else f"{v:,.4g}" if abs(v) >= 1 else f"{v:.4f}"
+    if isinstance(v, (int,)) and not isinstance(v, bool):
+        return f"{v:,}"
+    return "" if v is None else str(v)
 
 
 def load_run(out: Path) -> RunData:
@@ -60,16 +76,43 @@ def puzzle_table(rd: RunData) -> pd.DataFrame:
     return df.sort_values(["model", "recipe", "depth", "target", "puzzle_id"]).reset_index(drop=True)
 
 
+PER_PUZZLE = ("puzzle_ids", "exact_per_puzzle", "cells_per_puzzle")   # host rows' lists: host_puzzles
+
+
+def confidence(plan: dict[str, Any]) -> float:
+    return float((plan.get("statistics") or {}).get("confidence", S.CONFIDENCE))
+
+
 def host_table(rd: RunData) -> pd.DataFrame:
-    df = pd.DataFrame([{k: v for k, v in r.items() if k not in VOLATILE} for r in rd.host])
+    conf = confidence(rd.plan)
+    rows = []
+    for r in rd.host:
+        row = {k: v for k, v in r.items() if k not in VOLATILE and k not in PER_PUZZLE}
+        n = int(r["puzzles"])
+        correct = sum(r["exact_per_puzzle"]) if "exact_per_puzzle" in r else round(r["exact_accuracy"] * n)
+        if "cells_per_puzzle" in r:    # the device's definition (figures.outcome): the mean over puzzles
+            row["cell_accuracy"] = fsum(r["cells_per_puzzle"]) / n
+        row.update(S.intervals(correct, n, r.get("cells_per_puzzle"), conf))
+        rows.append(row)
+    df = pd.DataFrame(rows)
     if df.empty:
         return df
     df["fidelity_per_cycle"] = df["fidelity_per_cycle"].map(lambda v: " ".join(f"{x:.6f}" for x in v))
     return df.sort_values(["model", "recipe", "depth"]).reset_index(drop=True)
 
 
+def host_puzzle_table(rd: RunData) -> pd.DataFrame:
+    rows = [{"model": r["model"], "recipe": r["recipe"], "depth": r["depth"], "puzzle_id": pid, "correct": bool(e),
+             "cell_accuracy": c}
+            for r in rd.host if "puzzle_ids" in r
+            for pid, e, c in zip(r["puzzle_ids"], r["exact_per_puzzle"], r["cells_per_puzzle"])]
+    cols = ["model", "recipe", "depth", "puzzle_id", "correct", "cell_accuracy"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(cols[:4]).reset_index(drop=True)
+
+
 def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.DataFrame:
-    prov = rd.provenance
+    prov, conf = rd.provenance, confidence(rd.plan)
     rows = []
     if puzzles.empty:
         return pd.DataFrame(columns=KEY)
@@ -89,6 +132,7 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
             r["golden_match"] = int(ok.golden_match.sum()) if "golden_match" in ok else None
             r.update({k: v for k, v in F.outcome(ok.correct, ok.cell_accuracy, ok.steps, ok.arena_bytes,
                                                   ok.flash_bytes_read).items() if k != "puzzles"})
+            r.update(S.intervals(int(ok.correct.sum()), len(ok), ok.cell_accuracy, conf))
             backend = ok.backend.iloc[0]
             kinds = {F.counts_kind(b, u) for b, u in zip(ok.backend, ok.counter_unit)}
             if len(kinds) != 1:
@@ -109,15 +153,18 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
     if not host.empty:
         h = host.rename(columns={"exact_accuracy": "host_exact_accuracy", "cell_accuracy": "host_cell_accuracy",
                                  "mean_steps": "host_mean_steps", "puzzles": "host_puzzles"})
+        h = h.rename(columns={c: f"host_{c}" for c in h.columns if c.endswith(("_lo", "_hi"))})
         cols = ["model", "recipe", "depth", "mixer", "evaluated_by", "host_exact_accuracy", "host_cell_accuracy",
+                "host_exact_accuracy_lo", "host_exact_accuracy_hi",
                 "fidelity_final", "fidelity_auc", "fidelity_per_cycle", "macs", "weight_bytes", "params"]
-        df = df.merge(h[cols], on=["model", "recipe", "depth"], how="left")
-        ref = host[host.recipe == "fp32"][["model", "depth", "exact_accuracy", "cell_accuracy"]].rename(
-            columns={"exact_accuracy": "fp32_exact_accuracy", "cell_accuracy": "fp32_cell_accuracy"})
+        df = df.merge(h[[c for c in cols if c in h]], on=["model", "recipe", "depth"], how="left")
+        ref_cols = ["exact_accuracy", "cell_accuracy", "exact_accuracy_lo", "exact_accuracy_hi"]
+        ref = host[host.recipe == "fp32"][["model", "depth"] + [c for c in ref_cols if c in host]].rename(
+            columns={c: f"fp32_{c}" for c in ref_cols})
         df = df.merge(ref, on=["model", "depth"], how="left")
     return df.sort_values(KEY).reset_index(drop=True)
 
 
 def tables(rd: RunData) -> dict[str, pd.DataFrame]:
     p, h = puzzle_table(rd), host_table(rd)
-    return {"puzzles": p, "host": h, "configs": config_table(rd, p, h)}
+    return {"puzzles": p, "host": h, "host_puzzles": host_puzzle_table(rd), "configs": config_table(rd, p, h)}

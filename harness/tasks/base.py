@@ -124,7 +124,8 @@ class Task:
 
 
 def score(task: Task, inputs: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> dict[str, Any]:
-    """Cell accuracy over answer cells and puzzle-exact accuracy for a batch [B, L]. Puzzle-exact is
+    """Cell accuracy over answer cells and puzzle-exact accuracy for a batch [B, L], and per puzzle
+    (``exact``; ``cells``: the fraction of that puzzle's answer cells that are right). Puzzle-exact is
     the task's ``exact``; every answer cell of a puzzle-exact prediction counts as right (for a puzzle
     with one solution that is the same as comparing with the label)."""
     inputs, labels, predictions = (np.asarray(a) for a in (inputs, labels, predictions))
@@ -137,6 +138,7 @@ def score(task: Task, inputs: np.ndarray, labels: np.ndarray, predictions: np.nd
         "cell_accuracy": float(right.sum() / cells) if cells else float("nan"),
         "exact_accuracy": float(per_puzzle.mean()) if len(per_puzzle) else float("nan"),
         "exact": per_puzzle,
+        "cells": right.sum(-1) / np.maximum(mask.sum(-1), 1),
     }
 
 
