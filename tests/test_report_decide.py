@@ -190,3 +190,29 @@ def test_latency_and_memory_keep_exact_thresholds():
     assert regs == {"latency_ms": True, "flash_total": True}
     ok = run({"m int8 T1": {"solved": [True] * 4, "latency_ms": 101, "flash": 1000}})
     assert not any(c.regression for c in compare(old, ok, {"latency_increase": 0.02}, 0.95))
+
+
+# --- the plots ---------------------------------------------------------------------------------------
+def test_the_cost_plot_draws_intervals_at_zero_and_full_accuracy_and_tags_the_recommendation():
+    from harness.report.plots import cost_vs_accuracy, memory_vs_limits
+    t = run({"m a T1": {"solved": [False] * 10, "latency_ms": 10},      # 0 of 10: the lower bound is 0 exactly
+             "m b T1": {"solved": [True] * 10, "latency_ms": 20}})
+    assert S.wilson(0, 10)[0] == 0.0 and S.wilson(10, 10)[1] == 1.0
+    png = cost_vs_accuracy(t["configs"], decide(t, {"budgets": {}}))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert memory_vs_limits(t["configs"])[:4] == b"\x89PNG"
+
+
+def test_every_plot_of_a_real_run_renders(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from harness.report.plots import all_plots
+    from harness.report.tables import load_run, tables
+    example = Path(__file__).resolve().parents[1] / "reports" / "example"
+    shutil.copytree(example, tmp_path / "run", ignore=shutil.ignore_patterns("farm.lock"))
+    rd = load_run(tmp_path / "run")
+    t = tables(rd)
+    plots = all_plots(t, decide(t, rd.plan))
+    assert set(plots) == {"exact_vs_cell", "fidelity", "depth_macs", "cost", "memory"}
+    assert all(png[:4] == b"\x89PNG" for _, png in plots.values())

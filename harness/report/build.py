@@ -238,6 +238,14 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
           f"apart at {conf:.0%} are tied, and ties are broken by cost. min_exact_accuracy is judged on "
           + ("the interval's lower bound." if st.get("accuracy_budget", "lower_bound") == "lower_bound"
              else "the point estimate (the interval is shown)."))
+    if st.get("interval_width") and len(c) and "exact_accuracy_lo" in c:
+        width = c.exact_accuracy_hi - c.exact_accuracy_lo
+        wide = c[width > st["interval_width"] + 1e-12]
+        widest = c.loc[width.idxmax()]
+        doc.p(f"The plan asks for puzzle-exact intervals at most {st['interval_width']:g} wide: "
+              f"{len(c) - len(wide)} of {len(c)} configurations have one (the widest, {label(widest)} on "
+              f"{widest.target}, is {width.max():.3f}); at accuracy 0.5, the widest case, it takes "
+              f"{S.puzzles_for_width(st['interval_width'], 0.5, conf):,} puzzles.")
     if changes is not None:
         doc.h(2, "Changes since the baseline")
         doc.p(changes_markdown(changes, str(baseline)).split("\n")[0])

@@ -200,9 +200,9 @@ def _recommend(d: TargetDecision, device: dict[tuple, dict[str, bool]]) -> None:
                          f"{len(d.tied)} configuration(s) are statistically tied with it "
                          f"(the test cannot tell them apart at {level}): {ties}")
         d.reasons.append(f"among the {len(group)} tied configurations the choice is by cost: "
-                         f"{'it is' if rec is not best else 'the most accurate is also'} the fastest, "
-                         f"{rec['latency_ms']:.2f} ms ({rec['latency_basis']})"
-                         + ("" if rec is best else f" against {best['latency_ms']:.2f} ms for {label(best)}"))
+                         + ("it is the fastest" if rec is not best else "the most accurate is also the fastest")
+                         + (f" ({rec['latency_ms']:.2f} ms against {best['latency_ms']:.2f} ms for {label(best)})"
+                            if rec is not best else ""))
     d.reasons.append(f"latency {rec['latency_ms']:.2f} ms ({rec['latency_basis']}), energy proxy "
                      f"{rec['energy_uj']:.0f} uJ, {rec['blob_bytes']:,} B blob")
     if rec.get("fp32_exact_accuracy") is not None and not pd.isna(rec.get("fp32_exact_accuracy")):

@@ -16,24 +16,19 @@ Runs are ordered by their ``finished`` time, then their run id (an unfinished ru
 """
 from __future__ import annotations
 
-import io
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .baseline import Change, compare  # noqa: E402
-from .build import Doc, to_html, to_markdown  # noqa: E402
-from .decide import accuracy_text  # noqa: E402
-from .tables import KEY, RunData, confidence, load_run, tables  # noqa: E402
+from .baseline import Change, compare
+from .build import Doc, to_html, to_markdown
+from .decide import accuracy_text
+from .plots import trend_plot
+from .tables import KEY, RunData, confidence, load_run, tables
 
 # (name in the tables, OpenMetrics family, unit suffix of the family, what it is)
 FIGURES = [
@@ -143,46 +138,6 @@ def _wide(long: pd.DataFrame, values: str, runs: list[str]) -> pd.DataFrame:
     """Configurations down, runs across."""
     w = long.pivot(index=KEY, columns="run", values=values)
     return w.reindex(columns=[r for r in runs if r in w.columns]).reset_index().rename_axis(columns=None)
-
-
-def trend_plot(long: pd.DataFrame, runs: list[str]) -> bytes:
-    """Puzzle-exact accuracy with its interval bar across runs: one panel per target, one line per
-    configuration (colour = model and recipe, marker and line style = depth), nudged sideways so the
-    bars stay apart."""
-    targets = sorted(set(long.target))
-    fig, axes = plt.subplots(len(targets), 1, figsize=(9.6, 0.6 + 3.4 * len(targets)), squeeze=False, sharey=True)
-    combos = list(dict.fromkeys(zip(long.model, long.recipe)))
-    depths = list(dict.fromkeys(long.depth))
-    markers = "osD^v<>P*X"
-    for ax, target in zip(axes[:, 0], targets):
-        sub = long[long.target == target]
-        keys = list(dict.fromkeys(zip(sub.model, sub.recipe, sub.depth)))
-        width = 0.3 if len(runs) > 1 else 0.0
-        for j, (m, rc, d) in enumerate(keys):
-            g = sub[(sub.model == m) & (sub.recipe == rc) & (sub.depth == d)].sort_values("order")
-            nudge = (j / max(len(keys) - 1, 1) - 0.5) * width
-            x = g.order.to_numpy(float) + nudge
-            y = 100 * g.exact_accuracy.to_numpy(float)
-            err = None
-            if "exact_accuracy_lo" in g:
-                err = np.clip(np.vstack([y - 100 * g.exact_accuracy_lo.to_numpy(float),
-                                         100 * g.exact_accuracy_hi.to_numpy(float) - y]), 0, None)   # rounding
-            ax.errorbar(x, y, yerr=err, fmt=markers[depths.index(d) % len(markers)],
-                        ls=("-", "--", ":", "-.")[depths.index(d) % 4],
-                        color=f"C{combos.index((m, rc)) % 10}", ms=5, capsize=2, elinewidth=0.7, lw=1.0,
-                        alpha=0.85, label=f"{m} {rc} {d}")
-        ax.set_title(target, fontsize=10)
-        ax.set_ylabel("puzzle-exact accuracy (%)")
-        ax.set_xticks(range(len(runs)), runs, rotation=15, ha="right", fontsize=8)
-        ax.set_xlim(-0.5, len(runs) - 0.5)
-        ax.set_ylim(-2, 102)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=96, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _fmt(v) -> str:

@@ -43,7 +43,8 @@ def _yerr(df: pd.DataFrame, name: str) -> np.ndarray | None:
     if f"{name}_lo" not in df:
         return None
     point = 100 * df[name].to_numpy(float)
-    return np.vstack([point - 100 * df[f"{name}_lo"].to_numpy(float), 100 * df[f"{name}_hi"].to_numpy(float) - point])
+    bars = np.vstack([point - 100 * df[f"{name}_lo"].to_numpy(float), 100 * df[f"{name}_hi"].to_numpy(float) - point])
+    return np.clip(bars, 0, None)      # a bound equal to the point can come out -1e-15 in percent
 
 
 def _styles(keys: list) -> dict:
@@ -207,6 +208,38 @@ def memory_vs_limits(configs: pd.DataFrame) -> bytes:
     fig.tight_layout()
     legend = fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=7, frameon=False)
     return _png(fig, [legend])
+
+
+def trend_plot(long: pd.DataFrame, runs: list[str]) -> bytes:
+    """Puzzle-exact accuracy with its interval bar across runs: one panel per target, one line per
+    configuration (colour = model and recipe, marker and line style = depth), nudged sideways so the
+    bars stay apart."""
+    targets = sorted(set(long.target))
+    fig, axes = plt.subplots(len(targets), 1, figsize=(9.6, 0.6 + 3.4 * len(targets)), squeeze=False, sharey=True)
+    combos = list(dict.fromkeys(zip(long.model, long.recipe)))
+    depths = list(dict.fromkeys(long.depth))
+    for ax, target in zip(axes[:, 0], targets):
+        sub = long[long.target == target]
+        keys = list(dict.fromkeys(zip(sub.model, sub.recipe, sub.depth)))
+        width = 0.3 if len(runs) > 1 else 0.0
+        for j, (m, rc, d) in enumerate(keys):
+            g = sub[(sub.model == m) & (sub.recipe == rc) & (sub.depth == d)].sort_values("order")
+            nudge = (j / max(len(keys) - 1, 1) - 0.5) * width
+            x = g.order.to_numpy(float) + nudge
+            y = 100 * g.exact_accuracy.to_numpy(float)
+            ax.errorbar(x, y, yerr=_yerr(g, "exact_accuracy"), fmt=MARKERS[depths.index(d) % len(MARKERS)],
+                        ls=("-", "--", ":", "-.")[depths.index(d) % 4],
+                        color=f"C{combos.index((m, rc)) % 10}", ms=5, capsize=2, elinewidth=0.7, lw=1.0,
+                        alpha=0.85, label=f"{m} {rc} {d}")
+        ax.set_title(target, fontsize=10)
+        ax.set_ylabel("puzzle-exact accuracy (%)")
+        ax.set_xticks(range(len(runs)), runs, rotation=15, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(runs) - 0.5)
+        ax.set_ylim(-2, 102)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _png(fig)
+
 
 
 def all_plots(tables: dict[str, pd.DataFrame], decisions: list | None = None) -> dict[str, tuple[str, bytes]]:
