@@ -324,6 +324,8 @@ def run(
     port: Optional[str] = typer.Option(None, help="--board serial: the board's UART (e.g. /dev/ttyACM0)."),
     probe_id: Optional[str] = typer.Option(None, help="--board serial: the pyOCD probe's unique id (`pyocd list`)."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the board's log here."),
+    profile: bool = typer.Option(False, help="Run every puzzle a second time with the firmware's per-operation "
+                                             "profile (docs/protocol.md, PROFILE) and print where the counts go."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Solve puzzles on a board running the prebuilt firmware: per-puzzle rows and a summary."""
@@ -334,7 +336,7 @@ def run(
     from .export.exporter import export_blob
     from .models.checkpoint import load_checkpoint
     from .models.evaluate import default_depth
-    from .run import RunError, check_blob, open_probe, prebuilt_sections, provenance, run_puzzles
+    from .run import RunError, check_blob, open_probe, prebuilt_sections, profile_puzzles, provenance, run_puzzles
     from .tasks import stack
     from .tasks.puzzle_source import load_puzzle_source
 
@@ -379,10 +381,14 @@ def run(
             finally:
                 if probe is not None:
                     probe.close()
-    except (BoardFailure, BoardError, RunError) as e:
+            if profile:
+                out["profile"] = profile_puzzles(b, blob, task, items, d, out["rows"], embed_ram=embed_ram)
+    except (BoardFailure, BoardError, RunError, RuntimeError) as e:
         _fail(f"{b.describe()}: {e}")
     result = {"model": config["name"], "recipe": recipe, "depth": d.label(), "puzzle_set": source,
               "command": _command_line(ctx), **provenance(b, blob), "summary": out["summary"], "rows": out["rows"]}
+    if profile:
+        result["profile"] = out["profile"]
     for r in result["rows"]:
         r.update(model=config["name"], recipe=recipe, depth=d.label(), target=t.name, board=b.id)
     if as_json:
@@ -409,9 +415,29 @@ def run(
                         f"inference peak {s['ram_inference_peak']:,} B = {s['ram_peak_over_min']:.2f}x the theoretical "
                         f"minimum {s['ram_theoretical_min']:,} B; "
                         + ("fits" if s["fits"] else s["does_not_fit"]))
+    if profile:
+        _print_profile(out["profile"])
     if check and s.get("golden_match") != s["puzzles"]:
         console.print(f"[bold red]{s['puzzles'] - s['golden_match']} puzzle(s) differ from the golden reference[/]")
         raise typer.Exit(1)
+
+
+def _print_profile(pr: dict) -> None:
+    kind = pr["counts_kind"]
+    table = Table(title=f"per-operation profile over {pr['puzzles']} puzzle(s): {kind}")
+    for col in ("operation", "calls", kind, "share", f"{kind} per MAC"):
+        table.add_column(col, justify="left" if col == "operation" else "right")
+    for r in pr["ops"]:
+        table.add_row(r["op"], f"{r['calls']:,}", f"{r['counts']:,.0f}", f"{r['share']:.1%}",
+                      f"{r['counts_per_mac']:.3f}" if "counts_per_mac" in r else "")
+    table.add_row("total", "", f"{pr['total']:,.0f}", "100.0%", "")
+    Console().print(table)
+    line = (f"parts add up to the total: {pr['parts_counter']:,} = {pr['total_counter']:,} {pr['counter_unit']}; "
+            f"top cost: {pr['top']}")
+    if "plain_total" in pr:
+        line += (f"; the same puzzles without the profile: {pr['plain_total']:,.0f} {kind} (the profile's marks cost "
+                 f"{pr['marks_cost']:,.0f}, {pr['marks_share']:.2%})")
+    Console().print(line)
 
 
 firmware_app = typer.Typer(help="Build and verify the prebuilt Cortex-M firmware (firmware-bin/).", no_args_is_help=True)

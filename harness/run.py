@@ -214,6 +214,48 @@ def summarize(rows: list[dict], board: Board, blob_bytes: int, header: dict) -> 
     return out
 
 
+def profile_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, rows: list[dict] | None = None,
+                    embed_ram: bool = False, timeout: float = 600.0) -> dict:
+    """Every puzzle again with the RUN flag PROFILE (``harness.profile``): per operation its calls, its
+    counts (instructions on an emulator, else the counter's unit) summed over the puzzles, its share,
+    and counts per MAC where it multiplies. The parts add up to the profiled runs' total exactly (in
+    the counter's units). ``rows`` (the same puzzles run without the flag) give the marks' own cost:
+    the profiled total against the plain one. The answers must not change: a profiled puzzle whose
+    steps, correctness or cell accuracy differ from its plain run is an error."""
+    from . import profile as PR
+    sums = [[0, 0] for _ in PR.OPS]
+    total = 0
+    unit = hz = None
+    for i, p in enumerate(puzzles):
+        x = np.array(p.inputs, dtype=np.uint8)
+        res = board.run(RunRequest(x, depth.T, depth.n, depth.steps, depth.halting, embed_ram=embed_ram,
+                                   profile=True), timeout=timeout)
+        if rows is not None:
+            sc = score(task, x[None].astype(np.int64), np.array(p.labels)[None], res.prediction[None])
+            if (res.steps_run, bool(sc["exact"][0]), sc["cell_accuracy"]) != \
+                    (rows[i]["steps"], rows[i]["correct"], rows[i]["cell_accuracy"]):
+                raise RuntimeError(f"{board.describe()}: puzzle {p.id} answers differently with PROFILE: a firmware bug")
+        for k, (calls, counts) in enumerate(res.profile):
+            sums[k][0] += calls
+            sums[k][1] += counts
+        total += res.counter
+        unit, hz = res.counter_unit, res.counter_hz
+    prof = PR.Profile([tuple(v) for v in sums], total)
+    kind = F.counts_kind(board.backend, unit)
+    scale = F.NS_PER_S / hz if kind == "instructions" else 1.0
+    out = {"counts_kind": kind, "counter_unit": unit, "counter_hz": hz, "puzzles": len(puzzles),
+           "total": total * scale, "total_counter": total, "parts_counter": prof.parts,
+           "ops": prof.table(PR.macs_per_call(B.read_header(blob)), scale)}
+    if rows is not None:
+        plain = sum(int(r["counter"]) for r in rows)
+        out["plain_total"] = plain * scale
+        out["marks_cost"] = (total - plain) * scale
+        out["marks_share"] = (total - plain) / plain if plain else 0.0
+    top = max((r for r in out["ops"] if r["op"] != "other"), key=lambda r: r["counts"], default=None)
+    out["top"] = top["op"] if top else None
+    return out
+
+
 def _fp32_carries(reference, x: np.ndarray, depth: Depth) -> dict[str, np.ndarray]:
     """The fp32 model's carries [S, T, B, L, D] on the puzzles (no halting: every step)."""
     import torch

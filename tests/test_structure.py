@@ -20,6 +20,8 @@ FORBIDDEN = {
     "run": {"farm", "report"},
     "figures": {"boards", "probe", "export", "golden", "models", "compress", "run", "farm", "report", "tasks"},
     "depth": {"boards", "probe", "export", "golden", "models", "compress", "run", "farm", "report", "tasks"},
+    "profile": {"boards", "probe", "export", "golden", "models", "compress", "run", "farm", "report", "tasks"},
+    "stats": {"boards", "probe", "export", "golden", "models", "compress", "run", "farm", "report", "tasks"},
     "farm": {"report"},
 }
 
@@ -63,7 +65,8 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path):
     assert room(PKG / "boards" / "base.py") == "boards" and room(PKG / "run.py") == "run"
 
 
-@pytest.mark.parametrize("module", ["harness.depth", "harness.figures", "harness.boards.base", "harness.probe.gdb"])
+@pytest.mark.parametrize("module", ["harness.depth", "harness.figures", "harness.profile", "harness.stats", "harness.boards.base",
+                                    "harness.probe.gdb"])
 def test_describing_a_depth_a_figure_or_a_board_imports_no_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -52,22 +52,28 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
 
     for (int j = 0; j < L && st == TRM_OK; ++j) {
         int8_t *kj = key + (size_t)j * (size_t)D;
+        trm_prof(p->prof, TRM_OP_QKV);
         st = trm_linear(&Wk, h + (size_t)j * (size_t)D, kj, lin);
         if (st == TRM_OK)
             st = trm_linear(&Wv, h + (size_t)j * (size_t)D, val + (size_t)j * (size_t)D, lin);
+        trm_prof(p->prof, TRM_OP_ROTARY);
         for (int g = 0; g < p->heads && st == TRM_OK; ++g)
             st = trm_rope_s8(kj + g * hd, hd, p->cos + (size_t)j * (size_t)half, p->sin + (size_t)j * (size_t)half);
     }
     for (int i = 0; i < L && st == TRM_OK; ++i) {
         int8_t *hi = h + (size_t)i * (size_t)D;
+        trm_prof(p->prof, TRM_OP_QKV);
         st = trm_linear(&Wq, hi, q, lin);
         for (int g = 0; g < p->heads && st == TRM_OK; ++g) {
             const int off = g * hd;
+            trm_prof(p->prof, TRM_OP_ROTARY);
             st = trm_rope_s8(q + off, hd, p->cos + (size_t)i * (size_t)half, p->sin + (size_t)i * (size_t)half);
+            trm_prof(p->prof, TRM_OP_SOFTMAX);
             for (int j = 0; j < L && st == TRM_OK; ++j)
                 score[j] = trm_dot_s8(q + off, key + (size_t)j * (size_t)D + off, hd);
             if (st == TRM_OK)
                 st = trm_softmax_q15(score, L, p->score_M, p->score_n);
+            trm_prof(p->prof, TRM_OP_VALUES);
             for (int c = 0; c < hd && st == TRM_OK; ++c) {
                 /* sum_j P[j] <= 2^15 + L/2 and |v| <= 128: the sum stays below 2^31 */
                 int32_t acc = 0;
@@ -77,8 +83,10 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
                 a[off + c] = (int8_t)trm_requantize(acc, p->pv_M, p->pv_n, TRM_INT8_MIN, TRM_INT8_MAX);
             }
         }
+        trm_prof(p->prof, TRM_OP_ATT_OUT);
         if (st == TRM_OK)
             st = trm_linear(&p->out, a, m, lin);
+        trm_prof(p->prof, TRM_OP_MIX_NORM);
         if (st == TRM_OK)
             st = trm_residual_rmsnorm_s8(hi, m, D, res, hi);
     }

@@ -173,8 +173,8 @@ static void need_mat(loader *ld, const char *name, uint32_t rows, uint32_t cols,
     W->bits = w.dtype == TRM_DTYPE_INT4 ? 4 : 8;
 }
 
-/* The SwiGLU `part` (TRM_T_MIX or TRM_T_FFN) of block `layer`. */
-static void need_swiglu(loader *ld, int layer, const char *part, uint32_t K, uint32_t N, trm_swiglu *s)
+/* The SwiGLU `part` (TRM_T_MIX or TRM_T_FFN) of block `layer`; `op` its gate/up operation in a profile. */
+static void need_swiglu(loader *ld, int layer, const char *part, uint32_t K, uint32_t N, uint32_t op, trm_swiglu *s)
 {
     char name[NAME_BUF], prefix[NAME_BUF];
     block_name(prefix, layer, part);
@@ -192,6 +192,7 @@ static void need_swiglu(loader *ld, int layer, const char *part, uint32_t K, uin
     }
     need_mat(ld, join(name, prefix, TRM_T_DOWN), N, inner, &s->down);
     s->inner = (uint16_t)inner;
+    s->prof_op = op;
 }
 
 static void need_residual(loader *ld, int layer, const char *suffix, uint32_t C, trm_residual *r)
@@ -227,7 +228,7 @@ static void load(loader *ld, trm_model *m)
         char name[NAME_BUF];
         memset(&b, 0, sizeof b);
         if (m->mixer == TRM_MIXER_MLP) {
-            need_swiglu(ld, l, TRM_T_MIX, L, L, &b.mix);
+            need_swiglu(ld, l, TRM_T_MIX, L, L, TRM_OP_MIX_GATE_UP, &b.mix);
         } else {
             need_mat(ld, block_name(name, l, TRM_T_ATT_QKV), 3 * D, D, &b.att.qkv);
             if (need(ld, block_name(name, l, TRM_T_ATT_COS), K_I16, L, hd / 2, &t))
@@ -247,7 +248,7 @@ static void load(loader *ld, trm_model *m)
             b.att.heads = m->heads;
         }
         need_residual(ld, l, TRM_T_MIX_RES, m->norm_const, &b.mix_res);
-        need_swiglu(ld, l, TRM_T_FFN, D, D, &b.ffn);
+        need_swiglu(ld, l, TRM_T_FFN, D, D, TRM_OP_FFN_GATE_UP, &b.ffn);
         need_residual(ld, l, TRM_T_FFN_RES, m->norm_const, &b.ffn_res);
         if (ld->check && ld->st == TRM_OK)
             m->blocks[l] = b;

@@ -56,6 +56,7 @@ typedef struct {
     trm_block blocks[TRM_MAX_LAYERS];
     const uint8_t *blob;
     uint32_t blob_size;
+    trm_profile *profile;     /* NULL, or the profile of the run in progress (trm_model_profile) */
 } trm_model;
 
 /* Validate data[0..len) and fill *m. max_size: the size of the region reserved for the blob

@@ -10,6 +10,7 @@
 #define TRM_KERNELS_H
 
 #include "arith.h"
+#include "profile.h"
 
 /* A weight matrix [rows, cols] with one requantization pair (M, n) per row.
  * bits 8: int8 row-major; bits 4: packed int4 rows of (cols + 1) / 2 bytes, element 2j in the low
@@ -46,6 +47,8 @@ typedef struct {
     int32_t prod_M;
     int32_t prod_n;
     uint16_t inner;       /* I */
+    uint32_t prof_op;     /* its gate/up operation (profile_ops.h); the products and down follow it */
+    trm_profile *prof;    /* NULL, or the profile of the run in progress (trm_model_profile) */
 } trm_swiglu;
 
 /* Post-norm residual: out = rmsnorm(h * a + m * b) with the per-model constant C. */
@@ -66,6 +69,7 @@ typedef struct {
     int32_t pv_M;         /* Q15-weighted sum of v -> int8 */
     int32_t pv_n;
     uint16_t heads;
+    trm_profile *prof;    /* NULL, or the profile of the run in progress (trm_model_profile) */
 } trm_attention;
 
 /* ---- linear layers (linear_s8.c, linear_s4.c, linear.c) ------------------------------------- */

@@ -46,7 +46,8 @@ enum {
 enum {
     TRM_RUN_HALTING = 1u << 0,      /* stop after the first step whose halt_acc > threshold */
     TRM_RUN_CARRIES = 1u << 1,      /* append the final carries y, z to RESULT */
-    TRM_RUN_EMBED_RAM = 1u << 2     /* copy the embedding table to RAM for this run */
+    TRM_RUN_EMBED_RAM = 1u << 2,    /* copy the embedding table to RAM for this run */
+    TRM_RUN_PROFILE = 1u << 3       /* split the run's count per operation (profile.h); appended to RESULT */
 };
 
 /* Counter units in RESULT / INFO. */

@@ -198,6 +198,21 @@ static size_t info(const trm_server *s, uint32_t seq, uint8_t *rsp, size_t cap)
     return finish(rsp, TRM_RSP_INFO, seq, n);
 }
 
+enum { PROFILE_ENTRY = 12 };   /* RESULT's profile section: per operation calls u32, counts u64 */
+
+/* The arena a RUN uses: the workspace, the embedding table (EMBED_RAM), at an 8-byte boundary the
+ * profile (PROFILE). 64-bit: the parser bounds every term, their sum may pass a 32-bit size_t. */
+static uint64_t embed_end(const trm_model *m, unsigned flags)
+{
+    return (uint64_t)trm_workspace_bytes(m) + ((flags & TRM_RUN_EMBED_RAM) ? (uint64_t)m->vocab * m->hidden : 0u);
+}
+
+static uint64_t run_arena_bytes(const trm_model *m, unsigned flags)
+{
+    const uint64_t end = embed_end(m, flags);
+    return (flags & TRM_RUN_PROFILE) ? ((end + 7u) & ~(uint64_t)7u) + sizeof(trm_profile) : end;
+}
+
 /* RUN's checks: 0 when the request can run, else the length of the ERROR written to rsp. Out of line
  * (their 64-bit sizes and messages stay out of the frame whose stack the run measures). */
 static TRM_NOINLINE size_t run_refused(const trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uint8_t *rsp,
@@ -228,9 +243,9 @@ static TRM_NOINLINE size_t run_refused(const trm_server *s, uint32_t seq, const 
     if (T * (nz + 1u) * steps > TRM_MAX_EVALUATIONS)   /* <= 16 * 17 * 64: no wrap */
         return over_bound(seq, "network evaluations T*(n+1)*steps", T * (nz + 1u) * steps, TRM_MAX_EVALUATIONS,
                           "TRM_MAX_EVALUATIONS", rsp, cap);
-    if (flags & ~7u)
-        return error_frame(seq, TRM_PERR_ARGS, (uint8_t)flags, "unknown RUN flag (known: 1 HALTING, 2 CARRIES, 4 EMBED_RAM)",
-                           rsp, cap);
+    if (flags & ~15u)
+        return error_frame(seq, TRM_PERR_ARGS, (uint8_t)flags,
+                           "unknown RUN flag (known: 1 HALTING, 2 CARRIES, 4 EMBED_RAM, 8 PROFILE)", rsp, cap);
     if (L != m->seq_len || n != 6u + L) {
         trm_msg e = msg_begin(rsp, cap);
         msg_str(&e, "puzzle length ");
@@ -248,12 +263,12 @@ static TRM_NOINLINE size_t run_refused(const trm_server *s, uint32_t seq, const 
 
     /* sizes in 64 bits: nothing here may wrap a 32-bit size_t (the parser bounds L x D, blob.c) */
     const uint64_t need = TRM_FRAME_MIN + RESULT_FIXED + (uint64_t)steps * (8u + L) +
-                          ((flags & TRM_RUN_CARRIES) ? 2u * (uint64_t)L * m->hidden : 0u);
+                          ((flags & TRM_RUN_CARRIES) ? 2u * (uint64_t)L * m->hidden : 0u) +
+                          ((flags & TRM_RUN_PROFILE) ? PROFILE_ENTRY * (uint64_t)TRM_OP_COUNT : 0u);
     if (need > cap)
         return too_big(seq, TRM_PERR_RESPONSE, 0, "RESULT", need, "the transmit buffer", cap, rsp, cap);
-    /* working memory: the workspace, then (EMBED_RAM) the embedding table */
-    const uint64_t used = (uint64_t)trm_workspace_bytes(m) +
-                          ((flags & TRM_RUN_EMBED_RAM) ? (uint64_t)m->vocab * m->hidden : 0u);
+    /* working memory: the workspace, then (EMBED_RAM) the embedding table, then (PROFILE) the profile */
+    const uint64_t used = run_arena_bytes(m, flags);
     if (used > s->arena_size)
         return too_big(seq, TRM_PERR_RUN, TRM_ERR_WORKSPACE,
                        (flags & TRM_RUN_EMBED_RAM) ? "model with EMBED_RAM (workspace + embedding table)" : "model workspace",
@@ -274,7 +289,7 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     const uint8_t *tokens = req + 6;
     const size_t ws_bytes = trm_workspace_bytes(m);
     const size_t embed_bytes = (size_t)m->vocab * m->hidden;
-    const size_t used = ws_bytes + ((flags & TRM_RUN_EMBED_RAM) ? embed_bytes : 0u);
+    const size_t used = (size_t)run_arena_bytes(m, flags);
     const int8_t *flash_embed = m->embed;
     if (flags & TRM_RUN_EMBED_RAM) {
         memcpy(s->arena + ws_bytes, m->embed, embed_bytes);
@@ -289,16 +304,30 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     int64_t *halt_acc = (int64_t *)(void *)(p + RESULT_FIXED);
     int8_t *final_y = (flags & TRM_RUN_CARRIES) ? (int8_t *)(p + RESULT_FIXED + (size_t)steps * (8u + L)) : NULL;
     trm_workspace ws = {s->arena, ws_bytes};
+    const trm_port *port = s->port;
+    /* the profile in the arena (8-byte aligned after the embedding copy), not on the measured stack */
+    trm_profile *prof = (flags & TRM_RUN_PROFILE)
+                            ? (trm_profile *)(void *)(s->arena + (((size_t)embed_end(m, flags) + 7u) & ~(size_t)7u))
+                            : NULL;
     trm_result r = {p + RESULT_FIXED + 8u * (size_t)steps, halt_acc, NULL, final_y,
                     final_y ? final_y + LD : NULL, 0, 0};
-    const trm_port *port = s->port;
+    if (prof) {
+        trm_profile_begin(prof, port->counter, 0u);
+        trm_model_profile(m, prof);
+    }
     if (port->stack_paint)
         port->stack_paint();
     if (port->counter_start)
         port->counter_start();
     const uint64_t t0 = port->counter ? port->counter() : 0u;
+    if (prof)
+        prof->last = t0;
     trm_status st = trm_run(m, tokens, T, nz, steps, (flags & TRM_RUN_HALTING) != 0, &ws, &r);
     const uint64_t t1 = port->counter ? port->counter() : 0u;
+    if (prof) {
+        trm_profile_end(prof, t1);
+        trm_model_profile(m, NULL);
+    }
     const uint32_t stack = port->stack_high_water ? port->stack_high_water() : 0u;
     m->embed = flash_embed;
     if (st != TRM_OK)
@@ -322,6 +351,13 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     if (final_y) {
         memmove(p + off, final_y, 2u * LD);
         off += 2u * LD;
+    }
+    if (prof) {
+        for (uint32_t i = 0; i < TRM_OP_COUNT; ++i) {
+            trm_put32(p + off, prof->calls[i]);
+            trm_put64(p + off + 4u, prof->counts[i]);
+            off += PROFILE_ENTRY;
+        }
     }
     return finish(rsp, TRM_RSP_RESULT, seq, off);
 }

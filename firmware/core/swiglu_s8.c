@@ -30,14 +30,17 @@ trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, 
     const int I = p->inner;
     void *lin_g = trm_linear_scratch_bytes(&p->gate_up) ? scratch + gate_up_at(p) : NULL;
     void *lin_d = trm_linear_scratch_bytes(&p->down) ? scratch + down_at(p) : NULL;
+    trm_prof(p->prof, p->prof_op);
     trm_status st = trm_linear(&p->gate_up, x, scratch, lin_g); /* gate [0, I), up [I, 2I) */
     if (st != TRM_OK)
         return st;
+    trm_prof(p->prof, p->prof_op + 1u);
     for (int i = 0; i < I; ++i) {
         int32_t act = p->silu[(int32_t)scratch[i] + 128];
         int32_t up = scratch[I + i];
         /* the product overwrites the gate it came from: |act * up| <= 2^14 */
         scratch[i] = (int8_t)trm_requantize(act * up, p->prod_M, p->prod_n, TRM_INT8_MIN, TRM_INT8_MAX);
     }
+    trm_prof(p->prof, p->prof_op + 2u);
     return trm_linear(&p->down, scratch, out, lin_d);
 }

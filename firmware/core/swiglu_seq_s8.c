@@ -19,11 +19,13 @@ trm_status trm_swiglu_seq_s8(const trm_swiglu *p, const int8_t *h, int L, int D,
     int8_t *inner = scratch;
     int8_t *col = scratch + trm_swiglu_s8_scratch_bytes(p);
     for (int d = 0; d < D; ++d) {
+        trm_prof(p->prof, TRM_OP_MIX_GATHER);
         for (int l = 0; l < L; ++l)
             col[l] = h[(size_t)l * (size_t)D + (size_t)d];
         trm_status st = trm_swiglu_s8(p, col, inner, col);
         if (st != TRM_OK)
             return st;
+        trm_prof(p->prof, TRM_OP_MIX_GATHER);
         for (int l = 0; l < L; ++l)
             out[(size_t)l * (size_t)D + (size_t)d] = col[l];
     }

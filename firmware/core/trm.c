@@ -27,6 +27,18 @@ TRM_HOOK_ATTR void trm_cycle_hook(const int8_t *y, const int8_t *z, int step,
 TRM_WEAK_ATTR void trm_counter_pause(void) {}
 TRM_WEAK_ATTR void trm_counter_resume(void) {}
 
+void trm_model_profile(trm_model *m, trm_profile *p)
+{
+    if (!m)
+        return;
+    m->profile = p;
+    for (int l = 0; l < m->layers && l < TRM_MAX_LAYERS; ++l) {
+        m->blocks[l].mix.prof = p;
+        m->blocks[l].att.prof = p;
+        m->blocks[l].ffn.prof = p;
+    }
+}
+
 static size_t align8(size_t v) { return (v + 7u) & ~(size_t)7u; }
 
 /* The readout's int16 logits [V], then (DSP path) the head's linear scratch. */
@@ -92,6 +104,7 @@ static uint64_t net_flash_bytes(const trm_model *m)
 /* h[L][D] <- net(h), in place. */
 static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
 {
+    trm_profile *prof = m->profile;
     const int L = m->seq_len, D = m->hidden;
     trm_status st = TRM_OK;
     for (int l = 0; l < m->layers && st == TRM_OK; ++l) {
@@ -99,6 +112,7 @@ static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
         if (m->mixer == TRM_MIXER_MLP) {
             int8_t *mix = (int8_t *)scratch + trm_swiglu_seq_s8_scratch_bytes(&b->mix, L);
             st = trm_swiglu_seq_s8(&b->mix, h, L, D, (int8_t *)scratch, mix);
+            trm_prof(prof, TRM_OP_MIX_NORM);
             for (int r = 0; r < L && st == TRM_OK; ++r)
                 st = trm_residual_rmsnorm_s8(h + (size_t)r * (size_t)D, mix + (size_t)r * (size_t)D, D, &b->mix_res,
                                              h + (size_t)r * (size_t)D);
@@ -109,6 +123,7 @@ static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
         for (int r = 0; r < L && st == TRM_OK; ++r) {
             int8_t *hr = h + (size_t)r * (size_t)D;
             st = trm_swiglu_s8(&b->ffn, hr, (int8_t *)scratch, row);
+            trm_prof(prof, TRM_OP_FFN_NORM);
             if (st == TRM_OK)
                 st = trm_residual_rmsnorm_s8(hr, row, D, &b->ffn_res, hr);
         }
@@ -133,6 +148,8 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
     int8_t *y = (int8_t *)ws->mem;
     int8_t *z = y + LD;
     uint8_t *scratch = (uint8_t *)ws->mem + align8(2u * LD);
+    trm_profile *prof = m->profile;
+    trm_prof(prof, TRM_OP_COPY);
     for (int l = 0; l < L; ++l) {
         memcpy(y + (size_t)l * (size_t)D, m->y_init, (size_t)D);
         memcpy(z + (size_t)l * (size_t)D, m->z_init, (size_t)D);
@@ -149,6 +166,7 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
     for (int s = 0; s < steps; ++s) {
         for (int c = 0; c < T; ++c) {
             for (int r = 0; r < n; ++r) {
+                trm_prof(prof, TRM_OP_Z_INPUT);
                 for (int l = 0; l < L && st == TRM_OK; ++l) {
                     const int8_t *terms[3] = {z + (size_t)l * (size_t)D, m->embed + (size_t)tokens[l] * (size_t)D,
                                               y + (size_t)l * (size_t)D};
@@ -160,11 +178,13 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
                     return st;
             }
             const int8_t *terms[2] = {y, z};
+            trm_prof(prof, TRM_OP_Y_INPUT);
             st = trm_weighted_add_s8(terms, m->y_in, 2, (int)LD, y);
             if (st == TRM_OK)
                 st = net(m, y, scratch);
             if (st != TRM_OK)
                 return st;
+            trm_prof(prof, TRM_OP_COPY);
             if (out->carries) {
                 int8_t *dst = out->carries + ((size_t)s * (size_t)T + (size_t)c) * 2u * LD;
                 memcpy(dst, y, LD);
@@ -181,9 +201,11 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
         int64_t halt_acc = 0;
         for (int l = 0; l < L; ++l) {
             const int8_t *yl = y + (size_t)l * (size_t)D;
+            trm_prof(prof, TRM_OP_HEAD);
             st = trm_linear_s16(&m->head, yl, logits, head_scratch);
             if (st != TRM_OK)
                 return st;
+            trm_prof(prof, TRM_OP_ARGMAX_HALT);
             out->pred[(size_t)s * (size_t)L + (size_t)l] = (uint8_t)trm_argmax_s16(logits, m->vocab);
             int32_t row = 0; /* |w * y| <= 2^14, D < 2^16 terms */
             for (int d = 0; d < D; ++d)
@@ -196,6 +218,7 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
         if (halting && halt_acc > m->halt_threshold)
             break;
     }
+    trm_prof(prof, TRM_OP_COPY);
     if (out->final_y)
         memcpy(out->final_y, y, LD);
     if (out->final_z)

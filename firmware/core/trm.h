@@ -59,6 +59,11 @@ size_t trm_workspace_bytes(const trm_model *m);
 trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int steps, int halting,
                    const trm_workspace *ws, trm_result *out);
 
+/* Attach a begun profile (profile.h) to the model, or detach it (NULL): while attached, trm_run and
+ * its kernels mark every boundary between their operations in it. The pointer is kept in the model
+ * and in its kernels' parameter structs, so no kernel call carries an extra argument. */
+void trm_model_profile(trm_model *m, trm_profile *p);
+
 /* Called after every cycle with the carries (each [L][D], in the workspace), the 0-based step and
  * cycle. A stable, never-inlined, externally visible symbol for a debug probe to break on. The weak
  * default records its arguments in trm_carry_snapshot (for a probe only: no result is taken from it);

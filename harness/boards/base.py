@@ -114,9 +114,11 @@ class RunRequest:
     halting: bool = False
     carries: bool = False
     embed_ram: bool = False
+    profile: bool = False
 
     def payload(self) -> bytes:
-        return P.run_payload(self.tokens, self.T, self.n, self.steps, self.halting, self.carries, self.embed_ram)
+        return P.run_payload(self.tokens, self.T, self.n, self.steps, self.halting, self.carries, self.embed_ram,
+                             self.profile)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 from cobs import cobs as _cobs
 
+from .. import profile as PR
 from .errors import BoardFault, BoardGarbage
 
 VERSION = 1
 PING, INFO, RUN, RELOAD, BENCH = 0x01, 0x02, 0x03, 0x04, 0x05
 PONG, INFO_RSP, RESULT, BENCH_RSP, ERROR = 0x81, 0x82, 0x83, 0x85, 0xFF
-RUN_HALTING, RUN_CARRIES, RUN_EMBED_RAM = 1, 2, 4
+RUN_HALTING, RUN_CARRIES, RUN_EMBED_RAM, RUN_PROFILE = 1, 2, 4, 8
 ERRORS = {1: "COBS", 2: "TRUNCATED", 3: "CRC", 4: "VERSION", 5: "OVERSIZE", 6: "COMMAND", 7: "ARGS",
           8: "PUZZLE", 9: "BLOB", 10: "RUN", 11: "RESPONSE", 12: "FAULT"}
 UNITS = {0: "none", 1: "cycles", 2: "systick", 3: "ns"}
@@ -80,9 +81,10 @@ def unframe(wire: bytes) -> tuple[int, int, bytes]:
 # --- messages -------------------------------------------------------------------------------------------
 
 def run_payload(tokens: np.ndarray, T: int, n: int, steps: int, halting: bool = False, carries: bool = False,
-                embed_ram: bool = False) -> bytes:
+                embed_ram: bool = False, profile: bool = False) -> bytes:
     tokens = np.asarray(tokens, dtype=np.uint8)
-    flags = (RUN_HALTING if halting else 0) | (RUN_CARRIES if carries else 0) | (RUN_EMBED_RAM if embed_ram else 0)
+    flags = ((RUN_HALTING if halting else 0) | (RUN_CARRIES if carries else 0) | (RUN_EMBED_RAM if embed_ram else 0)
+             | (RUN_PROFILE if profile else 0))
     return struct.pack("<BBBBH", T, n, steps, flags, len(tokens)) + tokens.tobytes()
 
 
@@ -137,6 +139,7 @@ class Result:
     per_step: np.ndarray             # [steps_run, L] predictions after every step
     y: np.ndarray | None = None      # final carries [L, D] int8 (RUN_CARRIES)
     z: np.ndarray | None = None
+    profile: list[tuple[int, int]] | None = None   # (calls, counts) per harness.profile.OPS (RUN_PROFILE)
 
     @property
     def prediction(self) -> np.ndarray:
@@ -157,9 +160,16 @@ def parse_result(p: bytes, hidden: int) -> Result:
         y = np.frombuffer(p, dtype=np.int8, count=LD, offset=off).reshape(L, hidden).copy()
         z = np.frombuffer(p, dtype=np.int8, count=LD, offset=off + LD).reshape(L, hidden).copy()
         off += 2 * LD
+    profile = None
+    if flags & RUN_PROFILE:
+        if off + PR.section_bytes() > len(p):
+            raise ProtocolError(f"RESULT payload has {len(p)} bytes, too few for its profile of {len(PR.OPS)} operations")
+        profile = PR.parse(p, off)
+        off += PR.section_bytes()
     if off != len(p):
         raise ProtocolError(f"RESULT payload has {len(p)} bytes, its fields {off}")
-    return Result(steps, flags, counter, UNITS.get(unit, str(unit)), counter_hz, stack, arena, flash, halt, per_step, y, z)
+    return Result(steps, flags, counter, UNITS.get(unit, str(unit)), counter_hz, stack, arena, flash, halt, per_step, y, z,
+                  profile)
 
 
 class LinkError(BoardError, BoardGarbage):
