@@ -117,12 +117,26 @@ def residual(h: np.ndarray, a: int, m: np.ndarray, b: int, const: int) -> np.nda
     return rmsnorm(v, const)
 
 
+# multiply-accumulates per BLAS call at most: OpenBLAS runs a product that small on the calling thread
+# (below its threshold for waking its other threads). A larger one wakes them, and on a shared 2-core
+# machine they wait for a core: measured 159 ms instead of 0.3 ms for one [36, 64] x [64, 256] product
+# under load (bench/README.md, "Golden reference on the host").
+BLAS_CALL_MACS = 1 << 18
+
+
 def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact integer matrix product a @ b, computed in float64 BLAS for speed.
 
     Exact because every operand and every partial sum is an integer below 2^53 in magnitude (here
-    at most 2^15 · 2^7 · K with K ≤ 2^12), which float64 represents exactly in any summation order."""
-    return np.matmul(np.asarray(a, np.float64), np.asarray(b, np.float64)).astype(np.int64)
+    at most 2^15 · 2^7 · K with K ≤ 2^12), which float64 represents exactly in any summation order.
+    Products of more than BLAS_CALL_MACS per matrix are done a block of rows at a time (same result)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim >= 2 and b.ndim >= 2:
+        rows = max(1, BLAS_CALL_MACS // max(1, a.shape[-1] * b.shape[-1]))
+        if a.shape[-2] > rows:
+            return np.concatenate([np.matmul(a[..., i:i + rows, :], b) for i in range(0, a.shape[-2], rows)],
+                                  axis=-2).astype(np.int64)
+    return np.matmul(a, b).astype(np.int64)
 
 
 def linear(x: np.ndarray, w: np.ndarray, M: np.ndarray, n: np.ndarray, lo: int = INT8_MIN,
@@ -200,3 +214,50 @@ def unpack_int4(packed: np.ndarray, K: int) -> np.ndarray:
     hi = (p >> 4).astype(np.int64)
     both = np.stack([lo, hi], axis=-1).reshape(p.shape[0], -1)[:, :K]
     return np.where(both >= 8, both - 16, both)
+
+
+# --- the same operations on float64 carriers -------------------------------------------------------
+# The batch execution (``model.IntModel.run``) keeps every integer tensor in float64 arrays: the linear
+# layers are then float64 BLAS products and every element-wise step a vectorised float pass, with no
+# int64 conversions between them. This is exact arithmetic, not an approximation: a float64 holds every
+# integer of magnitude <= 2^53, and a sum, difference or product of such integers, or a scaling by a power
+# of two, is computed exactly whenever the exact result (for a sum: every partial sum) is within 2^53.
+# Each helper below states the bound it needs; the model checks it from the blob's constants (weights,
+# multipliers, coefficients) before a run and takes the int64 functions above wherever it could fail.
+
+EXACT = 1 << 53
+
+
+def fmultiplier(M: np.ndarray | int, n: np.ndarray | int) -> np.ndarray:
+    """M * 2^-n as a float64, exactly: M < 2^31 has at most 31 significant bits and 1 <= n <= 62 keeps
+    the result a normal number, so the scaling only changes the exponent."""
+    return np.ldexp(np.asarray(M, np.float64), -np.asarray(n, np.int32))
+
+
+def float_exact(acc_bound, M, n, offset=0) -> bool:
+    """Whether ``frequantize(acc, fmultiplier(M, n))``, adding ``offset`` before the floor, is exact for
+    every |acc| <= acc_bound: |acc * M| + 2^(n-1) + |offset| * 2^n <= 2^53, element by element over the
+    broadcast arguments (checked in Python integers)."""
+    args = (np.asarray(a, np.int64).ravel().tolist() for a in np.broadcast_arrays(acc_bound, M, n, offset))
+    return all(b * m + (1 << (k - 1)) + abs(o) * (1 << k) <= EXACT for b, m, k, o in zip(*args))
+
+
+def fround(t: np.ndarray, lo: int = INT8_MIN, hi: int = INT8_MAX, out: np.ndarray | None = None) -> np.ndarray:
+    """clip(floor(t + 1/2), lo, hi) of a float64 ``t`` that holds v / 2^n exactly for an integer v, where
+    v + 2^(n-1) is below 2^53 in magnitude: the addition is then exact and the floor is
+    round_shift(v, n); clipping to integer bounds commutes with the floor. The steps are done in place
+    in ``t``; the result goes to ``out`` (default ``t``; it may be a view of another layout)."""
+    t += 0.5
+    np.floor(t, out=t)
+    return np.clip(t, lo, hi, out=t if out is None else out)
+
+
+def frequantize(acc: np.ndarray, c: np.ndarray | float, lo: int = INT8_MIN, hi: int = INT8_MAX,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """``requantize`` of float64 integers with c = fmultiplier(M, n): clip(floor(acc * c + 1/2), lo, hi).
+
+    Exact when |acc * M| + 2^(n-1) <= 2^53 (``float_exact``): acc * c is then acc * M / 2^n with no
+    rounding (an integer below 2^53 scaled by a power of two), and ``fround`` does the rest. ``acc`` is
+    overwritten; the result goes to ``out`` (default ``acc``)."""
+    np.multiply(acc, c, out=acc)
+    return fround(acc, lo, hi, out)

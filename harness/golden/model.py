@@ -4,6 +4,11 @@
 coefficients) and keeps the float scales beside them for dequantizing carries on the host.
 ``run(model, tokens, T, n, steps)`` executes it exactly as docs/integer-inference.md says, vectorised
 over a batch of puzzles. It is the oracle that the firmware must match bit for bit.
+
+``IntModel.run_reference`` is the same computation written operation by operation on int64 arrays with
+the functions of ``arith`` (the contract as it reads); ``run`` computes it on float64 arrays holding the
+same integers (see "batch execution on float64 carriers" below), several times faster, and returns the
+same arrays bit for bit (tests/test_golden.py; bench/test_golden.py measures the difference).
 """
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ from typing import Any
 import numpy as np
 
 from . import arith
+
+F64 = np.float64
+CHUNK = 16          # puzzles per pass through the network: measured fastest (bench/test_golden.py)
+INT8_BOUND = 128    # |q| of any int8 value: every input of a linear layer is int8
 
 
 @dataclass
@@ -118,9 +127,20 @@ class IntModel:
         pooled = y.astype(np.int64).sum(axis=1)                 # [B, D]
         return logits.argmax(-1), arith.imatmul(pooled, self.halt_w)
 
-    def run(self, tokens: np.ndarray, T: int, n: int, steps: int, keep_carries: bool = True) -> dict[str, np.ndarray]:
+    def run(self, tokens: np.ndarray, T: int, n: int, steps: int, keep_carries: bool = True,
+            chunk: int = CHUNK) -> dict[str, np.ndarray]:
         """Predictions after every step [S, B, L], halting accumulators [S, B], halt decisions, and
-        (``keep_carries``) the int8 carry after every cycle: y and z as [S, T, B, L, D]."""
+        (``keep_carries``) the int8 carry after every cycle: y and z as [S, T, B, L, D].
+
+        Executed on float64 carriers (``_Plan``), ``chunk`` puzzles at a time (puzzles are independent;
+        a chunk's temporaries stay in the processor's cache): bit for bit what ``run_reference`` gives."""
+        return _Plan(self).run(tokens, T, n, steps, keep_carries, chunk)
+
+    def run_reference(self, tokens: np.ndarray, T: int, n: int, steps: int,
+                      keep_carries: bool = True) -> dict[str, np.ndarray]:
+        """``run`` computed operation by operation on int64 arrays with the functions of ``arith`` (``net``,
+        ``readout``): the contract as written, slow. ``run`` must return the same arrays, bit for bit
+        (tests/test_golden.py)."""
         tokens = np.asarray(tokens, np.int64)
         B, L = tokens.shape
         D = self.embed.shape[1]
@@ -149,4 +169,328 @@ class IntModel:
         out["halt"] = out["halt_acc"] > self.halt_threshold
         if keep_carries:
             out["y"], out["z"] = np.stack(ys), np.stack(zs)
+        return out
+
+
+# --- batch execution on float64 carriers ------------------------------------------------------------
+# ``IntModel.run`` computes what ``run_reference`` does, on float64 arrays that hold the same integers
+# (arith.py, "the same operations on float64 carriers"): every linear layer is one float64 BLAS product
+# with the requantization multiplier M * 2^-n already in its weights, every element-wise step one
+# vectorised pass into an array reused from one network evaluation to the next (``_Workspace``);
+# coefficients are divided by 2^12, the SiLU table multiplied by the product's multiplier and the
+# softmax's exp2 indexed directly, once per run. Each of these is an exact power-of-two scaling or an
+# integer product below 2^53. An operation whose bounds the blob's constants could break runs as the
+# reference (int64) instead, on converted arrays.
+
+
+class _Workspace:
+    """Arrays by (role, shape, dtype), reused by every network evaluation of a run: a fresh large array
+    costs a page fault per 4 KiB each time (the allocator hands big blocks back to the system when they
+    are freed), more than the arithmetic done in it. Roles in use at the same time differ."""
+
+    def __init__(self):
+        self.arrays: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, role: str, shape: tuple[int, ...], dtype=F64) -> np.ndarray:
+        key = (role, shape, dtype)
+        a = self.arrays.get(key)
+        if a is None:
+            a = self.arrays[key] = np.empty(shape, dtype)
+        return a
+
+
+class _Linear:
+    """A QLinear (or rows of it) prepared for float64 execution: the weights times each row's
+    c = M * 2^-n, so that the product is acc * c. ``exact``: that product and adding 1/2 (and ``offset``,
+    per row) before the floor are exact for int8 inputs (``arith.float_exact``). ``left``: the weights
+    multiply from the left (x [B, K, D] -> [B, N, D])."""
+
+    def __init__(self, q: QLinear, rows: np.ndarray | None = None, left: bool = False, offset=0):
+        w = np.asarray(q.w, np.int64)
+        N = w.shape[0]
+        M = np.broadcast_to(np.asarray(q.M, np.int64), (N,))
+        n = np.broadcast_to(np.asarray(q.n, np.int64), (N,))
+        if rows is not None:
+            w, M, n = w[rows], M[rows], n[rows]
+        # |acc| <= 128 * sum_k |w[o, k]|, and so is every partial sum: the terms x * w * M / 2^n are
+        # integers (|w| * M < 2^38) over 2^n, and so are all partial sums, below 2^53 / 2^n when ``exact``;
+        # the float64 product is exact in any order of summation, with or without fused multiply-adds
+        self.exact = arith.float_exact(INT8_BOUND * np.abs(w).sum(1), M, n, offset)
+        ws = w * arith.fmultiplier(M, n)[:, None]
+        self.w = np.ascontiguousarray(ws if left else ws.T)
+        self.N, self.K = w.shape
+        self.lo, self.hi, self.left = q.lo, q.hi, left
+        self._split: dict[tuple[int, ...], tuple] = {}
+
+    @staticmethod
+    def _divisor(count: int, macs_each: int) -> int:
+        """The largest divisor r of ``count`` with r * macs_each <= arith.BLAS_CALL_MACS (at least 1)."""
+        return max([r for r in range(1, count + 1) if count % r == 0 and r * macs_each <= arith.BLAS_CALL_MACS] or [1])
+
+    def scaled(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """acc * c into ``out``: [B, N, D] (left) or [..., N]; x and out contiguous. The product is split
+        into BLAS calls of at most arith.BLAS_CALL_MACS: rows of x (right) or of the weights (left)."""
+        plan = self._split.get(x.shape)
+        if plan is None:
+            if self.left:
+                r = self._divisor(self.N, self.K * x.shape[-1])
+                plan = (self.w.reshape(self.N // r, r, self.K), r)
+            else:
+                rows = x.size // self.K
+                plan = (self.w, self._divisor(rows, self.K * self.N))
+            self._split[x.shape] = plan
+        w, r = plan
+        assert out.flags.c_contiguous, "the product is written through a reshaped view of out"
+        if self.left:                                            # [N/r, r, L] @ [B, 1, L, D]
+            np.matmul(w, x[:, None], out=out.reshape(x.shape[0], self.N // r, r, x.shape[-1]))
+        else:                                                    # [R/r, r, K] @ [K, N]
+            np.matmul(x.reshape(-1, r, self.K), w, out=out.reshape(-1, r, self.N))
+        return out
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return arith.fround(self.scaled(x, out), self.lo, self.hi)
+
+
+class _SwiGLU:
+    """QSwiGLU on float64 carriers: one product for gate and up, the gate's requantization landing on
+    its SiLU table index. ``left``: the mlp mixer (along the sequence axis, x [B, L, D])."""
+
+    def __init__(self, q: QSwiGLU, role: str, left: bool = False):
+        self.q, self.role, self.left = q, role, left
+        I = self.I = q.gate_up.w.shape[0] // 2
+        # the gate: clip(floor(acc * c + 128 + 1/2), 0, 255) is sat8(round_shift(acc * M, n)) + 128, the
+        # table index (exact with an offset of 128). The float's conversion to an integer truncates, which
+        # is its floor wherever it is >= 0, and any value below 0 truncates to an index <= 0: np.take's
+        # mode="clip" then does the saturation (|value| < 2^53 / 2^n: no overflow in the conversion)
+        self.gate_up = _Linear(q.gate_up, left=left, offset=np.r_[np.full(I, 128), np.zeros(I, np.int64)])
+        self.down = _Linear(q.down, left=left)
+        # prod = requantize(act * up, M_p, n_p) with |act|, |up| <= 128: the table times c_p = M_p * 2^-n_p
+        # (|SILU| * M_p < 2^38, exact) gives silu_c[gate] * up = act * up * M_p / 2^n_p exactly
+        prod_exact = arith.float_exact(INT8_BOUND * INT8_BOUND, q.prod_M, q.prod_n)
+        self.silu = np.asarray(q.silu, np.int64) * arith.fmultiplier(q.prod_M, q.prod_n)
+        self.fast = self.gate_up.exact and self.down.exact and prod_exact
+
+    def __call__(self, x: np.ndarray, ws: _Workspace, out: np.ndarray) -> np.ndarray:
+        if not self.fast:
+            xi = x.astype(np.int64)
+            out[...] = self.q(xi.transpose(0, 2, 1)).transpose(0, 2, 1) if self.left else self.q(xi)
+            return out
+        I, B = self.I, x.shape[0]
+        if self.left:                                            # x [B, L, D] -> [B, 2I, D]
+            gu = self.gate_up.scaled(x, ws(self.role + ".gu", (B, 2 * I, x.shape[2])))
+            gate, up = gu[:, :I], gu[:, I:]
+        else:                                                    # x [B, L, K] -> [B, L, 2I]
+            gu = self.gate_up.scaled(x, ws(self.role + ".gu", x.shape[:2] + (2 * I,)))
+            gate, up = gu[..., :I], gu[..., I:]
+        gate += 128.5
+        idx = ws(self.role + ".idx", gate.shape, np.intp)
+        np.copyto(idx, gate, casting="unsafe")
+        act = np.take(self.silu, idx, mode="clip", out=ws(self.role + ".act", gate.shape))
+        act *= arith.fround(up)
+        return self.down(arith.fround(act), out)
+
+
+class _Attention:
+    """QAttention on float64 carriers, for sequences of the rotary tables' length."""
+
+    def __init__(self, q: QAttention):
+        self.q = q
+        D = q.qkv.w.shape[1]
+        H = self.H = q.heads
+        hd = self.hd = D // H
+        h2 = hd // 2
+        L = q.rope_cos.shape[0]
+        # q and k channels reordered: first every even channel (the first of a rotary pair) of q then of
+        # k, head by head, then the odd ones in the same order, then v as it is: the rotation works on two
+        # contiguous [L, D] halves. Scores sum over all the channels of a head, in any order.
+        first = [part * D + j * hd + np.arange(0, hd, 2) for part in (0, 1) for j in range(H)]
+        rows = np.concatenate(first + [f + 1 for f in first] + [np.arange(2 * D, 3 * D)])
+        self.qkv = _Linear(q.qkv, rows=rows)
+        # the Q14 tables times 2^-14 (exact), per column of a half: e * cos - o * sin (|.| <= 2^23) comes
+        # out divided by 2^14
+        tile = (1, 2 * H)
+        self.cos = np.tile(np.ldexp(np.asarray(q.rope_cos, F64), -arith.ROPE_SHIFT), tile)
+        self.sin = np.tile(np.ldexp(np.asarray(q.rope_sin, F64), -arith.ROPE_SHIFT), tile)
+        # scores as S^T [B, H, key, query] (k q^T), the softmax along axis -2, on scores times
+        # c = M_s * 2^-n_s (k times c before the product: the terms q k M_s and every partial sum are
+        # integers below hd * 2^14 * M_s, over 2^n_s). With R = EXP_RANGE and t = -d * c - 1/2,
+        # -u = min(ceil(t), R); w = R - t = S c - (max S c - 1/2 - R) gives floor(max(w, 0)) =
+        # R - min(ceil(t), R), the index into exp2 reversed. |S - max| <= hd * 2^15: exact with an offset
+        # of R. Converting w to an integer truncates: the floor for w >= 0, an index <= 0 for w < 0, which
+        # np.take's mode="clip" takes to 0 (|w| < 2^53: no overflow).
+        R = arith.EXP_RANGE
+        score_exact = arith.float_exact(hd << 15, q.score_M, q.score_n, offset=R)
+        self.score_c = float(arith.fmultiplier(q.score_M, q.score_n))
+        # e for -u = 0 .. R: EXP2[(-u) & 255] >> ((-u) >> 8), and 0 at R; stored reversed (indexed by w)
+        neg = np.arange(R + 1)
+        self.exp = np.where(neg >= R, 0, arith.EXP2[neg & 255] >> np.minimum(neg >> arith.EXP_FRAC_BITS, 62)
+                            ).astype(F64)[::-1].copy()
+        # a row of probabilities sums to at most 2^15 + L/2 (each rounds up by at most 1/2), |v| <= 128
+        pv_exact = arith.float_exact(INT8_BOUND * ((1 << arith.PROB_BITS) + L), q.pv_M, q.pv_n)
+        self.pv_c = float(arith.fmultiplier(q.pv_M, q.pv_n))
+        self.out = _Linear(q.out)
+        self.fast = self.qkv.exact and self.out.exact and score_exact and pv_exact
+
+    def softmax(self, sc: np.ndarray, ws: _Workspace) -> np.ndarray:
+        """arith.softmax (along axis -2) of scores times c (``sc``, overwritten): Q15 probabilities."""
+        off = sc.max(-2, keepdims=True)
+        off -= arith.EXP_RANGE + 0.5
+        np.subtract(sc, off, out=sc)                            # w <= R + 1/2
+        idx = ws("att.idx", sc.shape, np.intp)
+        np.copyto(idx, sc, casting="unsafe")                    # truncation: floor(w) for w >= 0, <= 0 below
+        e = np.take(self.exp, idx, mode="clip", out=ws("att.e", sc.shape))   # max(., 0) by the mode
+        total = e.sum(-2, keepdims=True)                        # exact: <= L * 2^15
+        rcp = ((np.int64(1) << 30) // total.astype(np.int64)).astype(F64)
+        e *= np.ldexp(rcp, -arith.PROB_BITS)                    # e * rcp <= 2^30, scaled by 2^-15: exact
+        e += 0.5                                                # round_shift(e * rcp, 15); p <= 2^15
+        return np.floor(e, out=e)
+
+    def __call__(self, h: np.ndarray, ws: _Workspace, out: np.ndarray) -> np.ndarray:
+        if not self.fast:
+            out[...] = self.q(h.astype(np.int64))
+            return out
+        B, L, D = h.shape
+        H, hd = self.H, self.hd
+        h2 = hd // 2
+        qkv = self.qkv(h, ws("att.qkv", (B, L, 3 * D)))
+        e, o = qkv[..., :D], qkv[..., D:2 * D]
+        rot = ws("att.rot", (2, B, H, L, hd))                   # rotated q, k: [2, B, H, L, hd]
+        dst = rot.transpose(1, 3, 0, 2, 4).reshape(B, L, 2, H, hd)
+        t, u = ws("att.t", (B, L, D)), ws("att.u", (B, L, D))
+        np.multiply(e, self.cos, out=t)
+        t -= np.multiply(o, self.sin, out=u)
+        arith.fround(t.reshape(B, L, 2, H, h2), out=dst[..., :h2])
+        np.multiply(e, self.sin, out=t)
+        t += np.multiply(o, self.cos, out=u)
+        arith.fround(t.reshape(B, L, 2, H, h2), out=dst[..., h2:])
+        rot[1] *= self.score_c
+        sc = np.matmul(rot[1], rot[0].transpose(0, 1, 3, 2), out=ws("att.s", (B, H, L, L)))   # S^T c
+        p = self.softmax(sc, ws).transpose(0, 1, 3, 2)          # [B, H, query, key]
+        acc = np.matmul(p, qkv[..., 2 * D:].reshape(B, L, H, hd).transpose(0, 2, 1, 3),
+                        out=ws("att.acc", (B, H, L, hd)))
+        a = ws("att.a", (B, L, D))
+        arith.frequantize(acc, self.pv_c, out=a.reshape(B, L, H, hd).transpose(0, 2, 1, 3))
+        return self.out(a, out)
+
+
+class _Plan:
+    """An IntModel prepared for ``run``: float64 weights and folded constants, bounds checked."""
+
+    def __init__(self, m: IntModel):
+        self.m = m
+        D = m.embed.shape[1]
+        self.blocks = []
+        for blk in m.blocks:
+            mixer = (_SwiGLU(blk.mixer, "mix", left=True) if isinstance(blk.mixer, QSwiGLU)
+                     else _Attention(blk.mixer))
+            self.blocks.append((mixer, self._residual(blk.mix_res, D), _SwiGLU(blk.ffn, "ffn"),
+                                self._residual(blk.ffn_res, D)))
+        self.head = _Linear(m.head)
+        self.halt_w = np.asarray(m.halt_w, F64)
+        # weighted add: the coefficients / 2^12 (exact); every term q * a / 2^12 and each partial sum is an
+        # integer over 2^12, exact while 128 * sum |a| + 2^11 <= 2^53, and floor(sum + 1/2) is
+        # round_shift(sum q * a, 12)
+        self.add_exact = all(INT8_BOUND * sum(abs(a) for a in c) + (1 << 11) <= arith.EXACT
+                             for c in (m.z_in, m.y_in))
+        self.z_in = [np.ldexp(float(a), -arith.ADD_SHIFT) for a in m.z_in]
+        self.y_in = [np.ldexp(float(a), -arith.ADD_SHIFT) for a in m.y_in]
+        self.ws = _Workspace()
+
+    @staticmethod
+    def _residual(coefs: tuple[int, int], D: int) -> tuple[int, int, bool]:
+        a, b = coefs
+        # |v| = |h * a + m * b| <= 128 (|a| + |b|): v and the sum of squares (every partial sum) are exact
+        # while D v^2 <= 2^53
+        vb = INT8_BOUND * (abs(a) + abs(b))
+        return a, b, D * vb * vb <= arith.EXACT
+
+    def residual(self, h: np.ndarray, r: tuple[int, int, bool], m: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """arith.residual(h, a, m, b, norm_const) on float64 carriers into ``out`` (m is overwritten)."""
+        a, b, exact = r
+        C = self.m.norm_const
+        if not exact:
+            out[...] = arith.residual(h.astype(np.int64), a, m.astype(np.int64), b, C)
+            return out
+        v = np.multiply(h, float(a), out=self.ws("v", h.shape))
+        m *= float(b)
+        v += m
+        ss = np.einsum("...d,...d->...", v, v).astype(np.int64)[..., None]
+        # per row, as arith.rmsnorm
+        k = np.maximum(0, (48 - arith.bit_length(ss)) // 2)
+        r = arith.isqrt(ss << (2 * k))
+        safe = np.maximum(r, 1)
+        inv = ((np.int64(C) << (16 + k)) + safe // 2) // safe
+        # |v * inv| < 2^37 (inv ~ C 2^16 / sqrt(ss), C < 2^20; |v| <= sqrt(ss)), so v * inv * 2^-24 is exact;
+        # for ss = 0 (v = 0) inv may not be a float64 exactly, but 0 times it is 0, as in arith.rmsnorm
+        v *= np.ldexp(inv.astype(F64), -arith.NORM_SHIFT)
+        return arith.fround(v, out=out)
+
+    def net(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The network on h (the "in" array) into ``out``; every block's outputs alternate between two
+        arrays, never its own input."""
+        ws, last = self.ws, len(self.blocks) - 1
+        for i, (mixer, mix_res, ffn, ffn_res) in enumerate(self.blocks):
+            h1 = self.residual(h, mix_res, mixer(h, ws, ws("sub", h.shape)), ws("h1", h.shape))
+            h = self.residual(h1, ffn_res, ffn(h1, ws, ws("sub", h.shape)), out if i == last else ws("h2", h.shape))
+        return h
+
+    def z_input(self, z: np.ndarray, x: np.ndarray, xa: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """weighted_add((z, a_z), (x, a_x), (y, a_y)) into the "in" array; xa = x * a_x / 2^12 + 1/2."""
+        h = self.ws("in", z.shape)
+        if not self.add_exact:
+            h[...] = arith.weighted_add(list(zip((z, x, y), self.m.z_in)))
+            return h
+        a_z, _, a_y = self.z_in
+        np.multiply(z, a_z, out=h)
+        h += xa
+        h += np.multiply(y, a_y, out=self.ws("v", z.shape))
+        np.floor(h, out=h)                                       # xa holds the 1/2 already
+        return np.clip(h, arith.INT8_MIN, arith.INT8_MAX, out=h)
+
+    def y_input(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        h = self.ws("in", y.shape)
+        if not self.add_exact:
+            h[...] = arith.weighted_add(list(zip((y, z), self.m.y_in)))
+            return h
+        b_y, b_z = self.y_in
+        np.multiply(y, b_y, out=h)
+        h += np.multiply(z, b_z, out=self.ws("v", y.shape))
+        return arith.fround(h)
+
+    def readout(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.head.exact:
+            logits = self.head(y, self.ws("logits", y.shape[:2] + (self.head.N,)))
+        else:
+            logits = self.m.head(y.astype(np.int64))
+        # as IntModel.readout: float64 product of integers, |.| <= 128 L * 128 D: exact
+        return logits.argmax(-1), np.matmul(y.sum(axis=1), self.halt_w).astype(np.int64)
+
+    def run(self, tokens: np.ndarray, T: int, n: int, steps: int, keep_carries: bool, chunk: int) -> dict:
+        m = self.m
+        tokens = np.asarray(tokens, np.int64)
+        B, L = tokens.shape
+        D = m.embed.shape[1]
+        x_all = np.asarray(m.embed, F64)[tokens]
+        out = {"per_step": np.empty((steps, B, L), np.intp), "halt_acc": np.empty((steps, B), np.int64)}
+        if keep_carries:
+            out["y"] = np.empty((steps, T, B, L, D), np.int8)
+            out["z"] = np.empty((steps, T, B, L, D), np.int8)
+        chunk = max(1, chunk)
+        for lo in range(0, B, chunk):
+            hi = min(B, lo + chunk)
+            x = x_all[lo:hi]
+            xa = x * self.z_in[1]
+            xa += 0.5                                            # the rounding term 2^11 / 2^12
+            y, z = self.ws("y", x.shape), self.ws("z", x.shape)  # the carry, updated in place
+            y[...], z[...] = m.y_init, m.z_init
+            for s in range(steps):
+                for t in range(T):
+                    for _ in range(n):
+                        self.net(self.z_input(z, x, xa, y), out=z)
+                    self.net(self.y_input(y, z), out=y)
+                    if keep_carries:                             # integers in [-128, 127]: exact casts
+                        out["y"][s, t, lo:hi] = y
+                        out["z"][s, t, lo:hi] = z
+                out["per_step"][s, lo:hi], out["halt_acc"][s, lo:hi] = self.readout(y)
+        out["halt"] = out["halt_acc"] > m.halt_threshold
         return out
