@@ -51,13 +51,20 @@ def counts_note(backend: str) -> str:
     return COUNTS_NOTES.get(backend, backend)
 
 
-def instructions(counter: int, counter_unit: str, counter_hz: int, backend: str) -> int | None:
-    """Instruction count of an emulated run from its SysTick count: 1 ns of virtual time per instruction
-    under QEMU's -icount shift=0 and under Renode's PerformanceInMips 1000 (the Renode board sets it, and
-    SysTick to the target clock), so ticks x 1e9 / clock on both. None for other counters."""
+def instructions_per_count(counter_unit: str, counter_hz: int, backend: str) -> float | None:
+    """Instructions per SysTick tick of an emulated board: 1 ns of virtual time per instruction under
+    QEMU's -icount shift=0 and under Renode's PerformanceInMips 1000 (the Renode board sets it, and
+    SysTick to the target clock), so 1e9 / clock on both. None for other counters."""
     if backend in EMULATED and counter_unit == "systick" and counter_hz:
-        return round(counter * NS_PER_S / counter_hz)
+        return NS_PER_S / counter_hz
     return None
+
+
+def instructions(counter: int, counter_unit: str, counter_hz: int, backend: str) -> int | None:
+    """Instruction count of an emulated run from its SysTick count (``instructions_per_count``)."""
+    if instructions_per_count(counter_unit, counter_hz, backend) is None:
+        return None
+    return round(counter * NS_PER_S / counter_hz)     # multiplied first, as every figure so far
 
 
 def latency_ms(target: Target, kind: str, count: float) -> float:

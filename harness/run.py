@@ -242,7 +242,7 @@ def profile_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, rows
         unit, hz = res.counter_unit, res.counter_hz
     prof = PR.Profile([tuple(v) for v in sums], total)
     kind = F.counts_kind(board.backend, unit)
-    scale = F.NS_PER_S / hz if kind == "instructions" else 1.0
+    scale = F.instructions_per_count(unit, hz, board.backend) or 1.0
     out = {"counts_kind": kind, "counter_unit": unit, "counter_hz": hz, "puzzles": len(puzzles),
            "total": total * scale, "total_counter": total, "parts_counter": prof.parts,
            "ops": prof.table(PR.macs_per_call(B.read_header(blob)), scale)}

@@ -38,13 +38,6 @@ def _num(v) -> float | None:
     return None if v is None or pd.isna(v) else float(v)
 
 
-def _cells_of(puzzles: pd.DataFrame) -> dict[tuple, dict[str, float]]:
-    if puzzles is None or puzzles.empty:
-        return {}
-    ok = puzzles[puzzles.status == "ok"]
-    return {key: dict(zip(g.puzzle_id, g.cell_accuracy.astype(float))) for key, g in ok.groupby(KEY, sort=False)}
-
-
 def compare(old: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame], thresholds: dict[str, float] | None = None,
             confidence: float = S.CONFIDENCE) -> list[Change]:
     """The changes from ``old`` to ``new`` (each a run's ``tables.tables``), regressions marked."""
@@ -52,7 +45,7 @@ def compare(old: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame], threshol
     changes: list[Change] = []
     o, n = old["configs"].set_index(KEY), new["configs"].set_index(KEY)
     exact = (outcomes_of(old.get("puzzles"), KEY), outcomes_of(new.get("puzzles"), KEY))
-    cells = (_cells_of(old.get("puzzles")), _cells_of(new.get("puzzles")))
+    cells = (outcomes_of(old.get("puzzles"), KEY, "cell_accuracy"), outcomes_of(new.get("puzzles"), KEY, "cell_accuracy"))
     for key in o.index.difference(n.index):
         changes.append(Change(" ".join(key), "present", "yes", "no", True, "configuration missing from the new run"))
     for key in n.index.difference(o.index):
@@ -106,6 +99,26 @@ def _test(metric: str, key: tuple, exact, cells) -> tuple[str, float] | None:
     return f"Wilcoxon signed-rank test of {len(shared)} per-puzzle cell fractions, p = {p:.3g}", p
 
 
+def value_text(v) -> str:
+    """How a change's old and new values are written (Markdown, notes, JUnit)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def change_text(c: Change) -> str:
+    return f"{c.metric}: {value_text(c.old)} -> {value_text(c.new)}" + (f" ({c.note})" if c.note else "")
+
+
+def ordered(changes: list[Change]) -> list[Change]:
+    """Regressions first, then by configuration and metric."""
+    return sorted(changes, key=lambda c: (not c.regression, c.config, c.metric))
+
+
+def changes_frame(changes: list[Change], old: str = "baseline", new: str = "now") -> pd.DataFrame:
+    """The changes as a report table, regressions first; ``old`` and ``new`` name the value columns."""
+    return pd.DataFrame([{"config": c.config, "metric": c.metric, old: c.old, new: c.new,
+                          "regression": "yes" if c.regression else "no", "note": c.note} for c in ordered(changes)])
+
+
 def changes_markdown(changes: list[Change], baseline: str) -> str:
     if not changes:
         return f"No change against the baseline {baseline}: every figure is identical.\n"
@@ -113,7 +126,7 @@ def changes_markdown(changes: list[Change], baseline: str) -> str:
     lines = [f"{len(changes)} change(s) against the baseline {baseline}, {len(reg)} regression(s) (beyond the "
              "thresholds and, for accuracy, beyond chance).", "", "| config | metric | baseline | now | regression | note |",
              "|---|---|---:|---:|---|---|"]
-    for c in sorted(changes, key=lambda c: (not c.regression, c.config, c.metric)):
-        fmt = (lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
-        lines.append(f"| {c.config} | {c.metric} | {fmt(c.old)} | {fmt(c.new)} | {'**yes**' if c.regression else 'no'} | {c.note} |")
+    for c in ordered(changes):
+        lines.append(f"| {c.config} | {c.metric} | {value_text(c.old)} | {value_text(c.new)} | "
+                     f"{'**yes**' if c.regression else 'no'} | {c.note} |")
     return "\n".join(lines) + "\n"

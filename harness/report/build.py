@@ -14,39 +14,29 @@ from typing import Any
 import pandas as pd
 
 from .. import stats as S
-from .baseline import Change, changes_markdown, compare
+from .baseline import Change, changes_frame, changes_markdown, compare
 from .decide import FLAG_RULE, TargetDecision, accuracy_text, decide, decisions_json, label
 from .html import to_html
 from .plots import all_plots
-from .tables import cell_text, confidence, load_run, tables
+from .tables import KEY, cell_text, confidence, load_run, tables
 
-# (column shown, source column, kind); kind "acc" = an accuracy shown with its interval
-CONFIG_COLUMNS = [("model", "model", ""), ("recipe", "recipe", ""), ("depth", "depth", ""), ("target", "target", ""),
-                  ("puzzles", "puzzles", ""), ("board_failures", "board_failures", ""),
-                  ("golden_match", "golden_match", ""), ("exact_accuracy", "exact_accuracy", "acc"),
-                  ("cell_accuracy", "cell_accuracy", "acc"), ("fp32_exact_accuracy", "fp32_exact_accuracy", "acc"),
-                  ("cell_kept_exact_lost", "cell_kept_exact_lost", ""), ("fidelity_final", "fidelity_final", ""),
-                  ("mean_steps", "mean_steps", ""), ("latency_ms", "latency_ms", ""), ("energy_uj", "energy_uj", ""),
-                  ("blob_bytes", "blob_bytes", ""), ("flash_total", "flash_total", ""),
-                  ("ram_inference_peak", "ram_inference_peak", ""), ("ram_peak_over_min", "ram_peak_over_min", ""),
-                  ("fits_flash", "fits_flash", ""), ("fits_ram", "fits_ram", "")]
-HOST_COLUMNS = [("model", "model", ""), ("recipe", "recipe", ""), ("depth", "depth", ""),
-                ("evaluated_by", "evaluated_by", ""), ("puzzles", "puzzles", ""),
-                ("exact_accuracy", "exact_accuracy", "acc"), ("cell_accuracy", "cell_accuracy", "acc"),
-                ("fidelity_final", "fidelity_final", ""), ("fidelity_auc", "fidelity_auc", ""), ("macs", "macs", ""),
-                ("weight_bytes", "weight_bytes", "")]
+CONFIG_COLUMNS = ["model", "recipe", "depth", "target", "puzzles", "board_failures", "golden_match",
+                  "exact_accuracy", "cell_accuracy", "fp32_exact_accuracy", "cell_kept_exact_lost", "fidelity_final",
+                  "mean_steps", "latency_ms", "energy_uj", "blob_bytes", "flash_total", "ram_inference_peak",
+                  "ram_peak_over_min", "fits_flash", "fits_ram"]
+HOST_COLUMNS = ["model", "recipe", "depth", "evaluated_by", "puzzles", "exact_accuracy", "cell_accuracy",
+                "fidelity_final", "fidelity_auc", "macs", "weight_bytes"]
 
 
-def shown(df: pd.DataFrame, columns) -> pd.DataFrame:
-    """The columns a report table shows; an accuracy becomes 'point [lo, hi]' in percent."""
+def shown(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The ``columns`` a report table shows; an accuracy (a column with its ``_lo`` interval beside it)
+    becomes 'point [lo, hi]' in percent."""
     out = {}
-    for name, src, kind in columns:
-        if src not in df:
-            continue
-        if kind == "acc" and f"{src}_lo" in df:
-            out[name] = [accuracy_text(r, src) if not pd.isna(r[src]) else "" for r in df.to_dict("records")]
+    for col in (c for c in columns if c in df):
+        if f"{col}_lo" in df:
+            out[col] = [accuracy_text(r, col) if not pd.isna(r[col]) else "" for r in df.to_dict("records")]
         else:
-            out[name] = df[src]
+            out[col] = df[col]
     return pd.DataFrame(out)
 
 
@@ -209,9 +199,9 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
     conf = confidence(rd.plan)
     c = t["configs"]
     ds = decide(t, rd.plan)
-    flagged = {tuple(r[k] for k in ("model", "recipe", "depth", "target")) for d in ds for r in d.flagged}
+    flagged = {tuple(r[k] for k in KEY) for d in ds for r in d.flagged}
     if len(c):
-        c["cell_kept_exact_lost"] = [tuple(r) in flagged for r in c[["model", "recipe", "depth", "target"]].values]
+        c["cell_kept_exact_lost"] = [tuple(r) in flagged for r in c[KEY].values]
     (dest / "decisions.json").write_text(json.dumps(decisions_json(ds), indent=2, default=str) + "\n")
     (dest / "provenance.json").write_text(json.dumps({"run": rd.run, "finished": rd.finished, **rd.provenance},
                                                      indent=2, sort_keys=True) + "\n")
@@ -250,10 +240,7 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
         doc.h(2, "Changes since the baseline")
         doc.p(changes_markdown(changes, str(baseline)).split("\n")[0])
         if changes:
-            doc.table(pd.DataFrame([{"config": ch.config, "metric": ch.metric, "baseline": ch.old, "now": ch.new,
-                                     "regression": "yes" if ch.regression else "no", "note": ch.note}
-                                    for ch in sorted(changes, key=lambda ch: (not ch.regression, ch.config, ch.metric))]),
-                      "changes")
+            doc.table(changes_frame(changes), "changes")
     doc.h(2, "Configurations on the boards")
     doc.p("Accuracy columns: exact/cell on the device; host_exact = the golden reference on the host (equal when "
           "golden_match = puzzles); fp32_exact = the full-precision model on the same puzzles. latency_ms and "

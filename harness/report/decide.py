@@ -110,12 +110,14 @@ def pareto(rows: list[dict]) -> list[dict]:
     return front
 
 
-def outcomes_of(puzzles: pd.DataFrame, by: list[str]) -> dict[tuple, dict[str, bool]]:
-    """Per configuration (``by`` columns), each puzzle's outcome: puzzle id -> solved."""
+def outcomes_of(puzzles: pd.DataFrame, by: list[str], value: str = "correct") -> dict[tuple, dict[str, Any]]:
+    """Per configuration (``by`` columns), each answered puzzle's ``value``: puzzle id -> solved
+    (``correct``, a bool) or its cell fraction (``cell_accuracy``, a float)."""
     if puzzles is None or puzzles.empty:
         return {}
     ok = puzzles[puzzles.status == "ok"] if "status" in puzzles else puzzles
-    return {key: dict(zip(g.puzzle_id, g.correct.astype(bool))) for key, g in ok.groupby(by, sort=False)}
+    cast = bool if value == "correct" else float
+    return {key: dict(zip(g.puzzle_id, map(cast, g[value]))) for key, g in ok.groupby(by, sort=False)}
 
 
 def decide(t: dict[str, pd.DataFrame], plan: dict[str, Any]) -> list[TargetDecision]:

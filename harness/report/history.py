@@ -24,7 +24,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from .baseline import Change, compare
+from .baseline import Change, change_text, changes_frame, compare
 from .build import Doc, to_html, to_markdown
 from .decide import accuracy_text
 from .plots import trend_plot
@@ -140,22 +140,6 @@ def _wide(long: pd.DataFrame, values: str, runs: list[str]) -> pd.DataFrame:
     return w.reindex(columns=[r for r in runs if r in w.columns]).reset_index().rename_axis(columns=None)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def change_text(c: Change) -> str:
-    return f"{c.metric}: {_fmt(c.old)} -> {_fmt(c.new)}" + (f" ({c.note})" if c.note else "")
-
-
-def changes_frame(changes: list[Change]) -> pd.DataFrame:
-    return pd.DataFrame([{"config": c.config, "metric": c.metric, "before": c.old, "after": c.new,
-                          "regression": "yes" if c.regression else "no", "note": c.note}
-                         for c in sorted(changes, key=lambda c: (not c.regression, c.config, c.metric))])
-
-
 def write_trend(h: History, dest: Path) -> dict[str, Path]:
     """trend.md, trend.html, trend.csv and plots/trend_exact.png in ``dest``; their paths by kind."""
     dest = Path(dest)
@@ -225,7 +209,7 @@ def write_trend(h: History, dest: Path) -> dict[str, Path]:
             doc.p("No change: every figure is identical.")
             continue
         doc.p(f"{len(p.changes)} change(s), {len(p.regressions)} regression(s).")
-        doc.table(changes_frame(p.changes), f"gate_{p.new.label}", ("config", "metric", "regression"))
+        doc.table(changes_frame(p.changes, "before", "after"), f"gate_{p.new.label}", ("config", "metric", "regression"))
     doc.h(2, "Files")
     doc.ul(["trend.csv: one row per configuration and run", "plots/trend_exact.png", "trend.md, trend.html"])
     (dest / "trend.md").write_text(to_markdown(doc))
