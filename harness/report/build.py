@@ -21,7 +21,8 @@ from .plots import all_plots
 from .tables import KEY, cell_text, confidence, load_run, tables
 
 CONFIG_COLUMNS = ["model", "recipe", "depth", "target", "puzzles", "board_failures", "golden_match",
-                  "exact_accuracy", "cell_accuracy", "fp32_exact_accuracy", "cell_kept_exact_lost", "fidelity_final",
+                  "exact_accuracy", "cell_accuracy", "host_exact_accuracy", "fp32_exact_accuracy", "cell_kept_exact_lost",
+                  "fidelity_final",
                   "mean_steps", "latency_ms", "energy_uj", "blob_bytes", "flash_total", "ram_inference_peak",
                   "ram_peak_over_min", "fits_flash", "fits_ram"]
 HOST_COLUMNS = ["model", "recipe", "depth", "evaluated_by", "puzzles", "exact_accuracy", "cell_accuracy",
