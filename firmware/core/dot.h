@@ -214,15 +214,16 @@ typedef int32_t (*trm_dsp_finish_fn)(const trm_mat *W, const int8_t *x, int r, i
 /* All rows of W (rows >= 2) through `pairs`: the pairs of rows in as few calls as the rows left to C
  * allow (one, unless more than TRM_DSP_LEFT - 2 rows are), then an odd last row with the row before
  * it, which is computed and stored twice. `covered`: the loop covers every column (else each row is
- * finished in C); int16 outputs are requantized in C too. Where C finishes every row, the loop's int8
- * stores are placeholders: they go to the first bytes of the rows' own output, which C then
- * overwrites row by row. */
+ * finished in C); int16 outputs are requantized in C too. Where C finishes every row, the loop leaves
+ * all of them to C, at most TRM_DSP_LEFT per call, and its int8 stores are placeholders: they go to a
+ * buffer of that many bytes here, never to the output (an int16 output's bytes are not its rows', so
+ * placeholders there overwrote rows already finished: the odd last pass of an 11-row head did). */
 static inline void trm_dsp_rows(const trm_mat *W, const int8_t *x, trm_out out, trm_dsp_pairs *st,
                                 trm_dsp_pairs_fn pairs, trm_dsp_finish_fn finish, int covered)
 {
     const int rows = W->rows, even = rows & ~1, fused = covered && out.s8;
     const size_t row_bytes = trm_mat_row_bytes(W);
-    int8_t *const y0 = out.s8 ? out.s8 : (int8_t *)(void *)out.s16;
+    int8_t placeholders[TRM_DSP_LEFT];
     const uint8_t *p0 = (const uint8_t *)W->w;
     for (int o = 0; o < rows;) {
         int end = even;
@@ -231,11 +232,13 @@ static inline void trm_dsp_rows(const trm_mat *W, const int8_t *x, trm_out out, 
             p0 -= row_bytes;
             end = rows;
         }
-        int8_t *y = y0 + o;
+        /* fused: every row's own output, to `end`; else the placeholders, at most TRM_DSP_LEFT rows
+         * (end - o is even, and so is TRM_DSP_LEFT: the loop's pairs reach y_end exactly) */
+        int8_t *y = fused ? out.s8 + o : placeholders;
         st->mn = fused ? W->mn + 2 * o : trm_dsp_no_mn;
         st->y = y;
         st->y_first = y;
-        st->y_end = y0 + end;
+        st->y_end = y + (fused || end - o < TRM_DSP_LEFT ? end - o : TRM_DSP_LEFT);
         st->left = 0;
         p0 = pairs(p0, st);
         for (int k = 0; k < st->left; ++k) {
