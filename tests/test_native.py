@@ -190,6 +190,11 @@ def test_isqrt_and_bit_length_are_exact(lib):
     rng = np.random.default_rng(1)
     values = [0, 1, 2, 3, 4, 8, 15, 16, 17, 2**32 - 1, 2**32, 2**48, 2**62 - 1, 2**62, 2**63, 2**64 - 1]
     values += [r * r + d for r in (3, 46340, 2**24 + 1, 2**31 - 1, 2**32 - 1) for d in (-1, 0, 1)]
+    # around squares at every result width (the Newton and digit-by-digit parts meet at 2^32, the 32-bit
+    # continuation ends at 2^60), and the RMSNorm's range: r in [2^23, 2^24) for ss << 2k
+    roots = [int(r) for r in rng.integers(1, 2**32, 300, dtype=np.uint64)] + [2**j + d for j in range(1, 32) for d in (-1, 0, 1)]
+    roots += [int(r) for r in rng.integers(2**23, 2**24, 200)]
+    values += [r * r + d for r in roots for d in (-1, 0, 1, 2 * r, 2 * r + 1) if 0 <= r * r + d < 2**64]
     values += [int(v) >> int(s) for v, s in zip(rng.integers(0, 2**63, 2000, dtype=np.uint64),
                                                  rng.integers(0, 63, 2000))]
     for v in values:
@@ -199,6 +204,26 @@ def test_isqrt_and_bit_length_are_exact(lib):
     # the golden float-based isqrt agrees where it is used (below 2^62)
     small = np.array([v % 2**62 for v in values], np.int64)
     assert np.array_equal(arith.isqrt(small), [math.isqrt(int(v)) for v in small])
+
+
+def test_rmsnorm_reciprocal_is_the_contracts(lib):
+    """trm_rmsnorm_inv (its square root in two parts: Newton on the top word, then digit by digit)
+    against the contract's formula in Python integers, for sums of every width."""
+    lib.trm_rmsnorm_inv.argtypes = [ctypes.c_uint64, ctypes.c_uint32]
+    lib.trm_rmsnorm_inv.restype = ctypes.c_uint64
+
+    def inv(ss: int, C: int) -> int:
+        k = max(0, (48 - ss.bit_length()) // 2)
+        r = math.isqrt(ss << (2 * k))
+        return ((C << (16 + k)) + r // 2) // r
+
+    rng = np.random.default_rng(7)
+    sums = [1, 2, 3, 2**46 - 1, 2**46, 2**47, 2**48 - 1, 2**48, 2**55, 2**62 - 1, 2**62, 2**63, 2**64 - 1]
+    sums += [int(v) >> int(s) for v, s in zip(rng.integers(1, 2**63, 1500, dtype=np.uint64), rng.integers(0, 63, 1500))]
+    consts = [1, 255, 2**20 - 1, 2**24 - 1] + [int(c) for c in rng.integers(1, 2**24, 40)]
+    for i, ss in enumerate(s for s in sums if s > 0):
+        C = consts[i % len(consts)]
+        assert lib.trm_rmsnorm_inv(ss, C) == inv(ss, C), (ss, C)
 
 
 def test_requantize_matches_golden(lib):

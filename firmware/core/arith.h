@@ -37,6 +37,29 @@ inline int32_t trm_clamp(int64_t v, int32_t lo, int32_t hi)
 inline int32_t trm_sat8(int64_t v) { return trm_clamp(v, TRM_INT8_MIN, TRM_INT8_MAX); }
 inline int32_t trm_sat16(int64_t v) { return trm_clamp(v, TRM_INT16_MIN, TRM_INT16_MAX); }
 
+/* trm_sat8 of a 32-bit value: one SSAT on cores that have it (the general clamp elsewhere). */
+inline int32_t trm_sat8_i32(int32_t v)
+{
+#if defined(__ARM_FEATURE_SAT) && defined(__GNUC__)
+    int32_t r;
+    __asm("ssat %0, #8, %1" : "=r"(r) : "r"(v));
+    return r;
+#else
+    return trm_clamp(v, TRM_INT8_MIN, TRM_INT8_MAX);
+#endif
+}
+
+/* The exact int64 product of two int32 values. The barrier keeps gcc from widening an operand it
+ * knows to be small (a range check on an int64 it came from) into a 64 x 64-bit multiply: one SMULL
+ * on 32-bit Arm cores. */
+inline int64_t trm_mul_i32(int32_t a, int32_t b)
+{
+#if defined(__GNUC__)
+    __asm("" : "+r"(a), "+r"(b));
+#endif
+    return (int64_t)a * b;
+}
+
 /* round_shift(v, n) = (v + 2^(n-1)) >> n, round half up (towards +inf); 1 <= n <= 62 and
  * |v| <= 2^62 so the addition cannot overflow. The shift is arithmetic (trm_common.h). */
 inline int64_t trm_round_shift(int64_t v, int n)

@@ -35,11 +35,19 @@ trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, 
     if (st != TRM_OK)
         return st;
     trm_prof(p->prof, p->prof_op + 1u);
-    for (int i = 0; i < I; ++i) {
-        int32_t act = p->silu[(int32_t)scratch[i] + 128];
-        int32_t up = scratch[I + i];
-        /* the product overwrites the gate it came from: |act * up| <= 2^14 */
-        scratch[i] = (int8_t)trm_requantize(act * up, p->prod_M, p->prod_n, TRM_INT8_MIN, TRM_INT8_MAX);
+    /* the product overwrites the gate it came from: |act * up| <= 2^14. The parameters in locals
+     * (int8 stores may alias them, which would reload them per element), the usual shift n > 32 in a
+     * loop of its own. */
+    const int8_t *const silu = p->silu + 128;
+    const int32_t M = p->prod_M, n = p->prod_n;
+    int8_t *const gate = scratch;
+    const int8_t *const up = scratch + I;
+    if (n > 32) {
+        for (int i = 0; i < I; ++i)
+            gate[i] = (int8_t)trm_sat8_i32(trm_round_shift_high((int32_t)silu[gate[i]] * up[i], M, n));
+    } else {
+        for (int i = 0; i < I; ++i)
+            gate[i] = (int8_t)trm_requantize_wide((int32_t)silu[gate[i]] * up[i], M, n, TRM_INT8_MIN, TRM_INT8_MAX);
     }
     trm_prof(p->prof, p->prof_op + 2u);
     return trm_linear(&p->down, scratch, out, lin_d);
