@@ -291,6 +291,28 @@ def test_boards_are_bit_exact_with_golden(open_board, board_targets, blobs, zoo_
             _check_bit_exact(board, blob, x, 1, 2, 2)
 
 
+# rows x cols where the optimised linear kernels change step: every K % 4 tail (1, 2, 3) and K % 8
+# half group of the DSP loop, with odd and even row counts, 16..256 columns (the DSP range), the
+# Helium path's 16- and 32-column steps
+KERNEL_SHAPES = [(5, 17), (6, 18), (7, 19), (8, 20), (9, 21), (4, 22), (3, 23), (11, 49), (4, 98), (33, 55),
+                 (2, 255), (7, 256), (13, 36), (144, 36)]
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("bits", [8, 4])
+def test_linear_kernels_are_exact_where_their_steps_change(open_board, board_targets, bits):
+    """BENCH's generated layer on every target against the golden linear layer on the same matrix:
+    checksums equal for every shape in KERNEL_SHAPES."""
+    from harness.boards import protocol as P
+    from harness.golden.arith import linear
+    for target in board_targets:
+        with open_board(target, None) as board:
+            for rows, cols in KERNEL_SHAPES:
+                w, x, M, n = P.bench_reference(rows, cols, bits)
+                golden = P.bench_checksum(linear(x[None], w, M, n)[0])
+                assert board.bench(rows, cols, bits, 1).checksum == golden, f"{target} int{bits} {rows}x{cols}"
+
+
 @pytest.mark.slow
 @pytest.mark.board
 @pytest.mark.parametrize("model,recipe", FULL_CASES)

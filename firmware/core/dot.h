@@ -110,17 +110,20 @@ static inline int trm_dsp_takes(const trm_mat *W)
     return W->cols >= TRM_DSP_MIN_COLS && W->cols <= TRM_DSP_MAX_COLS && W->rows >= 2;
 }
 
-/* Words of arranged x: int8, a pair of words per whole group of 4 columns (linear_s8.c); int4, 4 words
- * per group of 8 columns and 4 for a last half group (linear_s4.c). */
+/* Words of arranged x: int8, a pair of words per whole group of 4 columns, then one per column of the
+ * last K % 4 (linear_s8.c); int4, 4 words per group of 8 columns, 4 for a last half group, then 2 per
+ * byte of the last K % 4 columns (linear_s4.c). */
 static inline size_t trm_dsp_x_words(const trm_mat *W)
 {
     const size_t K = W->cols;
-    return W->bits == 4 ? K / 8u * 4u + ((K & 4u) ? 4u : 0u) : K / 4u * 2u;
+    return W->bits == 4 ? K / 8u * 4u + ((K & 4u) ? 4u : 0u) + 2u * (((K & 3u) + 1u) / 2u)
+                        : K / 4u * 2u + (K & 3u);
 }
 
 /* The DSP paths' assembly loop over pairs of rows (linear_s8.c, linear_s4.c), TRM_DSP_PAIRS: for each
  * pair (p0, p1 = p0 + stride) the accumulators start at 0, 32 columns per iteration (STEPS) until xp
- * reaches xe, then a group of columns at a time (GROUP) until st->xg, then TAIL; then each row is requantized
+ * reaches xe, then a group of columns at a time (GROUP) until st->xg, then TAIL (the last columns, which
+ * no group covers, from the words of x arranged after the groups); then each row is requantized
  * and stored at st->y (int8): when its shift n >= FAST_N, as trm_round_shift_high and SSAT (the
  * accumulator may be 4096 x the sum: FAST_N = 21 then, the shifts 12 less); otherwise (rare, or every
  * row when st->mn points at zeros) its accumulator goes to st->acc[st->left] and its row (counted from
@@ -208,20 +211,19 @@ extern const int32_t trm_dsp_no_mn[2 * TRM_DSP_LEFT];
 
 /* The loop over pairs of rows, the first at p0; returns where the next pair starts. */
 typedef const uint8_t *(*trm_dsp_pairs_fn)(const uint8_t *p0, trm_dsp_pairs *st);
-/* The final accumulator of row r from the loop's: the columns the loop does not cover added. */
-typedef int32_t (*trm_dsp_finish_fn)(const trm_mat *W, const int8_t *x, int r, int32_t acc);
 
-/* All rows of W (rows >= 2) through `pairs`: the pairs of rows in as few calls as the rows left to C
- * allow (one, unless more than TRM_DSP_LEFT - 2 rows are), then an odd last row with the row before
- * it, which is computed and stored twice. `covered`: the loop covers every column (else each row is
- * finished in C); int16 outputs are requantized in C too. Where C finishes every row, the loop leaves
- * all of them to C, at most TRM_DSP_LEFT per call, and its int8 stores are placeholders: they go to a
- * buffer of that many bytes here, never to the output (an int16 output's bytes are not its rows', so
- * placeholders there overwrote rows already finished: the odd last pass of an 11-row head did). */
-static inline void trm_dsp_rows(const trm_mat *W, const int8_t *x, trm_out out, trm_dsp_pairs *st,
-                                trm_dsp_pairs_fn pairs, trm_dsp_finish_fn finish, int covered)
+/* All rows of W (rows >= 2) through `pairs`, which covers every column: the pairs of rows in as few
+ * calls as the rows left to C allow (one, unless more than TRM_DSP_LEFT - 2 rows are), then an odd
+ * last row with the row before it, which is computed and stored twice. A row's sum is its
+ * accumulator >> acc_shift (the int4 loop accumulates 4096 x the sum). int16 outputs are requantized
+ * in C: the loop leaves every row to C, at most TRM_DSP_LEFT per call, and its int8 stores are
+ * placeholders that go to a buffer of that many bytes here, never to the output (an int16 output's
+ * bytes are not its rows': placeholders there overwrote rows already finished, as the odd last pass
+ * of an 11-row head did). */
+static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st, trm_dsp_pairs_fn pairs,
+                                int acc_shift)
 {
-    const int rows = W->rows, even = rows & ~1, fused = covered && out.s8;
+    const int rows = W->rows, even = rows & ~1, fused = out.s8 != NULL;
     const size_t row_bytes = trm_mat_row_bytes(W);
     int8_t placeholders[TRM_DSP_LEFT];
     const uint8_t *p0 = (const uint8_t *)W->w;
@@ -243,7 +245,7 @@ static inline void trm_dsp_rows(const trm_mat *W, const int8_t *x, trm_out out, 
         p0 = pairs(p0, st);
         for (int k = 0; k < st->left; ++k) {
             const int j = o + st->rows[k];
-            trm_store_row(out, j, finish(W, x, j, st->acc[k]), W->mn);
+            trm_store_row(out, j, st->acc[k] >> acc_shift, W->mn);
         }
         o += (int)(st->y - y);
     }

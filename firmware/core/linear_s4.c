@@ -12,7 +12,8 @@
  *     0xF000F000 of the word shifted left by 12, 8, 4 and 0 puts nibbles (e0, e4), (e1, e5), (e2, e6),
  *     (e3, e7) at the top of the two int16 lanes: 4096 x their values, 1 AND + 1 SMLAD per 2 MACs. Two rows per pass; the loop over the pairs and the
  *     int8 requantization run in the assembly (dot.h, TRM_DSP_PAIRS), a last half group of 4 columns
- *     from halfwords; the last K % 4 columns, int16 outputs and rare shifts are finished in C.
+ *     from halfwords, the last K % 4 columns byte by byte (SBFX, MLA); int16 outputs and rare shifts
+ *     are finished in C.
  *   portable C: one row at a time. */
 #include "dot.h"
 #include "kernels.h"
@@ -75,7 +76,8 @@ static void linear_s4_mve(const trm_mat *W, const int8_t *x, trm_out out)
 #elif TRM_LINEAR_PATH == TRM_LINEAR_DSP
 
 /* Group c of 8 columns -> xs[4c + j] = (x[8c + j], x[8c + j + 4]), j < 4; a last half group of 4
- * columns -> (x[8c + j], 0). Columns past those are not arranged. */
+ * columns -> (x[8c + j], 0); then the last K % 4 columns as words 4096 x x[k], a pair per byte of the
+ * row (the pad nibble of an odd row pairs with 0). */
 static void arrange_s4(const int8_t *x, int K, uint32_t *xs)
 {
     int k = 0;
@@ -88,9 +90,16 @@ static void arrange_s4(const int8_t *x, int K, uint32_t *xs)
         xs[2] = e0 >> 16 | (e1 & 0xFFFF0000u);
         xs[3] = o0 >> 16 | (o1 & 0xFFFF0000u);
     }
-    if (k + 4 <= K)
+    if (k + 4 <= K) {
         for (int j = 0; j < 4; ++j)
             xs[j] = (uint32_t)x[k + j] & 0xFFFFu;
+        k += 4;
+        xs += 4;
+    }
+    for (; k < K; k += 2, xs += 2) {
+        xs[0] = (uint32_t)((int32_t)x[k] * 4096);
+        xs[1] = k + 1 < K ? (uint32_t)((int32_t)x[k + 1] * 4096) : 0u;
+    }
 }
 
 /* 8 columns of the pair from its weight words w0, w1 and 4 words of arranged x; m = 0xF000F000. */
@@ -117,6 +126,14 @@ static void arrange_s4(const int8_t *x, int K, uint32_t *xs)
 #define S4_STEP "ldr %[w0], [%[p0]], #4\n\tldr %[w1], [%[p1]], #4\n\t" S4_MACS
 /* A last half group of 4 columns: a halfword of each row (the upper nibbles read as 0). */
 #define S4_HALF "ldrh %[w0], [%[p0]], #2\n\tldrh %[w1], [%[p1]], #2\n\t" S4_MACS
+/* A byte of each row among the last K % 4 columns: its two nibbles sign-extended (SBFX), times the
+ * pair of 4096-scaled x words. */
+#define S4_BYTE                                                                                           \
+    "ldrb %[w0], [%[p0]], #1\n\tldrb %[w1], [%[p1]], #1\n\tldrd %[xa], %[xb], [%[xp]], #8\n\t"              \
+    "sbfx %[t], %[w0], #0, #4\n\tmla %[a0], %[t], %[xa], %[a0]\n\t"                                         \
+    "sbfx %[t], %[w0], #4, #4\n\tmla %[a0], %[t], %[xb], %[a0]\n\t"                                         \
+    "sbfx %[t], %[w1], #0, #4\n\tmla %[a1], %[t], %[xa], %[a1]\n\t"                                         \
+    "sbfx %[t], %[w1], #4, #4\n\tmla %[a1], %[t], %[xb], %[a1]\n\t"
 #define S4_PAIRS(TAIL)                                                                                    \
     __asm volatile(TRM_DSP_PAIRS(S4_STEP S4_STEP S4_STEP S4_STEP, S4_STEP, TAIL, 21)                      \
                    : [p0] "+r"(p0), [p1] "+r"(p1), [a0] "=&r"(a0), [a1] "=&r"(a1), [xp] "=&r"(xp),        \
@@ -124,46 +141,56 @@ static void arrange_s4(const int8_t *x, int K, uint32_t *xs)
                    : [st] "r"(st), [xe] "r"(xe), [m] "r"(0xF000F000u)                                     \
                    : "cc", "memory")
 
-/* Pairs of rows over the whole groups of 4 columns (dot.h, TRM_DSP_PAIRS: the
- * accumulators are 4096 x the sums, hence FAST_N = 21), the first row at p0; returns where the next
- * pair starts. */
+/* The assembly variants: a last half group of 4 columns or not (bit 0), times 0, 1 or 2 bytes of
+ * the last K % 4 columns (S4_BYTES x the bytes). */
+enum { S4_HALF_GROUP = 1, S4_BYTES = 2 };
+
+/* Pairs of rows over every column (dot.h, TRM_DSP_PAIRS: the accumulators are 4096 x the sums, hence
+ * FAST_N = 21), the first row at p0; returns where the next pair starts. */
 static const uint8_t *pairs_s4(const uint8_t *p0, trm_dsp_pairs *st)
 {
     const uint8_t *p1 = p0 + st->stride;
     const uint32_t *xp, *const xe = st->xe;
     int32_t a0, a1;
     uint32_t w0, w1, xa, xb, t;
-    if (st->variant) /* K % 8 >= 4 */
-        S4_PAIRS(S4_HALF);
-    else
+    switch (st->variant) {
+    case 0:
         S4_PAIRS("");
+        break;
+    case S4_HALF_GROUP:
+        S4_PAIRS(S4_HALF);
+        break;
+    case S4_BYTES:
+        S4_PAIRS(S4_BYTE);
+        break;
+    case S4_BYTES + S4_HALF_GROUP:
+        S4_PAIRS(S4_HALF S4_BYTE);
+        break;
+    case 2 * S4_BYTES:
+        S4_PAIRS(S4_BYTE S4_BYTE);
+        break;
+    default:
+        S4_PAIRS(S4_HALF S4_BYTE S4_BYTE);
+        break;
+    }
     (void)p1, (void)xp, (void)a0, (void)a1, (void)w0, (void)w1, (void)xa, (void)xb, (void)t;
     return p0;
-}
-
-/* The sum from the loop's 4096-scaled accumulator (exact: 4096 x |sum| < 2^31, TRM_DSP_MAX_COLS), the
- * last K % 4 columns added. */
-static int32_t finish_s4(const trm_mat *W, const int8_t *x, int r, int32_t acc)
-{
-    const int K = W->cols, K4 = K & ~3;
-    return (acc >> 12) + trm_dot_s4(x + K4, (const uint8_t *)W->w + (size_t)r * trm_mat_row_bytes(W) + K4 / 2, K - K4);
 }
 
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */
 static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32_t *xs)
 {
     const int K = W->cols, K4 = K & ~3, K8 = K & ~7;
-    const uint32_t stride = (uint32_t)trm_mat_row_bytes(W);
     arrange_s4(x, K, xs);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
-    st.stride = stride;
-    st.skip = stride - (uint32_t)K4 / 2u;
+    st.stride = (uint32_t)trm_mat_row_bytes(W);
+    st.skip = 0u; /* the loop reads each row to its end */
     st.xs = xs;
     st.xg = xs + K8 / 2;
     st.zero[0] = st.zero[1] = 0;
     st.xe = xs + 16 * (K / 32);
-    st.variant = K4 != K8;
-    trm_dsp_rows(W, x, out, &st, pairs_s4, finish_s4, K4 == K);
+    st.variant = (K4 != K8 ? S4_HALF_GROUP : 0) + S4_BYTES * ((K - K4 + 1) / 2);
+    trm_dsp_rows(W, out, &st, pairs_s4, 12);
 }
 
 #endif

@@ -7,8 +7,8 @@
  *   DSP (Cortex-M4/M7): x is arranged once per call, in the caller's scratch (trm_linear_scratch_bytes),
  *     into int16 pairs (x0, x2), (x1, x3) per 4 columns, the lanes SXTB16 makes of a weight word
  *     (w0, w2) and, rotated by 8, (w1, w3): 2 SXTB16 + 2 SMLAD per 4 MACs. Two rows per pass share each load of x; the loop over the pairs and the int8
- *     requantization run in the assembly (dot.h, TRM_DSP_PAIRS). The last K % 4 columns, int16
- *     outputs and rare shifts are finished in C. Matrices outside TRM_DSP_MIN_COLS..TRM_DSP_MAX_COLS
+ *     requantization run in the assembly (dot.h, TRM_DSP_PAIRS), the last K % 4 columns too (a byte of
+ *     each row and x as words, MLA); int16 outputs and rare shifts are finished in C. Matrices outside TRM_DSP_MIN_COLS..TRM_DSP_MAX_COLS
  *     columns or of one row take the portable C.
  *   portable C: one row at a time. */
 #include "dot.h"
@@ -59,14 +59,17 @@ static void linear_s8_mve(const trm_mat *W, const int8_t *x, trm_out out)
 #elif TRM_LINEAR_PATH == TRM_LINEAR_DSP
 
 /* Group g of 4 columns -> xs[2g] = (x0, x2), xs[2g + 1] = (x1, x3): the lanes SXTB16 makes of a
- * weight word and of the word rotated by 8. Columns past the last whole group are not arranged. */
+ * weight word and of the word rotated by 8; then each of the last K % 4 columns as an int32 word. */
 static void arrange_s8(const int8_t *x, int K, uint32_t *xs)
 {
-    for (int k = 0; k + 4 <= K; k += 4, xs += 2) {
+    int k = 0;
+    for (; k + 4 <= K; k += 4, xs += 2) {
         const uint32_t v = trm_load32(x + k);
         xs[0] = trm_sxtb16(v);
         xs[1] = trm_sxtb16_ror8(v);
     }
+    for (; k < K; ++k)
+        *xs++ = (uint32_t)(int32_t)x[k];
 }
 
 /* 4 columns of the pair: weight word W of the first row, U of the second, 2 words of arranged x. */
@@ -88,8 +91,12 @@ static void arrange_s8(const int8_t *x, int K, uint32_t *xs)
     "ldr %[w0], [%[p0]], #4\n\tldr %[w1], [%[p0]], #4\n\tldr %[u0], [%[p1]], #4\n\tldr %[u1], [%[p1]], #4\n\t"
 /* 4 columns. */
 #define S8_GROUP "ldr %[w0], [%[p0]], #4\n\tldr %[u0], [%[p1]], #4\n\t" S8_MACS("w0", "u0")
-#define S8_PAIRS(LOAD8)                                                                                   \
-    __asm volatile(TRM_DSP_PAIRS(S8_STEP(LOAD8) S8_STEP(LOAD8) S8_STEP(LOAD8) S8_STEP(LOAD8), S8_GROUP, "",   \
+/* One of the last K % 4 columns: a byte of each row, its x as a word. */
+#define S8_COLUMN                                                                                         \
+    "ldrsb %[w0], [%[p0]], #1\n\tldrsb %[u0], [%[p1]], #1\n\tldr %[xa], [%[xp]], #4\n\t"                    \
+    "mla %[a0], %[w0], %[xa], %[a0]\n\tmla %[a1], %[u0], %[xa], %[a1]\n\t"
+#define S8_PAIRS(LOAD8, TAIL)                                                                             \
+    __asm volatile(TRM_DSP_PAIRS(S8_STEP(LOAD8) S8_STEP(LOAD8) S8_STEP(LOAD8) S8_STEP(LOAD8), S8_GROUP, TAIL, \
                                  33)                                                                      \
                    : [p0] "+r"(p0), [p1] "+r"(p1), [a0] "=&r"(a0), [a1] "=&r"(a1), [xp] "=&r"(xp),        \
                      [w0] "=&r"(w0), [w1] "=&r"(w1), [u0] "=&r"(u0), [u1] "=&r"(u1), [xa] "=&r"(xa),     \
@@ -97,27 +104,37 @@ static void arrange_s8(const int8_t *x, int K, uint32_t *xs)
                    : [st] "r"(st), [xe] "r"(xe)                                                           \
                    : "cc", "memory")
 
-/* Pairs of rows over the whole groups of 4 columns (dot.h, TRM_DSP_PAIRS), the first
- * row at p0; returns where the next pair starts. */
+/* The assembly variants: rows on 4-byte boundaries (K % 4 = 0 and an aligned matrix), any rows
+ * without a tail, any rows with a tail of 1, 2 or 3 columns. */
+enum { S8_ALIGNED, S8_ANY, S8_TAIL1, S8_TAIL2, S8_TAIL3 };
+
+/* Pairs of rows over every column (dot.h, TRM_DSP_PAIRS), the first row at p0; returns where the
+ * next pair starts. */
 static const uint8_t *pairs_s8(const uint8_t *p0, trm_dsp_pairs *st)
 {
     const uint8_t *p1 = p0 + st->stride;
     const uint32_t *xp, *const xe = st->xe;
     int32_t a0, a1;
     uint32_t w0, w1, u0, u1, xa, xb, t;
-    if (st->variant) /* rows on 4-byte boundaries */
-        S8_PAIRS(S8_LOAD_ALIGNED);
-    else
-        S8_PAIRS(S8_LOAD_ANY);
+    switch (st->variant) {
+    case S8_ALIGNED:
+        S8_PAIRS(S8_LOAD_ALIGNED, "");
+        break;
+    case S8_ANY:
+        S8_PAIRS(S8_LOAD_ANY, "");
+        break;
+    case S8_TAIL1:
+        S8_PAIRS(S8_LOAD_ANY, S8_COLUMN);
+        break;
+    case S8_TAIL2:
+        S8_PAIRS(S8_LOAD_ANY, S8_COLUMN S8_COLUMN);
+        break;
+    default:
+        S8_PAIRS(S8_LOAD_ANY, S8_COLUMN S8_COLUMN S8_COLUMN);
+        break;
+    }
     (void)p1, (void)xp, (void)a0, (void)a1, (void)w0, (void)w1, (void)u0, (void)u1, (void)xa, (void)xb, (void)t;
     return p0;
-}
-
-/* Row r's sum: the last K % 4 columns, which the loop leaves out, added. */
-static int32_t finish_s8(const trm_mat *W, const int8_t *x, int r, int32_t acc)
-{
-    const int K = W->cols, K4 = K & ~3;
-    return acc + trm_dot_s8(x + K4, (const int8_t *)W->w + (size_t)r * (size_t)K + K4, K - K4);
 }
 
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */
@@ -127,13 +144,13 @@ static void linear_s8_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32
     arrange_s8(x, K, xs);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
     st.stride = (uint32_t)K;
-    st.skip = (uint32_t)(K - K4);
+    st.skip = 0u; /* the loop reads each row to its end */
     st.xs = xs;
     st.xg = xs + K4 / 2;
     st.zero[0] = st.zero[1] = 0;
     st.xe = xs + 16 * (K / 32);
-    st.variant = (((uintptr_t)W->w | (uintptr_t)K) & 3u) == 0;
-    trm_dsp_rows(W, x, out, &st, pairs_s8, finish_s8, K4 == K);
+    st.variant = K != K4 ? S8_TAIL1 - 1 + (K - K4) : (((uintptr_t)W->w | (uintptr_t)K) & 3u) == 0 ? S8_ALIGNED : S8_ANY;
+    trm_dsp_rows(W, out, &st, pairs_s8, 0);
 }
 
 #endif
