@@ -58,11 +58,12 @@ def frame(out: Path, drop_board: bool = False) -> dict[str, pd.DataFrame]:
     t = tables(load_run(out))
     if drop_board:
         t["puzzles"] = t["puzzles"].drop(columns=["board", "attempts"])
+        t["profiles"] = t["profiles"].drop(columns=["board"])
     return t
 
 
 def assert_same_tables(a: dict, b: dict) -> None:
-    for name in ("puzzles", "host", "configs"):
+    for name in ("puzzles", "host", "configs", "profiles"):
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
 
 
@@ -84,10 +85,20 @@ def test_the_shipped_demo_plan_loads():
     ({"statistics": {"accuracy_budget": "median"}}, "accuracy_budget = 'median': expected one of 'lower_bound', 'point'"),
     ({"statistics": {"confidence": 1.5}}, r"\[statistics\]: confidence = 1.5: expected a number > 0.5 and <= 0.9999"),
     ({"statistics": {"interval_width": 0}}, "interval_width"),
+    ({"run": {"profile_puzzles": -1}}, r"^bad.toml \[run\]: profile_puzzles = -1: expected an integer >= 0 and <= 100000$"),
+    ({"run": {"profile_puzzles": 2.5}}, r"^bad.toml \[run\]: profile_puzzles = 2.5: expected an integer"),
+    ({"run": {"profile_puzzles": True}}, r"^bad.toml \[run\]: profile_puzzles = True: expected an integer"),
+    ({"run": {"profile_puzzles": "2"}}, r"^bad.toml \[run\]: profile_puzzles = '2': expected an integer"),
 ])
 def test_a_bad_plan_says_what_is_wrong(change, message):
     with pytest.raises(PlanError, match=message):
         plan_from_dict({**TINY, **change}, "bad.toml")
+
+
+def test_a_plan_profiles_two_puzzles_a_job_unless_it_says_otherwise():
+    assert plan_from_dict(TINY).run.profile_puzzles == 2
+    assert plan_from_dict({**TINY, "run": {"profile_puzzles": 0}}).run.profile_puzzles == 0
+    assert load_plan("demo").run.profile_puzzles == 2
 
 
 def test_budgets_per_target_override_the_defaults():
@@ -141,6 +152,139 @@ def test_every_puzzle_runs_once_and_matches_golden(reference_run):
     c = t["configs"]
     assert list(c.recipe) == ["int4-naive", "int8"]
     assert (c.exact_accuracy == c.host_exact_accuracy).all()
+
+
+# --- the per-operation profile of each job ---------------------------------------------------------
+SMALL = {**TINY, "recipes": ["int8"], "puzzles": {"count": 4, "seed": 3}}   # one job of 4 puzzles
+
+
+def _profiles_by_job(out: Path) -> dict[str, list[dict]]:
+    with Journal.in_dir(out) as j:
+        by_job: dict[str, list[dict]] = {}
+        for r in j.profiles(j.meta("run")):
+            by_job.setdefault(r["job"], []).append(r)
+    return by_job
+
+
+def _assert_profile_adds_up(ops: list[dict], kind: str, puzzles: int) -> None:
+    """One job's profile rows: each operation once, in OPS order, the job's facts the same on every row,
+    the operations' counters adding up to the total exactly, the top named by the rule."""
+    assert len({r["op"] for r in ops}) == len(ops)
+    assert [r["position"] for r in ops] == sorted(r["position"] for r in ops)
+    for k in ("total", "total_counter", "plain_total", "marks_share", "top", "puzzles", "counts_kind", "counter_unit"):
+        assert len({r[k] for r in ops}) == 1, k
+    first = ops[0]
+    assert first["counts_kind"] == kind and first["puzzles"] == puzzles
+    assert sum(r["counter"] for r in ops) == first["total_counter"]
+    assert sum(r["counts"] for r in ops) == first["total"]
+    assert sum(r["share"] for r in ops) == pytest.approx(1.0)
+    assert first["top"] == max((r for r in ops if r["op"] != "other"), key=lambda r: r["counts"])["op"]
+
+
+@needs_qemu
+def test_every_job_journals_one_profile_whose_parts_add_up_to_its_total(reference_run):
+    """The tiny plan says nothing of profiles: the default profiles each job's first 2 puzzles, once,
+    in emulated instructions; the plain total is those two puzzles' instructions in the results."""
+    from harness.models.checkpoint import load_checkpoint
+    from harness.tasks.puzzle_source import load_puzzle_source
+    by_job = _profiles_by_job(reference_run)
+    with Journal.in_dir(reference_run) as j:
+        results = j.results(j.meta("run"))
+    assert set(by_job) == {r["job"] for r in results} and len(by_job) == 2
+    first_two = [p.id for p in load_puzzle_source(load_checkpoint("sudoku6-mlp")[1], "12", 3)[1][:2]]
+    for job, ops in by_job.items():
+        _assert_profile_adds_up(ops, "instructions", 2)
+        plain = sum(r["instructions"] for r in results if r["job"] == job and r["puzzle_id"] in first_two)
+        assert ops[0]["plain_total"] == plain
+        assert 0 < ops[0]["marks_share"] < 0.06 and ops[0]["total"] > plain
+
+
+@needs_qemu
+def test_the_report_shows_each_configurations_profile_and_names_its_top_cost(reference_run):
+    from harness.report.tables import KEY
+    build_report(reference_run)
+    md = (reference_run / "report.md").read_text()
+    html = (reference_run / "report.html").read_text()
+    prof = frame(reference_run)["profiles"]
+    assert len(prof) and set(prof.counts_kind) == {"instructions"}
+    section = md.split("## Where the counts go: per-operation profile\n", 1)[1].split("\n## ", 1)[0]
+    for (m, r, d, t), g in prof.groupby(KEY):
+        top = g.loc[g[g.op != "other"].counts.idxmax()]
+        assert f"- top cost on {t} for {m} {r} {d}: {top.op} {top.share:.1%} (of " in section
+    assert "![Per-operation profile" in section and "](plots/profile.png)" in section
+    assert (reference_run / "plots" / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = "| model | recipe | depth | target | operation | calls | instructions | share | instructions_per_mac |"
+    assert header in section
+    assert len([x for x in section.splitlines() if x.startswith("| sudoku6-mlp |")]) == len(prof)
+    assert "cycle" not in section.replace("not silicon cycles", "")    # emulated instructions, never cycles
+    assert "id='where-the-counts-go-per-operation-profile'" in html and "id='plot-profile'" in html
+    assert "data-table='profile-instructions'" in html
+
+
+@needs_qemu
+def test_a_profile_failure_is_an_event_and_a_resume_profiles_the_job_once(tmp_path, monkeypatch):
+    """hang@4: the job's 4 puzzles pass, the board wedges on the first profiled run. The run goes on
+    and finishes: every row kept, the failure an event, no profile; the report names the job without
+    one. A resume profiles it; a second resume finds nothing to do."""
+    import harness.farm.scheduler as S
+    plan = plan_from_dict(SMALL, "small")
+    out = tmp_path / "run"
+    farm_run(plan, qemu_boards(("bad", "hang@4")), out, log=lambda m: None)
+    rd = load_run(out)
+    assert len(rd.results) == 4 and {r["status"] for r in rd.results} == {"ok"} and not rd.profiles
+    failures = [e for e in rd.events if e["kind"] == "failure"]
+    assert len(failures) == 1 and failures[0]["message"].startswith("profile of puzzles")
+    assert "BoardTimeout" in failures[0]["message"]
+    build_report(out)
+    assert "Without a profile (1: " in (out / "report.md").read_text()
+    real, calls = S.profile_puzzles, []
+    monkeypatch.setattr(S, "profile_puzzles", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    for _ in range(2):
+        farm_run(plan, qemu_boards(("good", None)), out, resume=True, log=lambda m: None)
+    assert calls == [1]
+    by_job = _profiles_by_job(out)
+    assert len(by_job) == 1
+    _assert_profile_adds_up(next(iter(by_job.values())), "instructions", 2)
+    assert len(load_run(out).results) == 4
+    build_report(out)
+    assert "Without a profile" not in (out / "report.md").read_text()
+
+
+@needs_qemu
+def test_an_answer_that_changes_under_the_profile_stops_the_run(tmp_path, monkeypatch):
+    """The profile is handed the puzzles' plain rows: a profiled answer that differs from them is a
+    firmware bug, not a board failure. Here the plain rows are made to say one more step."""
+    from harness.farm.scheduler import FarmStopped
+    real = Journal.job_results
+
+    def one_more_step(self, run, job):
+        rows = real(self, run, job)
+        for r in rows.values():
+            r["steps"] += 1
+        return rows
+
+    monkeypatch.setattr(Journal, "job_results", one_more_step)
+    out = tmp_path / "run"
+    with pytest.raises(FarmStopped, match="answers differently with PROFILE"):
+        farm_run(plan_from_dict(SMALL, "small"), qemu_boards(("q1", None)), out, log=lambda m: None)
+    assert not _profiles_by_job(out) and len(load_run(out).results) == 4
+
+
+def test_a_host_board_journals_its_profile_as_host_ns(tmp_path):
+    """The host build answers PROFILE too: its profile is journalled and shown in host-ns, its own kind."""
+    from harness.report.build import Doc, _profile_blocks, to_markdown
+    out = tmp_path / "run"
+    farm_run(plan_from_dict({**SMALL, "run": {"profile_puzzles": 3}}, "small"), [BoardSpec("h1", "host", TARGET)],
+             out, log=lambda m: None)
+    [ops] = _profiles_by_job(out).values()
+    _assert_profile_adds_up(ops, "host-ns", 3)
+    assert {r["counter_unit"] for r in ops} == {"ns"} and {r["backend"] for r in ops} == {"host"}
+    rd = load_run(out)
+    doc = Doc()
+    _profile_blocks(doc, tables(rd), rd, tmp_path)
+    md = to_markdown(doc)
+    assert "| operation | calls | host-ns | share | host-ns_per_mac |" in md
+    assert "host-ns per puzzle over 3 puzzle(s)" in md and "instructions" not in md
 
 
 @needs_qemu

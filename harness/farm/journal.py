@@ -8,6 +8,10 @@ Tables:
            'board_failure' (no healthy board was left to answer) or 'does_not_fit' (the blob or the
            firmware image does not fit the target: ``figures.fit``)
   host     (run, job) → host-side figures of a model × recipe × depth (golden/torch accuracy, fidelity)
+  profiles (run, job, op) → one operation of the job's profile (``harness.run.profile_puzzles`` on
+           the plan's first ``[run] profile_puzzles`` puzzles): its calls, counter, counts and share,
+           with the job's whole-profile facts on every row (``PROFILE_COLUMNS``); a job's rows land in
+           one transaction, all or none, once per run
   events   what happened to boards: failures, resets, quarantines, and the error that stopped a run
            (timing-dependent; never in the tables)
 
@@ -31,10 +35,26 @@ CREATE TABLE IF NOT EXISTS results (
     board TEXT, attempts INTEGER NOT NULL, row TEXT NOT NULL, PRIMARY KEY (run, job, puzzle));
 CREATE TABLE IF NOT EXISTS host (
     run TEXT NOT NULL, job TEXT NOT NULL, row TEXT NOT NULL, PRIMARY KEY (run, job));
+CREATE TABLE IF NOT EXISTS profiles (
+    run TEXT NOT NULL, job TEXT NOT NULL, op TEXT NOT NULL, position INTEGER NOT NULL,
+    model TEXT NOT NULL, recipe TEXT NOT NULL, depth TEXT NOT NULL, target TEXT NOT NULL,
+    board TEXT NOT NULL, backend TEXT NOT NULL, counts_kind TEXT NOT NULL, counter_unit TEXT NOT NULL,
+    puzzles INTEGER NOT NULL, calls INTEGER NOT NULL, counter INTEGER NOT NULL, counts REAL NOT NULL,
+    share REAL NOT NULL, macs INTEGER, counts_per_mac REAL, total REAL NOT NULL, total_counter INTEGER NOT NULL,
+    plain_total REAL, marks_share REAL, top TEXT, PRIMARY KEY (run, job, op));
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, time REAL NOT NULL, board TEXT,
     job TEXT, kind TEXT NOT NULL, message TEXT);
 """
+
+# a profile row: the operation (its position in harness.profile.OPS; calls; counter in the counter's
+# unit; counts in counts_kind units, instructions on an emulator; share of the total; MACs and counts per
+# MAC where it multiplies), then the job's whole profile, the same on each of its rows: the puzzles
+# profiled, the total (counts_kind units, and in the counter's unit: the operations' counters add up
+# to it), the same puzzles' plain total, the marks' share of it and the top operation
+PROFILE_COLUMNS = ("op", "position", "model", "recipe", "depth", "target", "board", "backend", "counts_kind",
+                   "counter_unit", "puzzles", "calls", "counter", "counts", "share", "macs", "counts_per_mac",
+                   "total", "total_counter", "plain_total", "marks_share", "top")
 
 NAME = "journal.sqlite"
 # what a run's start writes, in one transaction: a journal holding some but not all of them was killed
@@ -100,17 +120,22 @@ class Journal:
     def set_meta(self, key: str, value: Any) -> None:
         self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
 
-    def set_metas(self, values: dict[str, Any]) -> None:
-        """Several meta keys in one transaction: all of them land, or none (a run's id, plan and digest)."""
+    def _write_all(self, sql: str, rows: list[tuple]) -> None:
+        """``sql`` for every row, in one transaction: all of them land, or none."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for key, value in values.items():
-                    self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+                for args in rows:
+                    self.db.execute(sql, args)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    def set_metas(self, values: dict[str, Any]) -> None:
+        """Several meta keys in one transaction: all of them land, or none (a run's id, plan and digest)."""
+        self._write_all("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        [(key, json.dumps(value, sort_keys=True)) for key, value in values.items()])
 
     def record(self, run: str, job: str, puzzle: str, status: str, board: str | None, attempts: int,
                row: dict[str, Any]) -> None:
@@ -121,6 +146,13 @@ class Journal:
 
     def record_host(self, run: str, job: str, row: dict[str, Any]) -> None:
         self._write("INSERT OR REPLACE INTO host VALUES (?, ?, ?)", (run, job, json.dumps(row, sort_keys=True)))
+
+    def record_profile(self, run: str, job: str, rows: list[dict[str, Any]]) -> None:
+        """A job's profile, one row per operation (``PROFILE_COLUMNS``), in one transaction. Written once
+        per job and run: a second profile of the job is refused (the primary key), never mixed in."""
+        cols = ("run", "job") + PROFILE_COLUMNS
+        self._write_all(f"INSERT INTO profiles ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [(run, job) + tuple(r.get(c) for c in PROFILE_COLUMNS) for r in rows])
 
     def event(self, run: str, kind: str, message: str, board: str | None = None, job: str | None = None) -> None:
         self._write("INSERT INTO events (run, time, board, job, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
@@ -150,6 +182,21 @@ class Journal:
             out.append({**json.loads(row), "job": job, "puzzle_id": puzzle, "status": status, "board": board,
                         "attempts": attempts})
         return out
+
+    def job_results(self, run: str, job: str) -> dict[str, dict[str, Any]]:
+        """The 'ok' rows of ``job`` by puzzle id."""
+        return {p: json.loads(row) for p, row in self._rows(
+            "SELECT puzzle, row FROM results WHERE run = ? AND job = ? AND status = 'ok'", (run, job))}
+
+    def profiles(self, run: str) -> list[dict[str, Any]]:
+        """Every profile row of the run, by job and the operations' order (``PROFILE_COLUMNS`` and job)."""
+        cols = ("job",) + PROFILE_COLUMNS
+        return [dict(zip(cols, r)) for r in self._rows(
+            f"SELECT {', '.join(cols)} FROM profiles WHERE run = ? ORDER BY job, position", (run,))]
+
+    def profiled(self, run: str) -> set[str]:
+        """Jobs whose profile is journalled."""
+        return {j for (j,) in self._rows("SELECT DISTINCT job FROM profiles WHERE run = ?", (run,))}
 
     def host_rows(self, run: str) -> list[dict[str, Any]]:
         return [{**json.loads(row), "job": job}

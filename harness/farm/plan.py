@@ -4,7 +4,7 @@ them (timeouts, retries, quarantine) and what a deployable configuration must me
 A plan is a TOML file: top-level ``name``, ``models``, ``recipes`` (integer recipes, run on the boards),
 ``host_recipes`` (host only: the fp32 reference), ``depths`` ('T,n,steps[,halt]' or 'default') and
 ``targets``; tables ``[puzzles]`` (``count`` + ``seed`` of generated held-out puzzles, or ``file``),
-``[run]`` (timeouts, retries, quarantine, parallel cap), ``[budgets]`` (every target; a
+``[run]`` (timeouts, retries, quarantine, parallel cap, the puzzles of a job profiled), ``[budgets]`` (every target; a
 ``[budgets.<target>]`` table overrides per target), ``[statistics]`` (the confidence of intervals and
 tests, how an accuracy budget is judged on an interval, the interval width asked for) and
 ``[regression]`` (what ``harness report --baseline`` calls a regression). ``VALUES`` below gives every key's type and range; docs/farm.md
@@ -49,6 +49,7 @@ class RunOptions:
     start_timeout_s: float = 30.0
     max_parallel: int = 0            # emulated boards running at once; 0 = the host's cores
     check: bool = True               # compare every puzzle with golden, bit for bit
+    profile_puzzles: int = 2         # a job's first N puzzles run again with PROFILE after its plain runs; 0 = none
 
 
 @dataclass
@@ -123,7 +124,8 @@ DAY_S = 86_400.0
 VALUES: dict[str, dict[str, tuple[str, float | None, float | None]]] = {
     "run": {"puzzle_timeout_s": ("number>", 0, DAY_S), "retries": ("integer", 0, 100),
             "quarantine_after": ("integer", 1, 10_000), "start_timeout_s": ("number>", 0, DAY_S),
-            "max_parallel": ("integer", 0, 1024), "check": ("boolean", None, None)},
+            "max_parallel": ("integer", 0, 1024), "check": ("boolean", None, None),
+            "profile_puzzles": ("integer", 0, MAX_PUZZLES)},
     "budgets": {"latency_ms": ("number>", 0, None), "energy_uj": ("number>", 0, None),
                 "min_exact_accuracy": ("number", 0, 1)},
     "regression": {"exact_accuracy_drop": ("number", 0, 1), "cell_accuracy_drop": ("number", 0, 1),

@@ -7,8 +7,11 @@ fault, a dead emulator, a lost probe) is an event: the board is reset (closed an
 the puzzle retried, ``run.retries`` times; a board that still
 fails, or has failed ``run.quarantine_after`` times in the run, is quarantined and its job goes back to the queue for another board of the same target. When no
 healthy board of a target is left, its remaining puzzles are journalled as ``board_failure`` (never as
-wrong answers) and ``--resume`` tries them again. Anything else (a refused request, a bad input, a bug
-in the harness) is not a board's fault: the run stops, every board is closed, the journal keeps what
+wrong answers) and ``--resume`` tries them again. Once a job's puzzles all have rows, its first
+``[run] profile_puzzles`` puzzles run again with the firmware's per-operation profile
+(``harness.run.profile_puzzles``) into the journal's profiles, once per job; a board failure there is an
+event, and the job goes without a profile until a resume. Anything else (a refused request, a bad
+input, a bug in the harness) is not a board's fault: the run stops, every board is closed, the journal keeps what
 was recorded, and the error reaches the caller.
 
 Emulated boards share the host's cores: at most ``run.max_parallel`` of them (default: the core
@@ -29,13 +32,14 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import figures as F
+from .. import profile as PR
 from ..boards.base import Board
 from ..boards.errors import BoardFailure
 from ..boards.inventory import BoardSpec
 from ..depth import Depth
 from ..models.evaluate import default_depth
 from ..probe.gdb import ProbeError
-from ..run import golden_batch, prebuilt_sections, puzzle_row
+from ..run import golden_batch, prebuilt_sections, profile_puzzles, puzzle_row
 from ..targets import Target, load_target
 from .folder import FolderError, match_journal
 from .journal import Journal
@@ -169,12 +173,14 @@ class Farm:
         self.skipped: list[tuple[Job, str]] = []
         self.targets: dict[str, Target] = {t: load_target(t) for t in plan.targets}
         sections = {name: prebuilt_sections(t) for name, t in self.targets.items()}   # one manifest read a target
+        profiled = journal.profiled(run)
         for job in plan.jobs():
             fit = F.fit(self.targets[job.target], len(prep.blobs[(job.model, job.recipe)].blob), sections[job.target])
             if not fit["fits_flash"]:
                 self.skipped.append((job, fit["does_not_fit"]))
                 continue
-            if len(journal.done(run, job.key)) < len(prep.models[job.model].puzzles):
+            if len(journal.done(run, job.key)) < len(prep.models[job.model].puzzles) or \
+                    (plan.run.profile_puzzles and job.key not in profiled):
                 self.queues[job.target].append(job)
         self.states = [BoardState(s) for s in inventory if s.target in self.queues]
         self.stopping = threading.Event()      # set when a worker hit an error that is not a board's
@@ -321,14 +327,8 @@ class Farm:
                     wall = time.monotonic() - t0
                     break
                 except BOARD_FAILURES as e:
-                    st.failures += 1
-                    st.last_error = f"{type(e).__name__}: {e}"[:300]
-                    self.journal.event(self.run_id, "failure", f"puzzle {p.id}, attempt {attempts}: {st.last_error}",
-                                       st.spec.id, job.key)
-                    if board is not None:
-                        board.close()
-                        board = None
-                    st.resets += 1
+                    self._failed(st, job, board, e, f"puzzle {p.id}, attempt {attempts}")
+                    board = None
                     if attempts > self.plan.run.retries:
                         raise Quarantined(f"{st.spec.id} failed puzzle {p.id} {attempts} times "
                                           f"(last: {st.last_error})")
@@ -344,6 +344,54 @@ class Farm:
             self.journal.record(self.run_id, job.key, p.id, "ok", st.spec.id, attempts, row)
             st.puzzles += 1
             st.busy_s += wall
+        if self.plan.run.profile_puzzles and not self.stopping.is_set():
+            board = self._profile(st, job, board)
+        return board
+
+    def _failed(self, st: BoardState, job: Job, board: Board | None, e: BaseException, what: str) -> None:
+        """A board failure during ``what``: an event, and the board closed (the caller starts it again)."""
+        st.failures += 1
+        st.last_error = f"{type(e).__name__}: {e}"[:300]
+        self.journal.event(self.run_id, "failure", f"{what}: {st.last_error}", st.spec.id, job.key)
+        if board is not None:
+            board.close()
+        st.resets += 1
+
+    def _profile(self, st: BoardState, job: Job, board: Board | None) -> Board | None:
+        """The job's first ``[run] profile_puzzles`` puzzles again with the RUN flag PROFILE, once all its
+        puzzles have their rows, into the journal's profiles (one transaction; skipped when the job has
+        one). Their plain rows go along, so an answer that changes under PROFILE stops the run (a
+        firmware bug). A board failure here is an event and no more: the board is reset, the job keeps
+        its rows and goes without a profile, and ``--resume`` profiles it."""
+        if job.key in self.journal.profiled(self.run_id):
+            return board
+        mi = self.prep.models[job.model]
+        bi = self.prep.blobs[(job.model, job.recipe)]
+        depth = self.prep.depth(job.model, job.depth)
+        puzzles = mi.puzzles[:self.plan.run.profile_puzzles]
+        done = self.journal.job_results(self.run_id, job.key)
+        if any(p.id not in done for p in puzzles):
+            return board
+        try:
+            if board is None:
+                board = self._start(st, job)
+            prof = profile_puzzles(board, bi.blob, mi.task, puzzles, depth, [done[p.id] for p in puzzles],
+                                   timeout=self.plan.run.puzzle_timeout_s)
+        except BOARD_FAILURES as e:
+            self._failed(st, job, board, e, f"profile of puzzles {', '.join(p.id for p in puzzles)} "
+                                            "(the job goes without one; --resume profiles it)")
+            return None
+        except BaseException:
+            if board is not None:
+                board.close()
+            raise
+        whole = {"model": job.model, "recipe": job.recipe, "depth": depth.label(), "target": job.target,
+                 "board": st.spec.id, "backend": st.spec.backend, "top": prof["top"],
+                 **{k: prof.get(k) for k in ("counts_kind", "counter_unit", "puzzles", "total", "total_counter",
+                                             "plain_total", "marks_share")}}
+        self.journal.record_profile(self.run_id, job.key, [
+            {**whole, **{k: r.get(k) for k in ("op", "calls", "counter", "counts", "share", "macs", "counts_per_mac")},
+             "position": PR.NAMES.index(r["op"])} for r in prof["ops"]])
         return board
 
     def _record_unrunnable(self) -> None:

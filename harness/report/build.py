@@ -13,11 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+from .. import figures as F
 from .. import stats as S
 from .baseline import Change, changes_frame, changes_markdown, compare
 from .decide import FLAG_RULE, TargetDecision, accuracy_text, decide, decisions_json, label
 from .html import to_html
-from .plots import all_plots
+from .plots import all_plots, profile_shares
 from .tables import KEY, cell_text, confidence, load_run, tables
 
 CONFIG_COLUMNS = ["model", "recipe", "depth", "target", "puzzles", "board_failures", "golden_match",
@@ -190,6 +191,50 @@ def _provenance_blocks(doc: Doc, rd, configs: pd.DataFrame) -> None:
     doc.ul(items)
 
 
+def _profile_blocks(doc: Doc, t: dict[str, pd.DataFrame], rd, dest: Path) -> None:
+    """Where each configuration's counts go (the journal's profiles): the top cost per configuration in
+    words, the stacked bars, and per counts kind the table of operations. A plan without profiles
+    (``[run] profile_puzzles = 0``, or a journal from before them) has no such section."""
+    asked = int((rd.plan.get("run") or {}).get("profile_puzzles", 0))
+    if not asked:
+        return
+    prof, configs = t["profiles"], t["configs"]
+    doc.h(2, "Where the counts go: per-operation profile")
+    doc.p(f"A cost figure, like latency and energy (so it holds for cost-only models too): each configuration's "
+          f"first {asked} puzzle(s) (the plan's [run] profile_puzzles) run again after its plain runs with the "
+          "firmware's per-operation profile (RUN flag PROFILE), their answers checked equal to the plain runs'. "
+          "The count of those runs is split over the interpreter's operations, the parts adding up to the total "
+          "exactly; the profile's own marks add the share stated below to the plain runs' count."
+          + "".join(f" Counts on {b}: {F.counts_note(b)}." for b in sorted(set(prof.backend))))
+    profiled = {key: g.sort_values("position") for key, g in prof.groupby(KEY, sort=True)}
+    missing = [f"{r.model} {r.recipe} {r.depth} on {r.target}" for r in configs.itertuples()
+               if pd.notna(getattr(r, "counts_kind", None)) and (r.model, r.recipe, r.depth, r.target) not in profiled]
+    if missing:
+        doc.p(f"Without a profile ({len(missing)}: a board failure during it, or the run stopped before it; "
+              "`harness farm run --resume` profiles them): " + ", ".join(missing) + ".")
+    if not profiled:
+        return
+    lines = []
+    for (model, recipe, depth, target), g in sorted(profiled.items(), key=lambda kv: (kv[0][3], kv[0])):
+        r = g.iloc[0]
+        top = g[g.op == r.top].iloc[0]
+        marks = f"; the marks add {r.marks_share:.2%}" if pd.notna(r.marks_share) else ""
+        lines.append(f"top cost on {target} for {model} {recipe} {depth}: {r.top} {top.share:.1%} (of "
+                     f"{r.total / r.puzzles:,.0f} {r.counts_kind} per puzzle over {r.puzzles} puzzle(s){marks})")
+    doc.ul(lines)
+    png = profile_shares(prof)
+    (dest / "plots").mkdir(exist_ok=True)
+    (dest / "plots" / "profile.png").write_bytes(png)
+    doc.image("profile", "Per-operation profile: each operation's share per configuration and target", png)
+    for kind, g in prof.groupby("counts_kind", sort=True):
+        doc.table(pd.DataFrame({
+            "model": g.model, "recipe": g.recipe, "depth": g.depth, "target": g.target, "operation": g.op,
+            "calls": g.calls.astype(int), kind: g.counts.round().astype(int),
+            "share": [f"{100 * v:.1f}%" for v in g.share],
+            f"{kind}_per_mac": g.counts_per_mac.astype(float)}).reset_index(drop=True),
+            f"profile-{kind}", ("model", "recipe", "target", "operation"))
+
+
 def build_report(out: Path, baseline: Path | None = None, thresholds: dict | None = None) -> Report:
     rd = load_run(out)
     t = tables(rd)
@@ -258,13 +303,15 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
         for name, (title, png) in plots.items():
             (dest / "plots" / f"{name}.png").write_bytes(png)
             doc.image(name, title, png)
+    _profile_blocks(doc, t, rd, dest)
     if failures:
         doc.h(2, "Board failures")
         doc.ul([f"{e['board']}: {e['kind']}: {e['message']}" for e in failures[:50]]
                + ([f"… {len(failures) - 50} more in the journal"] if len(failures) > 50 else []))
     _provenance_blocks(doc, rd, c)
     doc.h(2, "Files")
-    doc.ul(["configs / puzzles / host / host_puzzles .csv and .parquet: the tidy tables", "decisions.json, provenance.json",
+    doc.ul(["configs / puzzles / host / host_puzzles / profiles .csv and .parquet: the tidy tables",
+            "decisions.json, provenance.json",
             "journal.sqlite: every row as it arrived, and the board events", "logs/: one log per board start"])
     (dest / "report.md").write_text(to_markdown(doc))
     (dest / "report.html").write_text(to_html(doc, f"{plan_name} {rd.run}"))

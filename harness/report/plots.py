@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from ..profile import NAMES  # noqa: E402
+
 plt.rcParams.update({"figure.dpi": 96, "font.size": 9, "svg.hashsalt": "harness"})
 MARKERS = "osD^v<>P*X"
 
@@ -240,6 +242,42 @@ def trend_plot(long: pd.DataFrame, runs: list[str]) -> bytes:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _png(fig)
 
+
+def profile_shares(profiles: pd.DataFrame) -> bytes:
+    """The per-operation profile as stacked horizontal bars: one panel per target and counts kind (a
+    bar never mixes kinds), one bar per configuration, one segment per operation in ``profile.OPS``
+    order and colour (the same operation the same colour in every panel); a segment of 8% or more
+    carries its share."""
+    colours = plt.get_cmap("tab20").colors
+    panels = dict(list(profiles.groupby(["target", "counts_kind"], sort=False)))
+    rows = {key: list(dict.fromkeys(zip(g.model, g.recipe, g.depth))) for key, g in panels.items()}
+    heights = [0.9 + 0.34 * len(c) for c in rows.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.6, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    seen: set[int] = set()
+    for ax, ((target, kind), sub) in zip(axes[:, 0], panels.items()):
+        configs = rows[(target, kind)]
+        for y, (m, r, d) in enumerate(configs):
+            one = sub[(sub.model == m) & (sub.recipe == r) & (sub.depth == d)].sort_values("position")
+            left = 0.0
+            for _, op in one.iterrows():
+                width = 100 * float(op.share)
+                ax.barh(y, width, left=left, height=0.7, color=colours[int(op.position) % len(colours)],
+                        edgecolor="white", linewidth=0.4)
+                if width >= 8:
+                    ax.text(left + width / 2, y, f"{width:.0f}%", ha="center", va="center", fontsize=7)
+                left += width
+                seen.add(int(op.position))
+        ax.set_yticks(range(len(configs)), [f"{m} {r} {d}" for m, r, d in configs], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel(f"share of the profiled {kind} (%)")
+        ax.set_title(f"{target}: per-operation profile, {kind}", fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i % len(colours)], label=NAMES[i]) for i in sorted(seen)]
+    fig.tight_layout()
+    legend = fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(handles)),
+                        fontsize=7, frameon=False)
+    return _png(fig, [legend])
 
 
 def all_plots(tables: dict[str, pd.DataFrame], decisions: list | None = None) -> dict[str, tuple[str, bytes]]:

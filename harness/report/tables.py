@@ -6,6 +6,8 @@
            paired tests against fp32 need them)
   configs  one row per (model, recipe, depth, target): device accuracy, latency, energy proxy, memory
            against the target's limits, joined with the host figures and the fp32 reference
+  profiles one row per (model, recipe, depth, target, operation): the per-operation profile of the
+           job's first puzzles (the journal's profiles, ``farm.journal.PROFILE_COLUMNS``)
 
 Every accuracy has its interval beside it (``<name>_lo`` and ``<name>_hi``, at the plan's
 [statistics] confidence; ``harness.stats`` says which interval).
@@ -15,7 +17,7 @@ on emulators give identical tables.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import fsum
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import pandas as pd
 
 from .. import figures as F
 from .. import stats as S
-from ..farm.journal import NAME, Journal
+from ..farm.journal import NAME, PROFILE_COLUMNS, Journal
 from ..targets import load_target
 
 KEY = ["model", "recipe", "depth", "target"]
@@ -43,6 +45,7 @@ class RunData:
     events: list[dict[str, Any]]
     finished: str | None
     command: str | None = None
+    profiles: list[dict[str, Any]] = field(default_factory=list)
 
 
 def cell_text(v) -> str:
@@ -63,7 +66,7 @@ def load_run(out: Path) -> RunData:
         if run is None:
             raise ValueError(f"{out / NAME} holds no run")
         return RunData(out, run, j.meta("plan", {}), j.meta("provenance", {}), j.results(run), j.host_rows(run),
-                       j.events(run), j.meta("finished"), j.meta("command"))
+                       j.events(run), j.meta("finished"), j.meta("command"), j.profiles(run))
 
 
 def puzzle_table(rd: RunData) -> pd.DataFrame:
@@ -165,6 +168,14 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
     return df.sort_values(KEY).reset_index(drop=True)
 
 
+def profile_table(rd: RunData) -> pd.DataFrame:
+    """The journal's profile rows with their config key first, in the operations' order."""
+    cols = KEY + [c for c in PROFILE_COLUMNS if c not in KEY]
+    df = pd.DataFrame([{k: v for k, v in r.items() if k not in VOLATILE} for r in rd.profiles], columns=cols)
+    return df.sort_values(KEY + ["position"]).reset_index(drop=True)
+
+
 def tables(rd: RunData) -> dict[str, pd.DataFrame]:
     p, h = puzzle_table(rd), host_table(rd)
-    return {"puzzles": p, "host": h, "host_puzzles": host_puzzle_table(rd), "configs": config_table(rd, p, h)}
+    return {"puzzles": p, "host": h, "host_puzzles": host_puzzle_table(rd), "configs": config_table(rd, p, h),
+            "profiles": profile_table(rd)}
