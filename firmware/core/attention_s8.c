@@ -29,6 +29,45 @@ size_t trm_attention_s8_scratch_bytes(const trm_attention *p, int L, int D)
     return lin ? trm_scratch_align(buffers(L, D)) + lin : buffers(L, D);
 }
 
+/* score[j] = q . k_j over the head's hd channels, k_j = keys + j * D. DSP: q arranged once into the
+ * SXTB16 lane pairs (linear_s8.c's layout), 4 channels per 2 SXTB16 + 2 SMLAD; Helium: one predicated
+ * load and VMLADAV per key for hd <= 16; else, and for other head sizes, the portable loop. */
+static void scores(const int8_t *q, const int8_t *keys, int L, int D, int hd, int32_t *score)
+{
+#if TRM_LINEAR_PATH == TRM_LINEAR_DSP
+    enum { MAX_HD = 64 };
+    if (hd % 4 == 0 && hd <= MAX_HD) {
+        uint32_t qa[MAX_HD / 2];
+        const int groups = hd / 4;
+        for (int g = 0; g < groups; ++g) {
+            const uint32_t v = trm_load32(q + 4 * g);
+            qa[2 * g] = trm_sxtb16(v);
+            qa[2 * g + 1] = trm_sxtb16_ror8(v);
+        }
+        for (int j = 0; j < L; ++j, keys += D) {
+            int32_t acc = 0;
+            for (int g = 0; g < groups; ++g) {
+                const uint32_t w = trm_load32(keys + 4 * g);
+                acc = __smlad((int32_t)trm_sxtb16(w), (int32_t)qa[2 * g], acc);
+                acc = __smlad((int32_t)trm_sxtb16_ror8(w), (int32_t)qa[2 * g + 1], acc);
+            }
+            score[j] = acc;
+        }
+        return;
+    }
+#elif TRM_LINEAR_PATH == TRM_LINEAR_MVE
+    if (hd <= 16) {
+        const mve_pred16_t lanes = vctp8q((uint32_t)hd);
+        const int8x16_t qv = vldrbq_z_s8(q, lanes);
+        for (int j = 0; j < L; ++j, keys += D)
+            score[j] = vmladavq_s8(qv, vldrbq_z_s8(keys, lanes));
+        return;
+    }
+#endif
+    for (int j = 0; j < L; ++j, keys += D)
+        score[j] = trm_dot_s8(q, keys, hd);
+}
+
 trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual *res, int8_t *h, int L,
                                      int D, void *scratch)
 {
@@ -48,6 +87,7 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
     const trm_mat Wq = trm_mat_rows(&p->qkv, 0, D);
     const trm_mat Wk = trm_mat_rows(&p->qkv, D, D);
     const trm_mat Wv = trm_mat_rows(&p->qkv, 2 * D, D);
+    const int32_t pv_M = p->pv_M, pv_n = p->pv_n;
     trm_status st = TRM_OK;
 
     for (int j = 0; j < L && st == TRM_OK; ++j) {
@@ -69,18 +109,23 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
             trm_prof(p->prof, TRM_OP_ROTARY);
             st = trm_rope_s8(q + off, hd, p->cos + (size_t)i * (size_t)half, p->sin + (size_t)i * (size_t)half);
             trm_prof(p->prof, TRM_OP_SOFTMAX);
-            for (int j = 0; j < L && st == TRM_OK; ++j)
-                score[j] = trm_dot_s8(q + off, key + (size_t)j * (size_t)D + off, hd);
+            if (st == TRM_OK)
+                scores(q + off, key + off, L, D, hd, score);
             if (st == TRM_OK)
                 st = trm_softmax_q15(score, L, p->score_M, p->score_n);
             trm_prof(p->prof, TRM_OP_VALUES);
-            for (int c = 0; c < hd && st == TRM_OK; ++c) {
-                /* sum_j P[j] <= 2^15 + L/2 and |v| <= 128: the sum stays below 2^31 */
-                int32_t acc = 0;
+            /* sum_j P[j] <= 2^15 + L/2 and |v| <= 128: the sums stay below 2^31. Two channels per
+             * pass (hd is even) along the value rows, in registers */
+            for (int c = 0; c < hd && st == TRM_OK; c += 2) {
+                int32_t acc0 = 0, acc1 = 0;
                 const int8_t *vc = val + off + c;
-                for (int j = 0; j < L; ++j)
-                    acc += score[j] * (int32_t)vc[(size_t)j * (size_t)D];
-                a[off + c] = (int8_t)trm_requantize(acc, p->pv_M, p->pv_n, TRM_INT8_MIN, TRM_INT8_MAX);
+                for (int j = 0; j < L; ++j, vc += D) {
+                    const int32_t pj = score[j];
+                    acc0 += pj * (int32_t)vc[0];
+                    acc1 += pj * (int32_t)vc[1];
+                }
+                a[off + c] = (int8_t)trm_requantize(acc0, pv_M, pv_n, TRM_INT8_MIN, TRM_INT8_MAX);
+                a[off + c + 1] = (int8_t)trm_requantize(acc1, pv_M, pv_n, TRM_INT8_MIN, TRM_INT8_MAX);
             }
         }
         trm_prof(p->prof, TRM_OP_ATT_OUT);
