@@ -65,10 +65,13 @@ def test_whole_model_cost(table, target, model, recipe):
     blob = export_blob(model, recipe)
     _, items = load_puzzle_source(task, str(PUZZLES), 1000)
     d = Depth.parse(DEPTH, None)
-    with QemuBoard(load_target(target), blob=blob, board_id=f"bench-{target}") as b:
-        b.start(timeout=60.0)
+    b = QemuBoard(load_target(target), blob=blob, board_id=f"bench-{target}")
+    b.start(timeout=60.0)
+    try:
         plain = run_puzzles(b, blob, task, items, d)
         prof = profile_puzzles(b, blob, task, items, d, plain["rows"])
+    finally:
+        b.close()
     s = plain["summary"]
     assert s["golden_match"] == s["puzzles"], "the firmware must agree with golden bit for bit"
     assert prof["parts_counter"] == prof["total_counter"]

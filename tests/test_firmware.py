@@ -131,6 +131,20 @@ def test_board_survives_bad_input(open_board, blobs):
 
 
 @pytest.mark.board
+@pytest.mark.board
+def test_starting_a_running_board_again_stops_its_old_process(open_board, blobs):
+    """`with board:` starts it; a start() inside used to leave the first emulator running, unreachable
+    (the whole-model bench piled up 40 of them)."""
+    with open_board("mps2-an386", blobs("sudoku6-mlp", "int8")) as board:
+        old = getattr(board, "proc", None)
+        if old is None:
+            pytest.skip(f"{board.backend} boards run no process")
+        board.start()
+        assert old.poll() is not None, "the first process still runs"
+        assert board.proc is not old and board.proc.poll() is None
+        assert board.ping(b"again") == b"again"
+
+
 def test_a_reset_board_answers_again(open_board, blobs):
     """The farm's reset: close the board and start it again (firmware and blob as before)."""
     with open_board("mps2-an386", blobs("sudoku6-mlp", "int8")) as board:

@@ -52,7 +52,6 @@ def _profiled(open_board, target: str, model: str, recipe: str = "int8", depth: 
     _, items = load_puzzle_source(task, str(puzzles), 1000)
     d = Depth.parse(depth, None)
     with open_board(target, blob) as b:
-        b.start()
         plain = run_puzzles(b, blob, task, items, d)
         return b.backend, plain, profile_puzzles(b, blob, task, items, d, plain["rows"])
 

@@ -290,6 +290,11 @@ class EmulatorProcess:
         self.log_path: Path | None = None
 
     def _workspace(self, prefix: str) -> tuple[Path, Path | None]:
+        """A fresh scratch folder (with the blob) for a new process. A board has one process: starting
+        one that is still running (``with board:`` and then ``board.start()``) stops the old one first,
+        which was otherwise left running, unreachable, polling its UART on a core."""
+        if self.proc is not None or self.tmp is not None:
+            self._stop()
         self.tmp = tempfile.TemporaryDirectory(prefix=f"{prefix}-{self.target.name}-")
         work = Path(self.tmp.name)
         blob_path = None
