@@ -285,6 +285,12 @@ def test_a_host_board_journals_its_profile_as_host_ns(tmp_path):
     md = to_markdown(doc)
     assert "| operation | calls | host-ns | share | host-ns_per_mac |" in md
     assert "host-ns per puzzle over 3 puzzle(s)" in md and "instructions" not in md
+    # the whole report of a host-board run: host-ns counts have no energy proxy, which the decision
+    # text says instead of formatting a missing number
+    from harness.report.build import build_report
+    build_report(out)
+    report = (out / "report.md").read_text()
+    assert "no energy proxy" in report and "nan uJ" not in report
 
 
 @needs_qemu

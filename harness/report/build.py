@@ -16,7 +16,7 @@ import pandas as pd
 from .. import figures as F
 from .. import stats as S
 from .baseline import Change, changes_frame, changes_markdown, compare
-from .decide import FLAG_RULE, TargetDecision, accuracy_text, decide, decisions_json, label
+from .decide import FLAG_RULE, TargetDecision, accuracy_text, decide, decisions_json, energy_text, label
 from .html import to_html
 from .plots import all_plots, profile_shares
 from .tables import KEY, cell_text, confidence, load_run, tables
@@ -121,7 +121,7 @@ def target_card(d: TargetDecision) -> dict[str, Any]:
                 "tied": any(r is t for t in d.tied) or r is d.best}
     card: dict[str, Any] = {"target": d.target, "recommended": label(rec) if rec else None, "reasons": d.reasons,
                             "confidence": d.confidence, "runners_up": [line(r) for r in d.runners_up],
-                            "pareto": [{**line(r), "energy_uj": float(r["energy_uj"]), "flash": int(r["flash_total"]),
+                            "pareto": [{**line(r), "energy_uj": None if pd.isna(r["energy_uj"]) else float(r["energy_uj"]), "flash": int(r["flash_total"]),
                                         "ram_peak": int(r["ram_inference_peak"])} for r in d.pareto],
                             "flagged": [{"config": label(r), "text": _flag_text(d, r)} for r in d.flagged],
                             "not_fitting": [{"config": label(r), "why": r["why"]} for r in d.not_fitting]}
@@ -158,7 +158,7 @@ def _card_markdown(c: dict[str, Any]) -> str:
                                                + (" (tied)" if r["tied"] else "") for r in c["runners_up"])]
     if c["pareto"]:
         out += ["", "Pareto front of the configurations that fit (puzzle-exact accuracy, latency, energy, memory):", ""]
-        out += [f"- {r['config']}: puzzle-exact {r['accuracy']}, {r['latency_ms']:.2f} ms, {r['energy_uj']:.0f} uJ, "
+        out += [f"- {r['config']}: puzzle-exact {r['accuracy']}, {r['latency_ms']:.2f} ms, {energy_text(r['energy_uj'])}, "
                 f"flash {r['flash']:,} B, inference RAM {r['ram_peak']:,} B" for r in c["pareto"]]
     if c["flagged"]:
         out += ["", f"{FLAG_RULE}:", ""]

@@ -68,6 +68,13 @@ def _pct(v) -> str:
     return f"{100 * v:.1f}%"
 
 
+def energy_text(v, prefix: str = "") -> str:
+    """An energy proxy in uJ, or why there is none (host-ns counts have no energy model)."""
+    if v is None or pd.isna(v):
+        return "no energy proxy (the counts are not instructions or cycles)"
+    return f"{prefix}{float(v):.0f} uJ"
+
+
 def accuracy_text(r: dict, name: str = "exact_accuracy", conf: float = S.CONFIDENCE) -> str:
     """'95.8% [86.0, 98.8]' with the interval when the row has it."""
     lo, hi = r.get(f"{name}_lo"), r.get(f"{name}_hi")
@@ -205,8 +212,8 @@ def _recommend(d: TargetDecision, device: dict[tuple, dict[str, bool]]) -> None:
                          + ("it is the fastest" if rec is not best else "the most accurate is also the fastest")
                          + (f" ({rec['latency_ms']:.2f} ms against {best['latency_ms']:.2f} ms for {label(best)})"
                             if rec is not best else ""))
-    d.reasons.append(f"latency {rec['latency_ms']:.2f} ms ({rec['latency_basis']}), energy proxy "
-                     f"{rec['energy_uj']:.0f} uJ, {rec['blob_bytes']:,} B blob")
+    d.reasons.append(f"latency {rec['latency_ms']:.2f} ms ({rec['latency_basis']}), "
+                     f"{energy_text(rec.get('energy_uj'), 'energy proxy ')}, {rec['blob_bytes']:,} B blob")
     if rec.get("fp32_exact_accuracy") is not None and not pd.isna(rec.get("fp32_exact_accuracy")):
         d.reasons.append(f"the fp32 model on the host scores {accuracy_text(rec, 'fp32_exact_accuracy')} puzzle-exact "
                          f"on the same puzzles; carry fidelity to it: final {rec['fidelity_final']:.4f}")

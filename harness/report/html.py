@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .decide import FLAG_RULE
+from .decide import FLAG_RULE, energy_text
 from .tables import cell_text
 
 # a cell that sorts as a number: 1,234 / 0.5 / 1.2e+05 / 95.8% [86.0, 98.8]
@@ -241,7 +241,7 @@ def _card(c: dict[str, Any]) -> str:
             f"<li><strong>{e(r['config'])}</strong>: {e(r['text'])}</li>" for r in c["flagged"]) + "</ul></section>")
     if c["pareto"]:
         items = "".join(f"<li>{e(r['config'])}: puzzle-exact {e(r['accuracy'])}, {r['latency_ms']:.2f} ms, "
-                        f"{r['energy_uj']:.0f} uJ, flash {r['flash']:,} B, inference RAM {r['ram_peak']:,} B</li>"
+                        f"{e(energy_text(r['energy_uj']))}, flash {r['flash']:,} B, inference RAM {r['ram_peak']:,} B</li>"
                         for r in c["pareto"])
         out.append(f"<details><summary>Pareto front ({len(c['pareto'])})</summary><p>Pareto front of the "
                    "configurations that fit (puzzle-exact accuracy, latency, energy, memory):</p>"

@@ -135,8 +135,14 @@ def cost_vs_accuracy(configs: pd.DataFrame, decisions: list | None = None) -> by
             if d.recommended is not None:
                 tags[_key(d.recommended)] = "R"
         for ax, x in ((ax_l, "latency_ms"), (ax_e, "energy_uj")):
-            for _, r in sub.iterrows():
-                one = sub.loc[[_]]
+            shown = sub[pd.to_numeric(sub[x], errors="coerce").notna()]   # host-ns counts have no energy proxy
+            if shown.empty:
+                ax.text(0.5, 0.5, f"no {x} for these counts", transform=ax.transAxes, ha="center", fontsize=8)
+                ax.set_yticks([])
+                ax.set_xticks([])
+                continue
+            for _, r in shown.iterrows():
+                one = shown.loc[[_]]
                 ax.errorbar(one[x], 100 * one.exact_accuracy, yerr=_yerr(one, "exact_accuracy"),
                             fmt=MARKERS[depths.index(r.depth) % len(MARKERS)], color=colours[f"{r.model} {r.recipe}"],
                             ms=6, capsize=2, elinewidth=0.8, alpha=0.85)
