@@ -313,18 +313,21 @@ KERNEL_SHAPES = [(5, 17), (6, 18), (7, 19), (8, 20), (9, 21), (4, 22), (3, 23), 
 
 
 @pytest.mark.board
+@pytest.mark.parametrize("vectors", [1, 2])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_linear_kernels_are_exact_where_their_steps_change(open_board, board_targets, bits):
+def test_linear_kernels_are_exact_where_their_steps_change(open_board, board_targets, bits, vectors):
     """BENCH's generated layer on every target against the golden linear layer on the same matrix:
-    checksums equal for every shape in KERNEL_SHAPES."""
+    checksums equal for every shape in KERNEL_SHAPES, one vector (trm_linear) and two at once
+    (trm_linear_pair; BENCH's shifts put n = 32 on a row in 16, the rows the pair loop leaves to C)."""
     from harness.boards import protocol as P
     from harness.golden.arith import linear
     for target in board_targets:
         with open_board(target, None) as board:
             for rows, cols in KERNEL_SHAPES:
-                w, x, M, n = P.bench_reference(rows, cols, bits)
-                golden = P.bench_checksum(linear(x[None], w, M, n)[0])
-                assert board.bench(rows, cols, bits, 1).checksum == golden, f"{target} int{bits} {rows}x{cols}"
+                w, x, M, n = P.bench_reference(rows, cols, bits, vectors)
+                golden = P.bench_checksum(linear(x.reshape(vectors, cols), w, M, n))
+                r = board.bench(rows, cols, bits, 1, vectors=vectors)
+                assert (r.vectors, r.checksum) == (vectors, golden), f"{target} int{bits} {rows}x{cols} x{vectors}"
 
 
 @pytest.mark.slow

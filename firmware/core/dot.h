@@ -146,8 +146,9 @@ typedef struct {
     int variant;            /* 48: which assembly the kernel runs (C only) */
     int32_t acc[TRM_DSP_LEFT];   /* 52: accumulators of the rows left to C, in order */
     uint16_t rows[TRM_DSP_LEFT]; /* 116: those rows, counted from the call's first */
+    int32_t y_other;             /* 148: TRM_DSP_QUADS: bytes from the first vector's output to the second's */
 } trm_dsp_pairs;
-_Static_assert(TRM_DSP_LEFT == 16 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs) == 148,
+_Static_assert(TRM_DSP_LEFT == 16 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs) == 152,
                "trm_dsp_pairs offsets are fixed");
 
 /* Requantize the accumulator in register A of the row whose (M, n) is at w0 and output at w1 (both
@@ -246,6 +247,121 @@ static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st
         for (int k = 0; k < st->left; ++k) {
             const int j = o + st->rows[k];
             trm_store_row(out, j, st->acc[k] >> acc_shift, W->mn);
+        }
+        o += (int)(st->y - y);
+    }
+}
+
+/* The same loop for two input vectors at once (TRM_DSP_QUADS, trm_linear_pair): each weight word is
+ * loaded and unpacked once for both. The arranged x interleaves the vectors word by word (the words
+ * of the one-vector layout, A's then B's); four accumulators: a0 (first row, A), a1 (second row, A),
+ * a2 (first row, B), a3 (second row, B); A's outputs at st->y, B's st->y_other bytes further. Both
+ * loop ends are compared with st->xe and st->xg in memory (no register left). A row whose shift is
+ * below FAST_N is left to C whole: only its row goes to st->rows (C computes both its sums again),
+ * its stores skipped. Scratch registers at the pair's end: w (the (M, n) pointer), u (A's output),
+ * xa, xb, t, xp. */
+#define TRM_DSP_QROW(A, B, FAST_N, SLOW, BACK)                                                            \
+    "ldrd %[xa], %[xb], [%[w]], #8\n\t"                                                                   \
+    "subs %[xb], %[xb], #" #FAST_N "\n\t"                                                                 \
+    "bmi " #SLOW "f\n\t"                                                                                 \
+    "smull %[t], %[" A "], %[" A "], %[xa]\n\t"                                                           \
+    "asr %[" A "], %[" A "], %[xb]\n\t"                                                                   \
+    "add %[" A "], %[" A "], #1\n\t"                                                                      \
+    "ssat %[" A "], #8, %[" A "], asr #1\n\t"                                                             \
+    "smull %[t], %[" B "], %[" B "], %[xa]\n\t"                                                           \
+    "asr %[" B "], %[" B "], %[xb]\n\t"                                                                   \
+    "add %[" B "], %[" B "], #1\n\t"                                                                      \
+    "ssat %[" B "], #8, %[" B "], asr #1\n\t"                                                             \
+    "ldr %[t], [%[st], #148]\n\t"                                                                         \
+    "strb %[" B "], [%[u], %[t]]\n\t"                                                                     \
+    "strb %[" A "], [%[u]], #1\n" #BACK ":\n\t"
+/* A row left to C; once st->left reaches TRM_DSP_LEFT - 1, st->y_end moves to the pair's end, PAIR_END
+ * bytes past the advanced u. */
+#define TRM_DSP_QROW_SLOW(SLOW, BACK, PAIR_END)                                                           \
+    #SLOW ":\n\t"                                                                                         \
+    "ldr %[t], [%[st], #36]\n\t"                                                                          \
+    "sub %[t], %[u], %[t]\n\t"                                                                            \
+    "ldr %[xa], [%[st], #40]\n\t"                                                                         \
+    "add %[xp], %[st], %[xa], lsl #1\n\t"                                                                 \
+    "strh %[t], [%[xp], #116]\n\t"                                                                        \
+    "add %[xa], %[xa], #1\n\t"                                                                            \
+    "str %[xa], [%[st], #40]\n\t"                                                                         \
+    "add %[u], %[u], #1\n\t"                                                                              \
+    "cmp %[xa], #15\n\t"                                                                                  \
+    "blt " #BACK "b\n\t"                                                                                 \
+    "add %[t], %[u], #" #PAIR_END "\n\t"                                                                  \
+    "str %[t], [%[st], #32]\n\t"                                                                          \
+    "b " #BACK "b\n"
+#define TRM_DSP_QUADS(STEPS, GROUP, TAIL, FAST_N)                                                         \
+    "0:\n\t"                                                                                               \
+    "ldrd %[a0], %[a1], [%[st], #24]\n\t"                                                                  \
+    "ldrd %[a2], %[a3], [%[st], #24]\n\t"                                                                  \
+    "ldr %[xp], [%[st], #16]\n\t"                                                                          \
+    "ldr %[t], [%[st], #44]\n\t"                                                                           \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "beq 2f\n"                                                                                             \
+    "1:\n\t" STEPS "ldr %[t], [%[st], #44]\n\t"                                                          \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "bne 1b\n"                                                                                             \
+    "2:\n\t"                                                                                               \
+    "ldr %[t], [%[st], #20]\n\t"                                                                           \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "beq 4f\n"                                                                                             \
+    "3:\n\t" GROUP "ldr %[t], [%[st], #20]\n\t"                                                          \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "bne 3b\n"                                                                                             \
+    "4:\n\t" TAIL                                                                                          \
+    "ldrd %[w], %[u], [%[st]]\n\t" TRM_DSP_QROW("a0", "a2", FAST_N, 5, 6) TRM_DSP_QROW("a1", "a3", FAST_N, 7, 8) \
+    "strd %[w], %[u], [%[st]]\n\t"                                                                         \
+    "ldrd %[a0], %[a1], [%[st], #8]\n\t"                                                                   \
+    "add %[p0], %[p1], %[a1]\n\t"                                                                          \
+    "add %[p1], %[p0], %[a0]\n\t"                                                                          \
+    "ldr %[t], [%[st], #32]\n\t"                                                                           \
+    "cmp %[u], %[t]\n\t"                                                                                   \
+    "bne 0b\n\t"                                                                                           \
+    "b 9f\n" TRM_DSP_QROW_SLOW(5, 6, 1) TRM_DSP_QROW_SLOW(7, 8, 0) "9:"
+
+/* The two-vector kernels (linear_s8.c, linear_s4.c) behind trm_linear_pair. */
+void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
+                            uint32_t *xs);
+void trm_linear_s4_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
+                            uint32_t *xs);
+
+/* The one-vector sum of row r of W with x (the portable dot products). */
+static inline int32_t trm_dsp_row_sum(const trm_mat *W, const int8_t *x, int r)
+{
+    const uint8_t *row = (const uint8_t *)W->w + (size_t)r * trm_mat_row_bytes(W);
+    return W->bits == 4 ? trm_dot_s4(x, row, W->cols) : trm_dot_s8(x, (const int8_t *)row, W->cols);
+}
+
+/* All rows of W (rows >= 2) for the two vectors x0, x1 through `quads`, int8 outputs: as trm_dsp_rows,
+ * the odd last row with the one before; the rows left to C are computed again there, both vectors. */
+static inline void trm_dsp_quad_rows(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0,
+                                     int8_t *out1, trm_dsp_pairs *st, trm_dsp_pairs_fn quads)
+{
+    const int rows = W->rows, even = rows & ~1;
+    const size_t row_bytes = trm_mat_row_bytes(W);
+    const uint8_t *p0 = (const uint8_t *)W->w;
+    const trm_out o0 = {out0, NULL}, o1 = {out1, NULL};
+    st->y_other = (int32_t)(out1 - out0);
+    for (int o = 0; o < rows;) {
+        int end = even;
+        if (o == even) {
+            o = rows - 2;
+            p0 -= row_bytes;
+            end = rows;
+        }
+        int8_t *y = out0 + o;
+        st->mn = W->mn + 2 * o;
+        st->y = y;
+        st->y_first = y;
+        st->y_end = out0 + end;
+        st->left = 0;
+        p0 = quads(p0, st);
+        for (int k = 0; k < st->left; ++k) {
+            const int j = o + st->rows[k];
+            trm_store_row(o0, j, trm_dsp_row_sum(W, x0, j), W->mn);
+            trm_store_row(o1, j, trm_dsp_row_sum(W, x1, j), W->mn);
         }
         o += (int)(st->y - y);
     }

@@ -129,6 +129,15 @@ inline trm_status trm_linear_s16(const trm_mat *W, const int8_t *x, int16_t *out
     return W->bits == 4 ? trm_linear_s4(W, x, to, scratch) : trm_linear_s8(W, x, to, scratch);
 }
 
+/* W applied to two input vectors at once, int8 outputs: out0 = W x0, out1 = W x1, the same bits as
+ * two trm_linear calls. The DSP path (Cortex-M4/M7) loads and unpacks each weight word once for both
+ * (dot.h, TRM_DSP_QUADS); elsewhere it is the two calls. Outputs overlap neither input nor each
+ * other; scratch: 4-byte aligned, trm_linear_pair_scratch_bytes(W) bytes (twice the one-vector
+ * scratch), overlapping neither. */
+size_t trm_linear_pair_scratch_bytes(const trm_mat *W);
+trm_status trm_linear_pair(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
+                           void *scratch);
+
 /* Offset of a linear layer's scratch after `used` bytes of a 4-byte aligned buffer. */
 static inline size_t trm_scratch_align(size_t used)
 {
@@ -158,6 +167,13 @@ size_t trm_swiglu_s8_scratch_bytes(const trm_swiglu *p);
 /* out[N] = down(requantize(SILU[gate] * up)); x has gate_up.cols entries. out may alias x but not
  * the scratch, which must be 4-byte aligned. */
 trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, int8_t *out);
+
+/* Two vectors at once (the pair linear kernels), the same bits as two trm_swiglu_s8 calls. Scratch:
+ * gate/up of x0 [2I] | of x1 [2I] | the pair kernels' scratch at a 4-byte boundary. out0 and out1 may
+ * alias x0 and x1 but not the scratch or each other. */
+size_t trm_swiglu_s8_pair_scratch_bytes(const trm_swiglu *p);
+trm_status trm_swiglu_s8_pair(const trm_swiglu *p, const int8_t *x0, const int8_t *x1, int8_t *scratch,
+                              int8_t *out0, int8_t *out1);
 
 /* ---- swiglu_seq_s8.c: the mlp token mixer ----------------------------------------------------- */
 

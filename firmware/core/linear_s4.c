@@ -77,28 +77,29 @@ static void linear_s4_mve(const trm_mat *W, const int8_t *x, trm_out out)
 
 /* Group c of 8 columns -> xs[4c + j] = (x[8c + j], x[8c + j + 4]), j < 4; a last half group of 4
  * columns -> (x[8c + j], 0); then the last K % 4 columns as words 4096 x x[k], a pair per byte of the
- * row (the pad nibble of an odd row pairs with 0). */
-static void arrange_s4(const int8_t *x, int K, uint32_t *xs)
+ * row (the pad nibble of an odd row pairs with 0). step 2 leaves every other word to a second vector
+ * (trm_linear_pair). */
+static void arrange_s4(const int8_t *x, int K, uint32_t *xs, int step)
 {
     int k = 0;
-    for (; k + 8 <= K; k += 8, xs += 4) {
+    for (; k + 8 <= K; k += 8, xs += 4 * step) {
         const uint32_t v0 = trm_load32(x + k), v1 = trm_load32(x + k + 4);
         const uint32_t e0 = trm_sxtb16(v0), o0 = trm_sxtb16_ror8(v0); /* (x0, x2), (x1, x3) */
         const uint32_t e1 = trm_sxtb16(v1), o1 = trm_sxtb16_ror8(v1); /* (x4, x6), (x5, x7) */
         xs[0] = (e0 & 0xFFFFu) | e1 << 16;
-        xs[1] = (o0 & 0xFFFFu) | o1 << 16;
-        xs[2] = e0 >> 16 | (e1 & 0xFFFF0000u);
-        xs[3] = o0 >> 16 | (o1 & 0xFFFF0000u);
+        xs[step] = (o0 & 0xFFFFu) | o1 << 16;
+        xs[2 * step] = e0 >> 16 | (e1 & 0xFFFF0000u);
+        xs[3 * step] = o0 >> 16 | (o1 & 0xFFFF0000u);
     }
     if (k + 4 <= K) {
         for (int j = 0; j < 4; ++j)
-            xs[j] = (uint32_t)x[k + j] & 0xFFFFu;
+            xs[j * step] = (uint32_t)x[k + j] & 0xFFFFu;
         k += 4;
-        xs += 4;
+        xs += 4 * step;
     }
-    for (; k < K; k += 2, xs += 2) {
+    for (; k < K; k += 2, xs += 2 * step) {
         xs[0] = (uint32_t)((int32_t)x[k] * 4096);
-        xs[1] = k + 1 < K ? (uint32_t)((int32_t)x[k + 1] * 4096) : 0u;
+        xs[step] = k + 1 < K ? (uint32_t)((int32_t)x[k + 1] * 4096) : 0u;
     }
 }
 
@@ -177,11 +178,82 @@ static const uint8_t *pairs_s4(const uint8_t *p0, trm_dsp_pairs *st)
     return p0;
 }
 
+/* Two vectors (TRM_DSP_QUADS): 8 columns from a weight word of each row and 8 words of x (A's and B's
+ * for each nibble position), 32 MACs in 30 instructions; m = 0xF000F000. */
+#define Q4_NIBBLES(SHIFT)                                                                                 \
+    "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                                  \
+    "and %[t], %[m], %[w]" SHIFT "\n\tsmlad %[a0], %[t], %[xa], %[a0]\n\tsmlad %[a2], %[t], %[xb], %[a2]\n\t"  \
+    "and %[t], %[m], %[u]" SHIFT "\n\tsmlad %[a1], %[t], %[xa], %[a1]\n\tsmlad %[a3], %[t], %[xb], %[a3]\n\t"
+#define Q4_MACS Q4_NIBBLES(", lsl #12") Q4_NIBBLES(", lsl #8") Q4_NIBBLES(", lsl #4") Q4_NIBBLES("")
+#define Q4_STEP "ldr %[w], [%[p0]], #4\n\tldr %[u], [%[p1]], #4\n\t" Q4_MACS
+#define Q4_HALF "ldrh %[w], [%[p0]], #2\n\tldrh %[u], [%[p1]], #2\n\t" Q4_MACS
+/* A byte of each row among the last K % 4 columns, both nibbles, A's and B's 4096-scaled x words. */
+#define Q4_BYTE_NIBBLE(LSB)                                                                               \
+    "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                                  \
+    "sbfx %[t], %[w], #" LSB ", #4\n\tmla %[a0], %[t], %[xa], %[a0]\n\tmla %[a2], %[t], %[xb], %[a2]\n\t"     \
+    "sbfx %[t], %[u], #" LSB ", #4\n\tmla %[a1], %[t], %[xa], %[a1]\n\tmla %[a3], %[t], %[xb], %[a3]\n\t"
+#define Q4_BYTE "ldrb %[w], [%[p0]], #1\n\tldrb %[u], [%[p1]], #1\n\t" Q4_BYTE_NIBBLE("0") Q4_BYTE_NIBBLE("4")
+#define Q4_QUADS(TAIL)                                                                                    \
+    __asm volatile(TRM_DSP_QUADS(Q4_STEP Q4_STEP Q4_STEP Q4_STEP, Q4_STEP, TAIL, 21)                      \
+                   : [p0] "+r"(p0), [p1] "+r"(p1), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),        \
+                     [a3] "=&r"(a3), [xp] "=&r"(xp), [w] "=&r"(w), [u] "=&r"(u), [xa] "=&r"(xa),          \
+                     [xb] "=&r"(xb), [t] "=&r"(t)                                                         \
+                   : [st] "r"(st), [m] "r"(0xF000F000u)                                                   \
+                   : "cc", "memory")
+
+static const uint8_t *quads_s4(const uint8_t *p0, trm_dsp_pairs *st)
+{
+    const uint8_t *p1 = p0 + st->stride;
+    const uint32_t *xp;
+    int32_t a0, a1, a2, a3;
+    uint32_t w, u, xa, xb, t;
+    switch (st->variant) {
+    case 0:
+        Q4_QUADS("");
+        break;
+    case S4_HALF_GROUP:
+        Q4_QUADS(Q4_HALF);
+        break;
+    case S4_BYTES:
+        Q4_QUADS(Q4_BYTE);
+        break;
+    case S4_BYTES + S4_HALF_GROUP:
+        Q4_QUADS(Q4_HALF Q4_BYTE);
+        break;
+    case 2 * S4_BYTES:
+        Q4_QUADS(Q4_BYTE Q4_BYTE);
+        break;
+    default:
+        Q4_QUADS(Q4_HALF Q4_BYTE Q4_BYTE);
+        break;
+    }
+    (void)p1, (void)xp, (void)a0, (void)a1, (void)a2, (void)a3, (void)w, (void)u, (void)xa, (void)xb, (void)t;
+    return p0;
+}
+
+/* Two vectors; xs: 2 x trm_dsp_x_words(W) words of the caller's scratch. */
+void trm_linear_s4_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
+                            uint32_t *xs)
+{
+    const int K = W->cols, K4 = K & ~3, K8 = K & ~7;
+    arrange_s4(x0, K, xs, 2);
+    arrange_s4(x1, K, xs + 1, 2);
+    trm_dsp_pairs st; /* trm_dsp_quad_rows sets the rest */
+    st.stride = (uint32_t)trm_mat_row_bytes(W);
+    st.skip = 0u;
+    st.xs = xs;
+    st.xg = xs + 2 * (K8 / 2);
+    st.zero[0] = st.zero[1] = 0;
+    st.xe = xs + 2 * 16 * (K / 32);
+    st.variant = (K4 != K8 ? S4_HALF_GROUP : 0) + S4_BYTES * ((K - K4 + 1) / 2);
+    trm_dsp_quad_rows(W, x0, x1, out0, out1, &st, quads_s4);
+}
+
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */
 static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32_t *xs)
 {
     const int K = W->cols, K4 = K & ~3, K8 = K & ~7;
-    arrange_s4(x, K, xs);
+    arrange_s4(x, K, xs, 1);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
     st.stride = (uint32_t)trm_mat_row_bytes(W);
     st.skip = 0u; /* the loop reads each row to its end */

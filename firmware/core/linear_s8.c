@@ -59,17 +59,18 @@ static void linear_s8_mve(const trm_mat *W, const int8_t *x, trm_out out)
 #elif TRM_LINEAR_PATH == TRM_LINEAR_DSP
 
 /* Group g of 4 columns -> xs[2g] = (x0, x2), xs[2g + 1] = (x1, x3): the lanes SXTB16 makes of a
- * weight word and of the word rotated by 8; then each of the last K % 4 columns as an int32 word. */
-static void arrange_s8(const int8_t *x, int K, uint32_t *xs)
+ * weight word and of the word rotated by 8; then each of the last K % 4 columns as an int32 word.
+ * step 2 leaves every other word to a second vector (trm_linear_pair). */
+static void arrange_s8(const int8_t *x, int K, uint32_t *xs, int step)
 {
     int k = 0;
-    for (; k + 4 <= K; k += 4, xs += 2) {
+    for (; k + 4 <= K; k += 4, xs += 2 * step) {
         const uint32_t v = trm_load32(x + k);
         xs[0] = trm_sxtb16(v);
-        xs[1] = trm_sxtb16_ror8(v);
+        xs[step] = trm_sxtb16_ror8(v);
     }
-    for (; k < K; ++k)
-        *xs++ = (uint32_t)(int32_t)x[k];
+    for (; k < K; ++k, xs += step)
+        *xs = (uint32_t)(int32_t)x[k];
 }
 
 /* 4 columns of the pair: weight word W of the first row, U of the second, 2 words of arranged x. */
@@ -137,11 +138,77 @@ static const uint8_t *pairs_s8(const uint8_t *p0, trm_dsp_pairs *st)
     return p0;
 }
 
+/* Two vectors (TRM_DSP_QUADS): 4 columns from a weight word of each row and 4 words of x (A's and B's
+ * even lanes, then their odd lanes), 16 MACs in 16 instructions. */
+#define Q8_GROUP                                                                                          \
+    "ldr %[w], [%[p0]], #4\n\tldr %[u], [%[p1]], #4\n\t"                                                     \
+    "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                                  \
+    "sxtb16 %[t], %[w]\n\tsmlad %[a0], %[t], %[xa], %[a0]\n\tsmlad %[a2], %[t], %[xb], %[a2]\n\t"           \
+    "sxtb16 %[t], %[u]\n\tsmlad %[a1], %[t], %[xa], %[a1]\n\tsmlad %[a3], %[t], %[xb], %[a3]\n\t"           \
+    "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                                  \
+    "sxtb16 %[t], %[w], ror #8\n\tsmlad %[a0], %[t], %[xa], %[a0]\n\tsmlad %[a2], %[t], %[xb], %[a2]\n\t"   \
+    "sxtb16 %[t], %[u], ror #8\n\tsmlad %[a1], %[t], %[xa], %[a1]\n\tsmlad %[a3], %[t], %[xb], %[a3]\n\t"
+/* One of the last K % 4 columns: a byte of each row, A's and B's x as words. */
+#define Q8_COLUMN                                                                                         \
+    "ldrsb %[w], [%[p0]], #1\n\tldrsb %[u], [%[p1]], #1\n\tldrd %[xa], %[xb], [%[xp]], #8\n\t"              \
+    "mla %[a0], %[w], %[xa], %[a0]\n\tmla %[a2], %[w], %[xb], %[a2]\n\t"                                    \
+    "mla %[a1], %[u], %[xa], %[a1]\n\tmla %[a3], %[u], %[xb], %[a3]\n\t"
+#define Q8_QUADS(TAIL)                                                                                    \
+    __asm volatile(TRM_DSP_QUADS(Q8_GROUP Q8_GROUP Q8_GROUP Q8_GROUP Q8_GROUP Q8_GROUP Q8_GROUP Q8_GROUP,      \
+                                 Q8_GROUP, TAIL, 33)                                                      \
+                   : [p0] "+r"(p0), [p1] "+r"(p1), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),        \
+                     [a3] "=&r"(a3), [xp] "=&r"(xp), [w] "=&r"(w), [u] "=&r"(u), [xa] "=&r"(xa),          \
+                     [xb] "=&r"(xb), [t] "=&r"(t)                                                         \
+                   : [st] "r"(st)                                                                         \
+                   : "cc", "memory")
+
+static const uint8_t *quads_s8(const uint8_t *p0, trm_dsp_pairs *st)
+{
+    const uint8_t *p1 = p0 + st->stride;
+    const uint32_t *xp;
+    int32_t a0, a1, a2, a3;
+    uint32_t w, u, xa, xb, t;
+    switch (st->variant) {
+    case 0:
+        Q8_QUADS("");
+        break;
+    case 1:
+        Q8_QUADS(Q8_COLUMN);
+        break;
+    case 2:
+        Q8_QUADS(Q8_COLUMN Q8_COLUMN);
+        break;
+    default:
+        Q8_QUADS(Q8_COLUMN Q8_COLUMN Q8_COLUMN);
+        break;
+    }
+    (void)p1, (void)xp, (void)a0, (void)a1, (void)a2, (void)a3, (void)w, (void)u, (void)xa, (void)xb, (void)t;
+    return p0;
+}
+
+/* Two vectors; xs: 2 x trm_dsp_x_words(W) words of the caller's scratch. */
+void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
+                            uint32_t *xs)
+{
+    const int K = W->cols, K4 = K & ~3;
+    arrange_s8(x0, K, xs, 2);
+    arrange_s8(x1, K, xs + 1, 2);
+    trm_dsp_pairs st; /* trm_dsp_quad_rows sets the rest */
+    st.stride = (uint32_t)K;
+    st.skip = 0u;
+    st.xs = xs;
+    st.xg = xs + 2 * K4 / 2;
+    st.zero[0] = st.zero[1] = 0;
+    st.xe = xs + 2 * 16 * (K / 32);
+    st.variant = K - K4;
+    trm_dsp_quad_rows(W, x0, x1, out0, out1, &st, quads_s8);
+}
+
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */
 static void linear_s8_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32_t *xs)
 {
     const int K = W->cols, K4 = K & ~3;
-    arrange_s8(x, K, xs);
+    arrange_s8(x, K, xs, 1);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
     st.stride = (uint32_t)K;
     st.skip = 0u; /* the loop reads each row to its end */

@@ -16,7 +16,8 @@ typedef struct trm_profile {
     uint64_t (*now)(void);          /* the port's counter (the one RUN's count is read from) */
     uint64_t last;                  /* reading at the last boundary */
     uint32_t op;                    /* the operation running since then */
-    uint32_t calls[TRM_OP_COUNT];   /* boundaries that entered each operation */
+    uint32_t calls[TRM_OP_COUNT];   /* vectors each operation was entered for (one per boundary, two where a
+                                       kernel takes two vectors at once: trm_prof_vectors) */
     uint64_t counts[TRM_OP_COUNT];  /* counter units spent in each operation */
 } trm_profile;
 
@@ -30,6 +31,15 @@ static inline void trm_prof(trm_profile *p, uint32_t op)
 {
     if (p)
         trm_profile_switch(p, op);
+}
+
+/* A boundary into an operation that handles `vectors` vectors at once (calls count vectors). */
+static inline void trm_prof_vectors(trm_profile *p, uint32_t op, uint32_t vectors)
+{
+    if (p) {
+        trm_profile_switch(p, op);
+        p->calls[p->op] += vectors - 1u;
+    }
 }
 
 #endif /* TRM_PROFILE_H */

@@ -14,7 +14,8 @@
 
 /* Offsets in the RESULT payload. */
 enum { RESULT_FIXED = 36, INFO_FIXED = 40 };
-/* BENCH: request rows u16 | cols u16 | bits u8 | reps u16; the BENCH_RESULT payload size. */
+/* BENCH: request rows u16 | cols u16 | bits u8 | reps u16 [| vectors u8, 1 or 2]; the BENCH_RESULT
+ * payload size. */
 enum { BENCH_REQUEST = 7, BENCH_FIXED = 28 };
 
 void trm_server_init(trm_server *s, const trm_port *port, const uint8_t *blob, size_t blob_region,
@@ -379,21 +380,23 @@ static uint32_t bench_next(uint32_t *r)
 static TRM_NOINLINE size_t bench(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uint8_t *rsp,
                                   size_t cap)
 {
-    if (n != BENCH_REQUEST)
-        return error_frame(seq, TRM_PERR_ARGS, 0, "BENCH needs rows u16, cols u16, bits u8, reps u16", rsp, cap);
+    if (n != BENCH_REQUEST && n != BENCH_REQUEST + 1)
+        return error_frame(seq, TRM_PERR_ARGS, 0, "BENCH needs rows u16, cols u16, bits u8, reps u16 [, vectors u8]",
+                           rsp, cap);
     const uint32_t rows = trm_get16(req), cols = trm_get16(req + 2), reps = trm_get16(req + 5);
-    const uint8_t bits = req[4];
-    if (rows < 1 || cols < 1 || reps < 1 || (bits != 4 && bits != 8))
-        return error_frame(seq, TRM_PERR_ARGS, bits, "BENCH: rows, cols, reps >= 1 and bits 4 or 8", rsp, cap);
+    const uint8_t bits = req[4], vectors = n > BENCH_REQUEST ? req[7] : 1u;
+    if (rows < 1 || cols < 1 || reps < 1 || (bits != 4 && bits != 8) || (vectors != 1 && vectors != 2))
+        return error_frame(seq, TRM_PERR_ARGS, bits, "BENCH: rows, cols, reps >= 1, bits 4 or 8, vectors 1 or 2",
+                           rsp, cap);
     if (reps > TRM_MAX_BENCH_REPS)
         return over_bound(seq, "BENCH reps", reps, TRM_MAX_BENCH_REPS, "TRM_MAX_BENCH_REPS", rsp, cap);
     /* sizes in 64 bits: 65535 x 65535 int8 weights alone pass 2^32, which a 32-bit size_t would wrap
      * (to a matrix that "fits" and is then written past the arena) */
     const uint64_t row_bytes = bits == 4 ? (cols + 1u) / 2u : cols;
     const uint64_t mn_bytes = 8u * (uint64_t)rows, w_bytes = (row_bytes * rows + 7u) & ~(uint64_t)7u;
-    const uint64_t buffers = mn_bytes + w_bytes + cols + rows;
+    const uint64_t buffers = mn_bytes + w_bytes + (uint64_t)vectors * (cols + rows);
     const trm_mat shape = {NULL, NULL, (uint16_t)rows, (uint16_t)cols, bits};
-    const size_t lin_bytes = trm_linear_scratch_bytes(&shape);
+    const size_t lin_bytes = vectors == 2 ? trm_linear_pair_scratch_bytes(&shape) : trm_linear_scratch_bytes(&shape);
     const uint64_t lin_at = (buffers + 3u) & ~(uint64_t)3u;   /* trm_scratch_align */
     const uint64_t need = lin_bytes ? lin_at + lin_bytes : buffers;
     if (need > s->arena_size) {
@@ -409,14 +412,16 @@ static TRM_NOINLINE size_t bench(trm_server *s, uint32_t seq, const uint8_t *req
         msg_u64(&e, s->arena_size);
         return msg_end(&e, seq, TRM_PERR_ARGS, 0, rsp);
     }
-    const uint64_t macs = (uint64_t)rows * cols * reps;
+    const uint64_t macs = (uint64_t)rows * cols * reps * vectors;
     if (macs > TRM_MAX_BENCH_MACS)
-        return over_bound(seq, "BENCH MACs rows*cols*reps", macs, TRM_MAX_BENCH_MACS, "TRM_MAX_BENCH_MACS", rsp, cap);
-    /* arena: mn, weights, x, out (mn first: the arena is 8-byte aligned), the kernel's scratch */
+        return over_bound(seq, "BENCH MACs rows*cols*reps*vectors", macs, TRM_MAX_BENCH_MACS, "TRM_MAX_BENCH_MACS",
+                          rsp, cap);
+    /* arena: mn, weights, x [vectors][cols], out [vectors][rows] (mn first: the arena is 8-byte
+     * aligned), the kernel's scratch */
     int32_t *mn = (int32_t *)(void *)s->arena;
     uint8_t *w = s->arena + (size_t)mn_bytes;
     int8_t *x = (int8_t *)(w + (size_t)w_bytes);
-    int8_t *out = x + cols;
+    int8_t *out = x + (size_t)vectors * cols;
     void *lin = lin_bytes ? s->arena + (size_t)lin_at : NULL;
     uint32_t r = 0x2545F491u;
     for (uint32_t o = 0; o < rows; ++o) {
@@ -435,7 +440,7 @@ static TRM_NOINLINE size_t bench(trm_server *s, uint32_t seq, const uint8_t *req
                 row[k / 2] = (uint8_t)((v + 9u) & 0xFu); /* v - 7 as a nibble; the pad stays 0 */
         }
     }
-    for (uint32_t k = 0; k < cols; ++k)
+    for (uint32_t k = 0; k < vectors * cols; ++k) /* the second vector's x follows the first's */
         x[k] = (int8_t)((int32_t)(bench_next(&r) >> 24) - 128);
 
     const trm_mat W = {w, mn, (uint16_t)rows, (uint16_t)cols, bits};
@@ -445,7 +450,7 @@ static TRM_NOINLINE size_t bench(trm_server *s, uint32_t seq, const uint8_t *req
         port->counter_start();
     const uint64_t t0 = port->counter ? port->counter() : 0u;
     for (uint32_t i = 0; i < reps && st == TRM_OK; ++i)
-        st = trm_linear(&W, x, out, lin);
+        st = vectors == 2 ? trm_linear_pair(&W, x, x + cols, out, out + rows, lin) : trm_linear(&W, x, out, lin);
     const uint64_t t1 = port->counter ? port->counter() : 0u;
     if (st != TRM_OK)
         return error_frame(seq, TRM_PERR_RUN, (uint8_t)st, trm_status_name(st), rsp, cap);
@@ -460,7 +465,8 @@ static TRM_NOINLINE size_t bench(trm_server *s, uint32_t seq, const uint8_t *req
     p[8] = port->counter_unit;
     trm_put32(p + 12, port->counter_hz);
     trm_put64(p + 16, t1 - t0);
-    trm_put32(p + 24, trm_crc32(0, (const uint8_t *)out, rows));
+    p[9] = vectors;
+    trm_put32(p + 24, trm_crc32(0, (const uint8_t *)out, (size_t)vectors * rows)); /* both outputs, in order */
     return finish(rsp, TRM_RSP_BENCH, seq, BENCH_FIXED);
 }
 

@@ -22,10 +22,31 @@ size_t trm_swiglu_s8_scratch_bytes(const trm_swiglu *p)
     return need;
 }
 
+/* gate[i] <- requantize(SILU[gate[i]] * up[i]), i < I: the product overwrites the gate it came from,
+ * |act * up| <= 2^14. The parameters in locals (int8 stores may alias them, which would reload them
+ * per element), the usual shift n > 32 in a loop of its own. */
+static void products(const trm_swiglu *p, int8_t *gate, const int8_t *up)
+{
+    const int I = p->inner;
+    const int8_t *const silu = p->silu + 128;
+    const int32_t M = p->prod_M, n = p->prod_n;
+    if (n > 32) {
+        for (int i = 0; i < I; ++i)
+            gate[i] = (int8_t)trm_sat8_i32(trm_round_shift_high((int32_t)silu[gate[i]] * up[i], M, n));
+    } else {
+        for (int i = 0; i < I; ++i)
+            gate[i] = (int8_t)trm_requantize_wide((int32_t)silu[gate[i]] * up[i], M, n, TRM_INT8_MIN, TRM_INT8_MAX);
+    }
+}
+
+static int valid(const trm_swiglu *p)
+{
+    return p->silu && p->gate_up.rows == 2 * p->inner && p->down.cols == p->inner;
+}
+
 trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, int8_t *out)
 {
-    if (!p || !x || !scratch || !out || ((uintptr_t)scratch & 3u) || !p->silu ||
-        p->gate_up.rows != 2 * p->inner || p->down.cols != p->inner)
+    if (!p || !x || !scratch || !out || ((uintptr_t)scratch & 3u) || !valid(p))
         return TRM_ERR_ARG;
     const int I = p->inner;
     void *lin_g = trm_linear_scratch_bytes(&p->gate_up) ? scratch + gate_up_at(p) : NULL;
@@ -35,20 +56,37 @@ trm_status trm_swiglu_s8(const trm_swiglu *p, const int8_t *x, int8_t *scratch, 
     if (st != TRM_OK)
         return st;
     trm_prof(p->prof, p->prof_op + 1u);
-    /* the product overwrites the gate it came from: |act * up| <= 2^14. The parameters in locals
-     * (int8 stores may alias them, which would reload them per element), the usual shift n > 32 in a
-     * loop of its own. */
-    const int8_t *const silu = p->silu + 128;
-    const int32_t M = p->prod_M, n = p->prod_n;
-    int8_t *const gate = scratch;
-    const int8_t *const up = scratch + I;
-    if (n > 32) {
-        for (int i = 0; i < I; ++i)
-            gate[i] = (int8_t)trm_sat8_i32(trm_round_shift_high((int32_t)silu[gate[i]] * up[i], M, n));
-    } else {
-        for (int i = 0; i < I; ++i)
-            gate[i] = (int8_t)trm_requantize_wide((int32_t)silu[gate[i]] * up[i], M, n, TRM_INT8_MIN, TRM_INT8_MAX);
-    }
+    products(p, scratch, scratch + I);
     trm_prof(p->prof, p->prof_op + 2u);
     return trm_linear(&p->down, scratch, out, lin_d);
+}
+
+/* Two vectors: gate/up of x0 [2I] | of x1 [2I] | the pair kernels' scratch (at a 4-byte boundary). */
+static size_t pair_at(const trm_swiglu *p) { return trm_scratch_align(4u * (size_t)p->inner); }
+
+size_t trm_swiglu_s8_pair_scratch_bytes(const trm_swiglu *p)
+{
+    if (!p)
+        return 0u;
+    const size_t g = trm_linear_pair_scratch_bytes(&p->gate_up), d = trm_linear_pair_scratch_bytes(&p->down);
+    return pair_at(p) + (g > d ? g : d);
+}
+
+trm_status trm_swiglu_s8_pair(const trm_swiglu *p, const int8_t *x0, const int8_t *x1, int8_t *scratch,
+                              int8_t *out0, int8_t *out1)
+{
+    if (!p || !x0 || !x1 || !scratch || !out0 || !out1 || ((uintptr_t)scratch & 3u) || !valid(p))
+        return TRM_ERR_ARG;
+    const int I = p->inner;
+    int8_t *g0 = scratch, *g1 = scratch + 2 * I;
+    void *lin = scratch + pair_at(p);
+    trm_prof_vectors(p->prof, p->prof_op, 2u);
+    trm_status st = trm_linear_pair(&p->gate_up, x0, x1, g0, g1, lin);
+    if (st != TRM_OK)
+        return st;
+    trm_prof_vectors(p->prof, p->prof_op + 1u, 2u);
+    products(p, g0, g0 + I);
+    products(p, g1, g1 + I);
+    trm_prof_vectors(p->prof, p->prof_op + 2u, 2u);
+    return trm_linear_pair(&p->down, g0, g1, out0, out1, lin);
 }

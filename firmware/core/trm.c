@@ -52,7 +52,8 @@ static size_t readout_bytes(const trm_model *m)
 
 /* The phases' buffers, at the start of the (8-byte aligned) scratch: mlp mixer, the SwiGLU's scratch
  * and column (swiglu_seq_s8.c), then its output m [L][D]; attention, its scratch (attention_s8.c);
- * channel SwiGLU, its scratch (swiglu_s8.c), then the output row m [D]; readout, the logits, then
+ * channel SwiGLU, two tokens at a time, its pair scratch (swiglu_s8.c), then the output rows m [2][D]
+ * (the pair scratch covers the one-token scratch of an odd last token); readout, the logits, then
  * the head's linear scratch. The kernels' scratch starts each phase: it must be 4-byte aligned. */
 static size_t scratch_bytes(const trm_model *m)
 {
@@ -63,7 +64,7 @@ static size_t scratch_bytes(const trm_model *m)
         size_t mix = m->mixer == TRM_MIXER_MLP
                        ? trm_swiglu_seq_s8_scratch_bytes(&b->mix, (int)L) + L * D
                        : trm_attention_s8_scratch_bytes(&b->att, (int)L, (int)D);
-        size_t ffn = trm_swiglu_s8_scratch_bytes(&b->ffn) + D;
+        size_t ffn = trm_swiglu_s8_pair_scratch_bytes(&b->ffn) + 2u * D;
         if (mix > need)
             need = mix;
         if (ffn > need)
@@ -119,13 +120,18 @@ static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
         } else {
             st = trm_attention_residual_s8(&b->att, &b->mix_res, h, L, D, scratch);
         }
-        int8_t *row = (int8_t *)scratch + trm_swiglu_s8_scratch_bytes(&b->ffn);
-        for (int r = 0; r < L && st == TRM_OK; ++r) {
+        /* tokens in pairs (the pair kernels share each weight load between them), an odd last alone */
+        int8_t *row = (int8_t *)scratch + trm_swiglu_s8_pair_scratch_bytes(&b->ffn);
+        for (int r = 0; r < L && st == TRM_OK; r += 2) {
             int8_t *hr = h + (size_t)r * (size_t)D;
-            st = trm_swiglu_s8(&b->ffn, hr, (int8_t *)scratch, row);
-            trm_prof(prof, TRM_OP_FFN_NORM);
+            const int two = r + 1 < L;
+            st = two ? trm_swiglu_s8_pair(&b->ffn, hr, hr + D, (int8_t *)scratch, row, row + D)
+                     : trm_swiglu_s8(&b->ffn, hr, (int8_t *)scratch, row);
+            trm_prof_vectors(prof, TRM_OP_FFN_NORM, two ? 2u : 1u);
             if (st == TRM_OK)
                 st = trm_residual_rmsnorm_s8(hr, row, D, &b->ffn_res, hr);
+            if (st == TRM_OK && two)
+                st = trm_residual_rmsnorm_s8(hr + D, row + D, D, &b->ffn_res, hr + D);
         }
     }
     return st;

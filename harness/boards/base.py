@@ -261,10 +261,12 @@ class Board:
         info = self.model_info or self.info()
         return P.parse_result(self.request(P.RUN, r.payload(), timeout, expect=P.RESULT), info.hidden)
 
-    def bench(self, rows: int, cols: int, bits: int, reps: int = 1, timeout: float = 60.0) -> P.Bench:
-        """Time ``reps`` calls of the firmware's trm_linear on a generated [rows, cols] matrix of int8 or
-        int4 weights (no blob needed); see ``protocol.bench_reference`` for the pattern."""
-        return P.parse_bench(self.request(P.BENCH, P.bench_payload(rows, cols, bits, reps), timeout,
+    def bench(self, rows: int, cols: int, bits: int, reps: int = 1, timeout: float = 60.0,
+              vectors: int = 1) -> P.Bench:
+        """Time ``reps`` calls of the firmware's trm_linear (``vectors`` 2: trm_linear_pair) on a
+        generated [rows, cols] matrix of int8 or int4 weights (no blob needed); see
+        ``protocol.bench_reference`` for the pattern."""
+        return P.parse_bench(self.request(P.BENCH, P.bench_payload(rows, cols, bits, reps, vectors), timeout,
                                           expect=P.BENCH_RSP))
 
 

@@ -193,8 +193,10 @@ def parse_error(p: bytes) -> BoardError:
 
 # --- BENCH: one linear layer on a generated matrix -------------------------------------------------------
 
-def bench_payload(rows: int, cols: int, bits: int, reps: int = 1) -> bytes:
-    return struct.pack("<HHBH", rows, cols, bits, reps)
+def bench_payload(rows: int, cols: int, bits: int, reps: int = 1, vectors: int = 1) -> bytes:
+    """vectors 2: the two-vector kernel (trm_linear_pair); 1 sends the 7-byte request of old."""
+    head = struct.pack("<HHBH", rows, cols, bits, reps)
+    return head if vectors == 1 else head + bytes([vectors])
 
 
 @dataclass
@@ -207,7 +209,8 @@ class Bench:
     counter_unit: str
     counter_hz: int
     counter: int         # counter delta over the `reps` calls of trm_linear
-    checksum: int        # CRC-32 of the int8 outputs (the last repetition)
+    checksum: int        # CRC-32 of the int8 outputs (the last repetition; both vectors' in order)
+    vectors: int = 1     # 2: the two-vector kernel, trm_linear_pair
 
     @property
     def macs(self) -> int:
@@ -230,15 +233,17 @@ class Bench:
 def parse_bench(p: bytes) -> Bench:
     if len(p) != 28:
         raise ProtocolError(f"BENCH_RESULT payload has {len(p)} bytes, 28 expected")
-    rows, cols, bits, path, reps, unit = struct.unpack_from("<HHBBHB", p)
+    rows, cols, bits, path, reps, unit, vectors = struct.unpack_from("<HHBBHBB", p)
     counter_hz, counter, checksum = struct.unpack_from("<IQI", p, 12)
     return Bench(rows, cols, bits, PATHS.get(path, str(path)), reps, UNITS.get(unit, str(unit)), counter_hz,
-                 counter, checksum)
+                 counter, checksum, vectors or 1)
 
 
-def bench_reference(rows: int, cols: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The BENCH pattern as the firmware makes it (server.c): (w [rows, cols] values, x [cols], M [rows],
-    n [rows]), all int64, for checking a BENCH checksum against the golden linear layer."""
+def bench_reference(rows: int, cols: int, bits: int, vectors: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The BENCH pattern as the firmware makes it (server.c): (w [rows, cols] values, x [cols] (with
+    ``vectors`` 2: [2, cols], the second drawn after the first), M [rows], n [rows]), all int64, for
+    checking a BENCH checksum against the golden linear layer (with two vectors the checksum covers
+    both outputs, the first's then the second's)."""
     state = 0x2545F491
 
     def draw(count: int) -> np.ndarray:
@@ -258,7 +263,9 @@ def bench_reference(rows: int, cols: int, bits: int) -> tuple[np.ndarray, np.nda
     n = 32 + mn[:, 1] % 16
     r = draw(rows * cols).reshape(rows, cols)
     w = r % 255 - 127 if bits == 8 else r % 15 - 7
-    x = (draw(cols) >> 24) - 128
+    x = (draw(vectors * cols) >> 24) - 128
+    if vectors == 2:
+        x = x.reshape(2, cols)
     return w, x, M, n
 
 
