@@ -108,7 +108,31 @@ def figures() -> list[dict]:
     return _FIGURES
 
 
+_ZOO_FIGURES: list[dict] = []
+
+
+@pytest.fixture(scope="session")
+def zoo_figures() -> list[dict]:
+    """Rows of the zoo-shape summary (target, bits, shape, vectors, instructions/MAC)."""
+    return _ZOO_FIGURES
+
+
+def _zoo_summary(tr) -> None:
+    tr.section("zoo layer shapes, optimised kernels: emulated instructions per MAC, one vector / two at once")
+    shapes = list(dict.fromkeys((f["rows"], f["cols"]) for f in _ZOO_FIGURES))
+    tr.write_line(f"{'target':14} {'path':6} {'bits':>4} " + " ".join(f"{r}x{c}".rjust(13) for r, c in shapes))
+    for target, path, bits in sorted({(f["target"], f["path"], f["bits"]) for f in _ZOO_FIGURES}, key=lambda k: (k[0], -k[2])):
+        cells = []
+        for r, c in shapes:
+            got = {f["vectors"]: f["instructions_per_mac"] for f in _ZOO_FIGURES
+                   if (f["target"], f["bits"], f["rows"], f["cols"]) == (target, bits, r, c)}
+            cells.append((f"{got.get(1, float('nan')):.2f} / {got.get(2, float('nan')):.2f}").rjust(13))
+        tr.write_line(f"{target:14} {path:6} {bits:>4} " + " ".join(cells))
+
+
 def pytest_terminal_summary(terminalreporter):
+    if _ZOO_FIGURES:
+        _zoo_summary(terminalreporter)
     if not _FIGURES:
         return
     tr = terminalreporter

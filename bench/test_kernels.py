@@ -60,6 +60,32 @@ def test_linear_cost(benchmark, qemu_board, reference, figures, target, variant,
         assert per_mac <= goal, f"{target} {r.path} int{bits} {rows}x{cols}: {per_mac:.3f} instructions/MAC > {goal}"
 
 
+# the zoo's layers at depth 1,2,2 (rows x cols): mlp mixer gate/up and down of sudoku6 (L = 36) and
+# maze7 (L = 49), FFN gate/up and down at hidden 32 and 64
+ZOO_SHAPES = [(144, 36), (36, 72), (196, 49), (49, 98), (128, 32), (32, 64), (256, 64), (64, 128)]
+
+
+@pytest.mark.parametrize("vectors", [1, 2])
+@pytest.mark.parametrize("bits", BITS, ids=lambda b: f"int{b}")
+@pytest.mark.parametrize("rows,cols", ZOO_SHAPES, ids=lambda v: str(v))
+def test_zoo_layer_cost(benchmark, qemu_board, zoo_figures, target, bits, rows, cols, vectors):
+    """The optimised kernels on the zoo's own layer shapes, one vector (trm_linear) and two at once
+    (trm_linear_pair: the channel SwiGLU's tokens in pairs), checked against the golden layer."""
+    from harness.golden.arith import linear
+    board = qemu_board(target, "optimised")
+    results = benchmark.pedantic(lambda: [board.bench(rows, cols, bits, REPS, vectors=vectors) for _ in range(ROUNDS)],
+                                 rounds=1, iterations=1)
+    r = results[0]
+    assert r.counter_unit == "systick" and r.vectors == vectors
+    assert max(x.counter for x in results) - min(x.counter for x in results) <= 1
+    w, x, M, n = P.bench_reference(rows, cols, bits, vectors)
+    assert r.checksum == P.bench_checksum(linear(x.reshape(vectors, cols), w, M, n)), f"{target} {rows}x{cols}"
+    benchmark.extra_info.update(target=target, path=r.path, bits=bits, rows=rows, cols=cols, vectors=vectors,
+                                reps=REPS, instructions=r.instructions,
+                                instructions_per_mac=round(r.instructions_per_mac, 4))
+    zoo_figures.append(dict(benchmark.extra_info))
+
+
 @pytest.mark.parametrize("bits", BITS, ids=lambda b: f"int{b}")
 def test_linear_exact_on_awkward_shapes(qemu_board, reference, target, bits):
     """Not timed: the optimised firmware against the golden layer where the fast paths hand over to

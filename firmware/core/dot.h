@@ -102,7 +102,7 @@ static inline void trm_store_rows4(trm_out out, int o, int32x4_t acc, const int3
 #define TRM_DSP_MIN_COLS 16
 /* At most this many rows per call of the assembly loop are left to C: their accumulators wait in a
  * stack array (trm_dsp_pairs). */
-#define TRM_DSP_LEFT 16
+#define TRM_DSP_LEFT 8
 
 /* Whether the DSP path takes W (else the portable loop does). */
 static inline int trm_dsp_takes(const trm_mat *W)
@@ -144,11 +144,11 @@ typedef struct {
     int32_t left;           /* 40: how many rows were left to C */
     const uint32_t *xe;     /* 44: end of the 32-column steps in the arranged x (C only) */
     int variant;            /* 48: which assembly the kernel runs (C only) */
-    int32_t acc[TRM_DSP_LEFT];   /* 52: accumulators of the rows left to C, in order */
-    uint16_t rows[TRM_DSP_LEFT]; /* 116: those rows, counted from the call's first */
-    int32_t y_other;             /* 148: TRM_DSP_QUADS: bytes from the first vector's output to the second's */
+    int32_t acc[TRM_DSP_LEFT];   /* 52: accumulators of the rows left to C, in order (TRM_DSP_QUADS: two a row) */
+    uint16_t rows[TRM_DSP_LEFT]; /* 84: those rows, counted from the call's first */
+    int32_t y_other;             /* 100: TRM_DSP_QUADS: bytes from the first vector's output to the second's */
 } trm_dsp_pairs;
-_Static_assert(TRM_DSP_LEFT == 16 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs) == 152,
+_Static_assert(TRM_DSP_LEFT == 8 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs) == 104,
                "trm_dsp_pairs offsets are fixed");
 
 /* Requantize the accumulator in register A of the row whose (M, n) is at w0 and output at w1 (both
@@ -163,7 +163,7 @@ _Static_assert(TRM_DSP_LEFT == 16 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs
     "ssat %[" A "], #8, %[" A "], asr #1\n" #BACK ":\n\t"                                                \
     "strb %[" A "], [%[w1]], #1\n\t"
 /* Row A left to C: its accumulator and row to st->acc, st->rows; once st->left reaches TRM_DSP_LEFT - 1
- * (15), st->y_end moves to the pair's end, PAIR_END bytes past w1, so the loop stops after this pair. */
+ * (7), st->y_end moves to the pair's end, PAIR_END bytes past w1, so the loop stops after this pair. */
 #define TRM_DSP_ROW_SLOW(A, SLOW, BACK, PAIR_END)                                                         \
     #SLOW ":\n\t"                                                                                         \
     "ldr %[t], [%[st], #36]\n\t"                                                                          \
@@ -172,10 +172,10 @@ _Static_assert(TRM_DSP_LEFT == 16 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs
     "add %[xp], %[st], %[xa], lsl #2\n\t"                                                                 \
     "str %[" A "], [%[xp], #52]\n\t"                                                                      \
     "add %[xp], %[st], %[xa], lsl #1\n\t"                                                                 \
-    "strh %[t], [%[xp], #116]\n\t"                                                                        \
+    "strh %[t], [%[xp], #84]\n\t"                                                                        \
     "add %[xa], %[xa], #1\n\t"                                                                            \
     "str %[xa], [%[st], #40]\n\t"                                                                         \
-    "cmp %[xa], #15\n\t"                                                                                  \
+    "cmp %[xa], #7\n\t"                                                                                  \
     "blt " #BACK "b\n\t"                                                                                  \
     "add %[t], %[w1], #" #PAIR_END "\n\t"                                                                 \
     "str %[t], [%[st], #32]\n\t"                                                                          \
@@ -218,15 +218,14 @@ typedef const uint8_t *(*trm_dsp_pairs_fn)(const uint8_t *p0, trm_dsp_pairs *st)
  * last row with the row before it, which is computed and stored twice. A row's sum is its
  * accumulator >> acc_shift (the int4 loop accumulates 4096 x the sum). int16 outputs are requantized
  * in C: the loop leaves every row to C, at most TRM_DSP_LEFT per call, and its int8 stores are
- * placeholders that go to a buffer of that many bytes here, never to the output (an int16 output's
- * bytes are not its rows': placeholders there overwrote rows already finished, as the odd last pass
- * of an 11-row head did). */
+ * placeholders into the bytes of that call's own rows (an int16 row has 2: the call from row o stores
+ * at bytes 2o.., which C then overwrites; stores at byte o, the rows' int8 place, overwrote rows
+ * already finished, as the odd last call of an 11-row head did). */
 static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st, trm_dsp_pairs_fn pairs,
                                 int acc_shift)
 {
     const int rows = W->rows, even = rows & ~1, fused = out.s8 != NULL;
     const size_t row_bytes = trm_mat_row_bytes(W);
-    int8_t placeholders[TRM_DSP_LEFT];
     const uint8_t *p0 = (const uint8_t *)W->w;
     for (int o = 0; o < rows;) {
         int end = even;
@@ -235,13 +234,11 @@ static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st
             p0 -= row_bytes;
             end = rows;
         }
-        /* fused: every row's own output, to `end`; else the placeholders, at most TRM_DSP_LEFT rows
-         * (end - o is even, and so is TRM_DSP_LEFT: the loop's pairs reach y_end exactly) */
-        int8_t *y = fused ? out.s8 + o : placeholders;
+        int8_t *y = fused ? out.s8 + o : (int8_t *)(void *)(out.s16 + o);
         st->mn = fused ? W->mn + 2 * o : trm_dsp_no_mn;
         st->y = y;
         st->y_first = y;
-        st->y_end = y + (fused || end - o < TRM_DSP_LEFT ? end - o : TRM_DSP_LEFT);
+        st->y_end = y + (end - o); /* unfused, the loop stops earlier: every row is left to C */
         st->left = 0;
         p0 = pairs(p0, st);
         for (int k = 0; k < st->left; ++k) {
@@ -257,8 +254,8 @@ static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st
  * of the one-vector layout, A's then B's); four accumulators: a0 (first row, A), a1 (second row, A),
  * a2 (first row, B), a3 (second row, B); A's outputs at st->y, B's st->y_other bytes further. Both
  * loop ends are compared with st->xe and st->xg in memory (no register left). A row whose shift is
- * below FAST_N is left to C whole: only its row goes to st->rows (C computes both its sums again),
- * its stores skipped. Scratch registers at the pair's end: w (the (M, n) pointer), u (A's output),
+ * below FAST_N is left to C with both its accumulators (TRM_DSP_QROW_SLOW), its stores skipped.
+ * Scratch registers at the pair's end: w (the (M, n) pointer), u (A's output),
  * xa, xb, t, xp. */
 #define TRM_DSP_QROW(A, B, FAST_N, SLOW, BACK)                                                            \
     "ldrd %[xa], %[xb], [%[w]], #8\n\t"                                                                   \
@@ -272,22 +269,26 @@ static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st
     "asr %[" B "], %[" B "], %[xb]\n\t"                                                                   \
     "add %[" B "], %[" B "], #1\n\t"                                                                      \
     "ssat %[" B "], #8, %[" B "], asr #1\n\t"                                                             \
-    "ldr %[t], [%[st], #148]\n\t"                                                                         \
+    "ldr %[t], [%[st], #100]\n\t"                                                                         \
     "strb %[" B "], [%[u], %[t]]\n\t"                                                                     \
     "strb %[" A "], [%[u]], #1\n" #BACK ":\n\t"
-/* A row left to C; once st->left reaches TRM_DSP_LEFT - 1, st->y_end moves to the pair's end, PAIR_END
- * bytes past the advanced u. */
-#define TRM_DSP_QROW_SLOW(SLOW, BACK, PAIR_END)                                                           \
+/* A row left to C: its two accumulators to st->acc[2 left], [2 left + 1], its row to st->rows[left];
+ * once st->left reaches TRM_DSP_LEFT / 2 - 1 (3), st->y_end moves to the pair's end, PAIR_END bytes
+ * past the advanced u (so the next pair's rows always find room). */
+#define TRM_DSP_QROW_SLOW(A, B, SLOW, BACK, PAIR_END)                                                     \
     #SLOW ":\n\t"                                                                                         \
     "ldr %[t], [%[st], #36]\n\t"                                                                          \
     "sub %[t], %[u], %[t]\n\t"                                                                            \
     "ldr %[xa], [%[st], #40]\n\t"                                                                         \
     "add %[xp], %[st], %[xa], lsl #1\n\t"                                                                 \
-    "strh %[t], [%[xp], #116]\n\t"                                                                        \
+    "strh %[t], [%[xp], #84]\n\t"                                                                        \
+    "add %[xp], %[st], %[xa], lsl #3\n\t"                                                                 \
+    "str %[" A "], [%[xp], #52]\n\t"                                                                      \
+    "str %[" B "], [%[xp], #56]\n\t"                                                                      \
     "add %[xa], %[xa], #1\n\t"                                                                            \
     "str %[xa], [%[st], #40]\n\t"                                                                         \
     "add %[u], %[u], #1\n\t"                                                                              \
-    "cmp %[xa], #15\n\t"                                                                                  \
+    "cmp %[xa], #3\n\t"                                                                                   \
     "blt " #BACK "b\n\t"                                                                                 \
     "add %[t], %[u], #" #PAIR_END "\n\t"                                                                  \
     "str %[t], [%[st], #32]\n\t"                                                                          \
@@ -319,7 +320,7 @@ static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st
     "ldr %[t], [%[st], #32]\n\t"                                                                           \
     "cmp %[u], %[t]\n\t"                                                                                   \
     "bne 0b\n\t"                                                                                           \
-    "b 9f\n" TRM_DSP_QROW_SLOW(5, 6, 1) TRM_DSP_QROW_SLOW(7, 8, 0) "9:"
+    "b 9f\n" TRM_DSP_QROW_SLOW("a0", "a2", 5, 6, 1) TRM_DSP_QROW_SLOW("a1", "a3", 7, 8, 0) "9:"
 
 /* The two-vector kernels (linear_s8.c, linear_s4.c) behind trm_linear_pair. */
 void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
@@ -327,17 +328,10 @@ void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1
 void trm_linear_s4_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
                             uint32_t *xs);
 
-/* The one-vector sum of row r of W with x (the portable dot products). */
-static inline int32_t trm_dsp_row_sum(const trm_mat *W, const int8_t *x, int r)
-{
-    const uint8_t *row = (const uint8_t *)W->w + (size_t)r * trm_mat_row_bytes(W);
-    return W->bits == 4 ? trm_dot_s4(x, row, W->cols) : trm_dot_s8(x, (const int8_t *)row, W->cols);
-}
-
 /* All rows of W (rows >= 2) for the two vectors x0, x1 through `quads`, int8 outputs: as trm_dsp_rows,
- * the odd last row with the one before; the rows left to C are computed again there, both vectors. */
-static inline void trm_dsp_quad_rows(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0,
-                                     int8_t *out1, trm_dsp_pairs *st, trm_dsp_pairs_fn quads)
+ * the odd last row with the one before; a row's sums are its accumulators >> acc_shift. */
+static inline void trm_dsp_quad_rows(const trm_mat *W, int8_t *out0, int8_t *out1, trm_dsp_pairs *st,
+                                     trm_dsp_pairs_fn quads, int acc_shift)
 {
     const int rows = W->rows, even = rows & ~1;
     const size_t row_bytes = trm_mat_row_bytes(W);
@@ -360,8 +354,8 @@ static inline void trm_dsp_quad_rows(const trm_mat *W, const int8_t *x0, const i
         p0 = quads(p0, st);
         for (int k = 0; k < st->left; ++k) {
             const int j = o + st->rows[k];
-            trm_store_row(o0, j, trm_dsp_row_sum(W, x0, j), W->mn);
-            trm_store_row(o1, j, trm_dsp_row_sum(W, x1, j), W->mn);
+            trm_store_row(o0, j, st->acc[2 * k] >> acc_shift, W->mn);
+            trm_store_row(o1, j, st->acc[2 * k + 1] >> acc_shift, W->mn);
         }
         o += (int)(st->y - y);
     }

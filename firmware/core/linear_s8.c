@@ -201,7 +201,7 @@ void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1
     st.zero[0] = st.zero[1] = 0;
     st.xe = xs + 2 * 16 * (K / 32);
     st.variant = K - K4;
-    trm_dsp_quad_rows(W, x0, x1, out0, out1, &st, quads_s8);
+    trm_dsp_quad_rows(W, out0, out1, &st, quads_s8, 0);
 }
 
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */

@@ -214,7 +214,7 @@ class Bench:
 
     @property
     def macs(self) -> int:
-        return self.rows * self.cols * self.reps
+        return self.rows * self.cols * self.reps * self.vectors
 
     @property
     def instructions(self) -> float | None:
