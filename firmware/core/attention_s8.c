@@ -2,7 +2,8 @@
  * values, output projection) fused with the residual RMSNorm that follows it.
  *
  * Scratch layout (4-byte aligned): scores int32 [L] | k int8 [L][D] | v int8 [L][D] | q [D] | a [D] |
- * m [D] | the linear layers' scratch (DSP path only, at a 4-byte boundary). Keys and values of all positions are computed first; then, for each query position i, its
+ * m [D] | the linear layers' scratch (DSP path only, at a 4-byte boundary; the pair kernels' for keys
+ * and values, two positions at a time). Keys and values of all positions are computed first; then, for each query position i, its
  * query comes from h[i] (still the block input), the mixer output row m is formed, and
  * rmsnorm(h[i] * a + m * b) overwrites h[i]. So no [L][D] copy of the input or of the mixer output
  * is needed: a post-norm residual is row-wise. */
@@ -17,7 +18,8 @@ static size_t buffers(int L, int D)
 
 static size_t linear_scratch(const trm_attention *p)
 {
-    const size_t a = trm_linear_scratch_bytes(&p->qkv), b = trm_linear_scratch_bytes(&p->out);
+    /* keys and values in pairs: the pair kernels' scratch of the qkv rows (the k and v views) */
+    const size_t a = trm_linear_pair_scratch_bytes(&p->qkv), b = trm_linear_scratch_bytes(&p->out);
     return a > b ? a : b;
 }
 
@@ -90,15 +92,26 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
     const int32_t pv_M = p->pv_M, pv_n = p->pv_n;
     trm_status st = TRM_OK;
 
-    for (int j = 0; j < L && st == TRM_OK; ++j) {
-        int8_t *kj = key + (size_t)j * (size_t)D;
-        trm_prof(p->prof, TRM_OP_QKV);
-        st = trm_linear(&Wk, h + (size_t)j * (size_t)D, kj, lin);
-        if (st == TRM_OK)
-            st = trm_linear(&Wv, h + (size_t)j * (size_t)D, val + (size_t)j * (size_t)D, lin);
-        trm_prof(p->prof, TRM_OP_ROTARY);
-        for (int g = 0; g < p->heads && st == TRM_OK; ++g)
-            st = trm_rope_s8(kj + g * hd, hd, p->cos + (size_t)j * (size_t)half, p->sin + (size_t)j * (size_t)half);
+    /* keys and values of positions in pairs (the pair kernels share each weight load), an odd last alone */
+    for (int j = 0; j < L && st == TRM_OK; j += 2) {
+        const int two = j + 1 < L;
+        const int8_t *hj = h + (size_t)j * (size_t)D;
+        int8_t *kj = key + (size_t)j * (size_t)D, *vj = val + (size_t)j * (size_t)D;
+        trm_prof_vectors(p->prof, TRM_OP_QKV, two ? 2u : 1u);
+        if (two) {
+            st = trm_linear_pair(&Wk, hj, hj + D, kj, kj + D, lin);
+            if (st == TRM_OK)
+                st = trm_linear_pair(&Wv, hj, hj + D, vj, vj + D, lin);
+        } else {
+            st = trm_linear(&Wk, hj, kj, lin);
+            if (st == TRM_OK)
+                st = trm_linear(&Wv, hj, vj, lin);
+        }
+        trm_prof_vectors(p->prof, TRM_OP_ROTARY, two ? 2u : 1u);
+        for (int i = j; i < j + 1 + two && st == TRM_OK; ++i)
+            for (int g = 0; g < p->heads && st == TRM_OK; ++g)
+                st = trm_rope_s8(key + (size_t)i * (size_t)D + g * hd, hd, p->cos + (size_t)i * (size_t)half,
+                                 p->sin + (size_t)i * (size_t)half);
     }
     for (int i = 0; i < L && st == TRM_OK; ++i) {
         int8_t *hi = h + (size_t)i * (size_t)D;

@@ -198,8 +198,8 @@ trm_status trm_softmax_q15(int32_t *s, int len, int32_t M, int32_t n);
 /* ---- attention_s8.c: the attention token mixer fused with its residual ------------------------ */
 
 /* Scratch: 4L + 2·L·D + 3D bytes (scores, keys, values, three rows: attention_s8.c), then, at a
- * 4-byte boundary, the linear layers' scratch (the larger of trm_linear_scratch_bytes of qkv and out;
- * none on the portable and Helium paths). */
+ * 4-byte boundary, the linear layers' scratch (the larger of trm_linear_pair_scratch_bytes of qkv and
+ * trm_linear_scratch_bytes of out; none on the portable and Helium paths). */
 size_t trm_attention_s8_scratch_bytes(const trm_attention *p, int L, int D);
 /* h[L][D] <- rmsnorm(h * a + attention(h) * b), in place. Keys and values of every position are
  * computed first (scratch), then each query row is handled and its residual written over its h row
