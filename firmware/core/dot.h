@@ -180,6 +180,17 @@ _Static_assert(TRM_DSP_LEFT == 8 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs)
     "add %[t], %[w1], #" #PAIR_END "\n\t"                                                                 \
     "str %[t], [%[st], #32]\n\t"                                                                          \
     "b " #BACK "b\n"
+/* Both loops after their 32-column steps: a group of columns at a time (GROUP) until xp reaches st->xg
+ * (label 2), then TAIL (label 4). */
+#define TRM_DSP_GROUPS(GROUP, TAIL)                                                                       \
+    "2:\n\t"                                                                                               \
+    "ldr %[t], [%[st], #20]\n\t"                                                                           \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "beq 4f\n"                                                                                             \
+    "3:\n\t" GROUP "ldr %[t], [%[st], #20]\n\t"                                                          \
+    "cmp %[xp], %[t]\n\t"                                                                                  \
+    "bne 3b\n"                                                                                             \
+    "4:\n\t" TAIL
 #define TRM_DSP_PAIRS(STEPS, GROUP, TAIL, FAST_N)                                                         \
     "0:\n\t"                                                                                               \
     "ldrd %[a0], %[a1], [%[st], #24]\n\t"                                                                  \
@@ -188,14 +199,7 @@ _Static_assert(TRM_DSP_LEFT == 8 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs)
     "beq 2f\n"                                                                                             \
     "1:\n\t" STEPS "cmp %[xp], %[xe]\n\t"                                                                  \
     "bne 1b\n"                                                                                             \
-    "2:\n\t"                                                                                               \
-    "ldr %[t], [%[st], #20]\n\t"                                                                           \
-    "cmp %[xp], %[t]\n\t"                                                                                  \
-    "beq 4f\n"                                                                                             \
-    "3:\n\t" GROUP "ldr %[t], [%[st], #20]\n\t"                                                            \
-    "cmp %[xp], %[t]\n\t"                                                                                  \
-    "bne 3b\n"                                                                                             \
-    "4:\n\t" TAIL                                                                                          \
+    TRM_DSP_GROUPS(GROUP, TAIL)                                                                         \
     "ldrd %[w0], %[w1], [%[st]]\n\t" TRM_DSP_ROW("a0", FAST_N, 5, 6) TRM_DSP_ROW("a1", FAST_N, 7, 8)        \
     "strd %[w0], %[w1], [%[st]]\n\t"                                                                       \
     "ldrd %[a0], %[a1], [%[st], #8]\n\t"                                                                   \
@@ -209,6 +213,20 @@ _Static_assert(TRM_DSP_LEFT == 8 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs)
 /* (M, n) = (0, 0) for TRM_DSP_LEFT rows, the most one call of the loop reaches: every row left to C
  * (linear.c). */
 extern const int32_t trm_dsp_no_mn[2 * TRM_DSP_LEFT];
+
+/* The loop state a kernel sets before trm_dsp_rows / trm_dsp_quad_rows: row stride, the arranged x
+ * and its two loop ends (xe: the 32-column steps; xg: the groups), the assembly variant. */
+static inline void trm_dsp_begin(trm_dsp_pairs *st, uint32_t stride, const uint32_t *xs, const uint32_t *xg,
+                                 const uint32_t *xe, int variant)
+{
+    st->stride = stride;
+    st->skip = 0u; /* the loops read each row to its end */
+    st->xs = xs;
+    st->xg = xg;
+    st->zero[0] = st->zero[1] = 0;
+    st->xe = xe;
+    st->variant = variant;
+}
 
 /* The loop over pairs of rows, the first at p0; returns where the next pair starts. */
 typedef const uint8_t *(*trm_dsp_pairs_fn)(const uint8_t *p0, trm_dsp_pairs *st);
@@ -304,14 +322,7 @@ static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st
     "1:\n\t" STEPS "ldr %[t], [%[st], #44]\n\t"                                                          \
     "cmp %[xp], %[t]\n\t"                                                                                  \
     "bne 1b\n"                                                                                             \
-    "2:\n\t"                                                                                               \
-    "ldr %[t], [%[st], #20]\n\t"                                                                           \
-    "cmp %[xp], %[t]\n\t"                                                                                  \
-    "beq 4f\n"                                                                                             \
-    "3:\n\t" GROUP "ldr %[t], [%[st], #20]\n\t"                                                          \
-    "cmp %[xp], %[t]\n\t"                                                                                  \
-    "bne 3b\n"                                                                                             \
-    "4:\n\t" TAIL                                                                                          \
+    TRM_DSP_GROUPS(GROUP, TAIL)                                                                         \
     "ldrd %[w], %[u], [%[st]]\n\t" TRM_DSP_QROW("a0", "a2", FAST_N, 5, 6) TRM_DSP_QROW("a1", "a3", FAST_N, 7, 8) \
     "strd %[w], %[u], [%[st]]\n\t"                                                                         \
     "ldrd %[a0], %[a1], [%[st], #8]\n\t"                                                                   \

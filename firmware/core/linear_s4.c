@@ -146,6 +146,12 @@ static void arrange_s4(const int8_t *x, int K, uint32_t *xs, int step)
  * the last K % 4 columns (S4_BYTES x the bytes). */
 enum { S4_HALF_GROUP = 1, S4_BYTES = 2 };
 
+static int variant_s4(int K)
+{
+    const int K4 = K & ~3, K8 = K & ~7;
+    return (K4 != K8 ? S4_HALF_GROUP : 0) + S4_BYTES * ((K - K4 + 1) / 2);
+}
+
 /* Pairs of rows over every column (dot.h, TRM_DSP_PAIRS: the accumulators are 4096 x the sums, hence
  * FAST_N = 21), the first row at p0; returns where the next pair starts. */
 static const uint8_t *pairs_s4(const uint8_t *p0, trm_dsp_pairs *st)
@@ -235,33 +241,21 @@ static const uint8_t *quads_s4(const uint8_t *p0, trm_dsp_pairs *st)
 void trm_linear_s4_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
                             uint32_t *xs)
 {
-    const int K = W->cols, K4 = K & ~3, K8 = K & ~7;
+    const int K = W->cols, K8 = K & ~7;
     arrange_s4(x0, K, xs, 2);
     arrange_s4(x1, K, xs + 1, 2);
     trm_dsp_pairs st; /* trm_dsp_quad_rows sets the rest */
-    st.stride = (uint32_t)trm_mat_row_bytes(W);
-    st.skip = 0u;
-    st.xs = xs;
-    st.xg = xs + 2 * (K8 / 2);
-    st.zero[0] = st.zero[1] = 0;
-    st.xe = xs + 2 * 16 * (K / 32);
-    st.variant = (K4 != K8 ? S4_HALF_GROUP : 0) + S4_BYTES * ((K - K4 + 1) / 2);
+    trm_dsp_begin(&st, (uint32_t)trm_mat_row_bytes(W), xs, xs + 2 * (K8 / 2), xs + 2 * 16 * (K / 32), variant_s4(K));
     trm_dsp_quad_rows(W, out0, out1, &st, quads_s4, 12);
 }
 
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */
 static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32_t *xs)
 {
-    const int K = W->cols, K4 = K & ~3, K8 = K & ~7;
+    const int K = W->cols, K8 = K & ~7;
     arrange_s4(x, K, xs, 1);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
-    st.stride = (uint32_t)trm_mat_row_bytes(W);
-    st.skip = 0u; /* the loop reads each row to its end */
-    st.xs = xs;
-    st.xg = xs + K8 / 2;
-    st.zero[0] = st.zero[1] = 0;
-    st.xe = xs + 16 * (K / 32);
-    st.variant = (K4 != K8 ? S4_HALF_GROUP : 0) + S4_BYTES * ((K - K4 + 1) / 2);
+    trm_dsp_begin(&st, (uint32_t)trm_mat_row_bytes(W), xs, xs + K8 / 2, xs + 16 * (K / 32), variant_s4(K));
     trm_dsp_rows(W, out, &st, pairs_s4, 12);
 }
 

@@ -194,13 +194,7 @@ void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1
     arrange_s8(x0, K, xs, 2);
     arrange_s8(x1, K, xs + 1, 2);
     trm_dsp_pairs st; /* trm_dsp_quad_rows sets the rest */
-    st.stride = (uint32_t)K;
-    st.skip = 0u;
-    st.xs = xs;
-    st.xg = xs + 2 * K4 / 2;
-    st.zero[0] = st.zero[1] = 0;
-    st.xe = xs + 2 * 16 * (K / 32);
-    st.variant = K - K4;
+    trm_dsp_begin(&st, (uint32_t)K, xs, xs + 2 * (K4 / 2), xs + 2 * 16 * (K / 32), K - K4);
     trm_dsp_quad_rows(W, out0, out1, &st, quads_s8, 0);
 }
 
@@ -210,13 +204,8 @@ static void linear_s8_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32
     const int K = W->cols, K4 = K & ~3;
     arrange_s8(x, K, xs, 1);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
-    st.stride = (uint32_t)K;
-    st.skip = 0u; /* the loop reads each row to its end */
-    st.xs = xs;
-    st.xg = xs + K4 / 2;
-    st.zero[0] = st.zero[1] = 0;
-    st.xe = xs + 16 * (K / 32);
-    st.variant = K != K4 ? S8_TAIL1 - 1 + (K - K4) : (((uintptr_t)W->w | (uintptr_t)K) & 3u) == 0 ? S8_ALIGNED : S8_ANY;
+    trm_dsp_begin(&st, (uint32_t)K, xs, xs + K4 / 2, xs + 16 * (K / 32),
+                  K != K4 ? S8_TAIL1 - 1 + (K - K4) : (((uintptr_t)W->w | (uintptr_t)K) & 3u) == 0 ? S8_ALIGNED : S8_ANY);
     trm_dsp_rows(W, out, &st, pairs_s8, 0);
 }
 
