@@ -3,6 +3,7 @@
  * Scratch layout (4-byte aligned): gate [I] | up [I], the products overwriting the gates; the linear
  * layers' scratch (DSP path only) after the 2I bytes for gate/up, after the I products for down (the
  * up values are dead by then). */
+#include "dot.h"
 #include "kernels.h"
 
 /* Where the linear layers' scratch starts: gate/up's, down's. */
@@ -25,11 +26,43 @@ size_t trm_swiglu_s8_scratch_bytes(const trm_swiglu *p)
 /* gate[i] <- requantize(SILU[gate[i]] * up[i]), i < I: the product overwrites the gate it came from,
  * |act * up| <= 2^14. The parameters in locals (int8 stores may alias them, which would reload them
  * per element), the usual shift n > 32 in a loop of its own. */
+#if TRM_LINEAR_PATH == TRM_LINEAR_MVE
+/* trm_round_shift_high then the int8 clamp, per lane: VMULH gives floor(v * M / 2^32), VSHL by a
+ * negative count the arithmetic shift by n - 33. */
+static inline int32x4_t requantize_high4(int32x4_t v, int32_t M, int32_t n)
+{
+    int32x4_t h = vshlq_s32(vmulhq_s32(v, vdupq_n_s32(M)), vdupq_n_s32(33 - n));
+    h = vshrq_n_s32(vaddq_n_s32(h, 1), 1);
+    return vmaxq_s32(vminq_s32(h, vdupq_n_s32(TRM_INT8_MAX)), vdupq_n_s32(TRM_INT8_MIN));
+}
+#endif
+
 static void products(const trm_swiglu *p, int8_t *gate, const int8_t *up)
 {
     const int I = p->inner;
     const int8_t *const silu = p->silu + 128;
     const int32_t M = p->prod_M, n = p->prod_n;
+#if TRM_LINEAR_PATH == TRM_LINEAR_MVE
+    /* Helium, 16 elements per step (tail-predicated): the SiLU table by a gather load at gate + 128,
+     * the int16 products of even and odd lanes (VMULLB/VMULLT), widened to int32 and requantized,
+     * narrowed back in the inverse lane order (VMOVNB/VMOVNT). */
+    if (n > 32) {
+        for (int i = 0; i < I; i += 16) {
+            const mve_pred16_t pr = vctp8q((uint32_t)(I - i));
+            const int8x16_t g = vldrbq_z_s8(gate + i, pr);
+            const uint8x16_t at = vreinterpretq_u8_s8(veorq_s8(g, vdupq_n_s8(INT8_MIN))); /* g + 128 */
+            const int8x16_t act = vldrbq_gather_offset_z_s8(p->silu, at, pr);
+            const int8x16_t u = vldrbq_z_s8(up + i, pr);
+            const int16x8_t pe = vmullbq_int_s8(act, u), po = vmulltq_int_s8(act, u);
+            int16x8_t re = vmovnbq_s32(vdupq_n_s16(0), requantize_high4(vmovlbq_s16(pe), M, n));
+            re = vmovntq_s32(re, requantize_high4(vmovltq_s16(pe), M, n));
+            int16x8_t ro = vmovnbq_s32(vdupq_n_s16(0), requantize_high4(vmovlbq_s16(po), M, n));
+            ro = vmovntq_s32(ro, requantize_high4(vmovltq_s16(po), M, n));
+            vstrbq_p_s8(gate + i, vmovntq_s16(vmovnbq_s16(vdupq_n_s8(0), re), ro), pr);
+        }
+        return;
+    }
+#endif
     if (n > 32) {
         for (int i = 0; i < I; ++i)
             gate[i] = (int8_t)trm_sat8_i32(trm_round_shift_high((int32_t)silu[gate[i]] * up[i], M, n));
