@@ -56,10 +56,10 @@ def parse(p: bytes, offset: int = 0) -> list[tuple[int, int]]:
 def macs_per_call(header: dict[str, Any]) -> dict[str, float]:
     """Multiply-accumulates per call of each operation that multiplies, from the blob header's shape
     (``export.blob.read_header``: hidden D, seq_len L, vocab_size V, mixer 0 mlp / 1 attention, heads,
-    ffn_inner F, mix_inner I). Where a call is: per position (ffn, head, attention's projections), per
-    channel (the mlp mixer), per position and head (scores, values). The attention's first pass makes k
-    and v of a position in one call and its second pass q in another: qkv's 3 D^2 MACs per position
-    over 2 calls."""
+    ffn_inner F, mix_inner I). Where a call is (calls count vectors, also where a kernel takes two at
+    once): per position (ffn, head, attention's projections), per channel (the mlp mixer), per position
+    and head (scores, values). The attention's first pass makes k and v of a position in one call and
+    its second pass q in another: qkv's 3 D^2 MACs per position over 2 calls."""
     D, L, F, V = header["hidden"], header["seq_len"], header["ffn_inner"], header["vocab_size"]
     out: dict[str, float] = {"ffn_gate_up": 2 * F * D, "ffn_down": D * F, "head": V * D}
     if header["mixer"] == 0:
