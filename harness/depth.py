@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 # Per RUN: cycles T, z-updates per cycle n, supervision steps, and network evaluations T*(n+1)*steps.
 LIMITS = {"T": 16, "n": 16, "steps": 64, "evaluations": 2048}
-# Per BENCH: repetitions, and multiply-accumulates rows*cols*reps.
+# Per BENCH: repetitions, and multiply-accumulates rows*cols*reps*vectors.
 BENCH_LIMITS = {"reps": 1000, "macs": 1 << 30}
 
 _LABEL = re.compile(r"T(\d+)n(\d+)s(\d+)(h?)")

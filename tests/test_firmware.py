@@ -250,13 +250,15 @@ def test_host_server_refuses_work_beyond_the_bounds_with_the_numbers(blobs, zoo_
         T, n, steps = 16, 15, LIMITS["evaluations"] // (16 * 16)        # exactly at the bound: 2048
         assert T * (n + 1) * steps == LIMITS["evaluations"]
         _check_bit_exact(board, blob, x, T, n, steps)
-    # rows*cols*reps > 2^30 MACs needs a matrix larger than a target's arena: a host server with 4 MiB
+    # rows*cols*reps*vectors > 2^30 MACs needs a matrix larger than a target's arena: a host server with
+    # 4 MiB; with two vectors half the matrix is over the bound
     with NativeServer(b"", arena_capacity=4 << 20) as s:
-        rows, cols, reps = 2048, 1024, BENCH_LIMITS["reps"]
-        kind, _, body = P.unframe(s.feed(P.frame(P.BENCH, 1, P.bench_payload(rows, cols, 8, reps)))[:-1])
-        assert kind == P.ERROR and P.ERRORS[body[0]] == "ARGS"
-        assert body[2:].decode().startswith(f"BENCH MACs rows*cols*reps {rows * cols * reps} > {BENCH_LIMITS['macs']} "
-                                            "(TRM_MAX_BENCH_MACS)")
+        for rows, vectors in ((2048, 1), (1024, 2)):
+            cols, reps = 1024, BENCH_LIMITS["reps"]
+            kind, _, body = P.unframe(s.feed(P.frame(P.BENCH, 1, P.bench_payload(rows, cols, 8, reps, vectors)))[:-1])
+            assert kind == P.ERROR and P.ERRORS[body[0]] == "ARGS"
+            assert body[2:].decode().startswith(f"BENCH MACs rows*cols*reps*vectors {rows * cols * reps * vectors} > "
+                                                f"{BENCH_LIMITS['macs']} (TRM_MAX_BENCH_MACS)")
     # the arena too small for the model: needed vs available bytes
     with NativeServer(blob, arena_capacity=2048) as s:
         ws = P.parse_info(P.unframe(s.feed(P.frame(P.INFO, 1))[:-1])[2]).workspace_bytes
