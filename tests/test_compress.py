@@ -261,3 +261,25 @@ def test_recipes_from_toml_and_clear_errors(tmp_path):
         Recipe.from_dict({"name": "x", "bitz": 3})
     with pytest.raises(ValueError, match="weight_bits"):
         Recipe("x", "integer", weight_bits=2)
+
+
+def test_calibration_puzzles_are_made_once_per_task_count_and_seed(monkeypatch):
+    """Every recipe of a study calibrates on the same training puzzles: they are generated once per
+    (task spec, count, seed), equal to a fresh generation, and handed out as copies."""
+    from harness.tasks import make_task
+    task = make_task(name="sudoku", size=4)
+    calls = []
+    generate = type(task).generate
+    monkeypatch.setattr(type(task), "generate", lambda self, n, seed, split="train": calls.append((n, seed)) or
+                        generate(self, n, seed, split))
+    int8 = BUILTIN["int8"]
+    first = _calibration_tokens(task, int8)
+    first[0, 0] = 99                                     # a caller's change stays its own
+    int4 = Recipe(**{**vars(BUILTIN["int4-pc"]), "calib_puzzles": int8.calib_puzzles, "calib_seed": int8.calib_seed})
+    again = _calibration_tokens(make_task(name="sudoku", size=4), int4)  # another recipe, an equal task
+    fresh = np.array([p.inputs for p in generate(task, int8.calib_puzzles, int8.calib_seed, "train")], np.int64)
+    assert np.array_equal(again, fresh) and again[0, 0] != 99
+    assert len([c for c in calls if c == (int8.calib_puzzles, int8.calib_seed)]) <= 1
+    other = Recipe(**{**vars(int8), "calib_seed": int8.calib_seed + 1})
+    _calibration_tokens(task, other)
+    assert (int8.calib_puzzles, int8.calib_seed + 1) in calls

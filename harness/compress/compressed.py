@@ -11,6 +11,7 @@ Depth (T, n, steps, halting) is not part of a recipe: it is chosen when a compre
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -131,9 +132,20 @@ class Compressed:
         return macs_per_inference(self.base.cfg, depth.T, depth.n, depth.steps)
 
 
+# Calibration inputs per (task spec, puzzles, seed): every recipe of a study calibrates on the same
+# training puzzles, which take seconds to generate (the generators reject non-training splits). A copy
+# is handed out, so no caller can change the cached array.
+_CALIBRATION: dict[tuple[str, int, int], np.ndarray] = {}
+
+
 def _calibration_tokens(task: Task, recipe: Recipe) -> np.ndarray:
-    puzzles = task.generate(recipe.calib_puzzles, seed=recipe.calib_seed, split="train")
-    return np.array([p.inputs for p in puzzles], dtype=np.int64)
+    key = (json.dumps(task.spec(), sort_keys=True, default=str), recipe.calib_puzzles, recipe.calib_seed)
+    if key not in _CALIBRATION:
+        if len(_CALIBRATION) >= 16:
+            _CALIBRATION.clear()
+        puzzles = task.generate(recipe.calib_puzzles, seed=recipe.calib_seed, split="train")
+        _CALIBRATION[key] = np.array([p.inputs for p in puzzles], dtype=np.int64)
+    return _CALIBRATION[key].copy()
 
 
 def quantize(recipe: Recipe, base: TRM, task: Task) -> Compressed:
