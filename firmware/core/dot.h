@@ -214,7 +214,7 @@ _Static_assert(TRM_DSP_LEFT == 8 && sizeof(void *) == 4 && sizeof(trm_dsp_pairs)
  * (linear.c). */
 extern const int32_t trm_dsp_no_mn[2 * TRM_DSP_LEFT];
 
-/* The loop state a kernel sets before trm_dsp_rows / trm_dsp_quad_rows: row stride, the arranged x
+/* The loop state a kernel sets before trm_dsp_rows: row stride, the arranged x
  * and its two loop ends (xe: the 32-column steps; xg: the groups), the assembly variant. */
 static inline void trm_dsp_begin(trm_dsp_pairs *st, uint32_t stride, const uint32_t *xs, const uint32_t *xg,
                                  const uint32_t *xe, int variant)
@@ -231,20 +231,24 @@ static inline void trm_dsp_begin(trm_dsp_pairs *st, uint32_t stride, const uint3
 /* The loop over pairs of rows, the first at p0; returns where the next pair starts. */
 typedef const uint8_t *(*trm_dsp_pairs_fn)(const uint8_t *p0, trm_dsp_pairs *st);
 
-/* All rows of W (rows >= 2) through `pairs`, which covers every column: the pairs of rows in as few
- * calls as the rows left to C allow (one, unless more than TRM_DSP_LEFT - 2 rows are), then an odd
- * last row with the row before it, which is computed and stored twice. A row's sum is its
- * accumulator >> acc_shift (the int4 loop accumulates 4096 x the sum). int16 outputs are requantized
- * in C: the loop leaves every row to C, at most TRM_DSP_LEFT per call, and its int8 stores are
- * placeholders into the bytes of that call's own rows (an int16 row has 2: the call from row o stores
- * at bytes 2o.., which C then overwrites; stores at byte o, the rows' int8 place, overwrote rows
- * already finished, as the odd last call of an 11-row head did). */
-static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st, trm_dsp_pairs_fn pairs,
-                                int acc_shift)
+/* All rows of W (rows >= 2) through `loop`, which covers every column: TRM_DSP_PAIRS, or with a second
+ * vector (out1: its int8 outputs) TRM_DSP_QUADS. The pairs of rows in as few calls as the rows left
+ * to C allow (one, unless more than TRM_DSP_LEFT - 2 accumulators are), then an odd last row with the
+ * row before it, which is computed and stored twice. A row's sum is its accumulator >> acc_shift (the
+ * int4 loop accumulates 4096 x the sum); a row left to C has one accumulator per vector. int16 outputs
+ * (one vector only) are requantized in C: the loop leaves every row to C, at most TRM_DSP_LEFT per
+ * call, and its int8 stores are placeholders into the bytes of that call's own rows (an int16 row has
+ * 2: the call from row o stores at bytes 2o.., which C then overwrites; stores at byte o, the rows'
+ * int8 place, overwrote rows already finished, as the odd last call of an 11-row head did). */
+static inline void trm_dsp_rows(const trm_mat *W, trm_out out, int8_t *out1, trm_dsp_pairs *st,
+                                trm_dsp_pairs_fn loop, int acc_shift)
 {
-    const int rows = W->rows, even = rows & ~1, fused = out.s8 != NULL;
+    const int rows = W->rows, even = rows & ~1, fused = out.s8 != NULL, accs = out1 ? 2 : 1;
     const size_t row_bytes = trm_mat_row_bytes(W);
     const uint8_t *p0 = (const uint8_t *)W->w;
+    const trm_out second = {out1, NULL};
+    if (out1)
+        st->y_other = (int32_t)(out1 - out.s8);
     for (int o = 0; o < rows;) {
         int end = even;
         if (o == even) { /* the odd last row, with the one before */
@@ -258,10 +262,12 @@ static inline void trm_dsp_rows(const trm_mat *W, trm_out out, trm_dsp_pairs *st
         st->y_first = y;
         st->y_end = y + (end - o); /* unfused, the loop stops earlier: every row is left to C */
         st->left = 0;
-        p0 = pairs(p0, st);
+        p0 = loop(p0, st);
         for (int k = 0; k < st->left; ++k) {
             const int j = o + st->rows[k];
-            trm_store_row(out, j, st->acc[k] >> acc_shift, W->mn);
+            trm_store_row(out, j, st->acc[accs * k] >> acc_shift, W->mn);
+            if (out1)
+                trm_store_row(second, j, st->acc[accs * k + 1] >> acc_shift, W->mn);
         }
         o += (int)(st->y - y);
     }
@@ -338,39 +344,6 @@ void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1
                             uint32_t *xs);
 void trm_linear_s4_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1, int8_t *out0, int8_t *out1,
                             uint32_t *xs);
-
-/* All rows of W (rows >= 2) for the two vectors x0, x1 through `quads`, int8 outputs: as trm_dsp_rows,
- * the odd last row with the one before; a row's sums are its accumulators >> acc_shift. */
-static inline void trm_dsp_quad_rows(const trm_mat *W, int8_t *out0, int8_t *out1, trm_dsp_pairs *st,
-                                     trm_dsp_pairs_fn quads, int acc_shift)
-{
-    const int rows = W->rows, even = rows & ~1;
-    const size_t row_bytes = trm_mat_row_bytes(W);
-    const uint8_t *p0 = (const uint8_t *)W->w;
-    const trm_out o0 = {out0, NULL}, o1 = {out1, NULL};
-    st->y_other = (int32_t)(out1 - out0);
-    for (int o = 0; o < rows;) {
-        int end = even;
-        if (o == even) {
-            o = rows - 2;
-            p0 -= row_bytes;
-            end = rows;
-        }
-        int8_t *y = out0 + o;
-        st->mn = W->mn + 2 * o;
-        st->y = y;
-        st->y_first = y;
-        st->y_end = out0 + end;
-        st->left = 0;
-        p0 = quads(p0, st);
-        for (int k = 0; k < st->left; ++k) {
-            const int j = o + st->rows[k];
-            trm_store_row(o0, j, st->acc[2 * k] >> acc_shift, W->mn);
-            trm_store_row(o1, j, st->acc[2 * k + 1] >> acc_shift, W->mn);
-        }
-        o += (int)(st->y - y);
-    }
-}
 
 static inline uint32_t trm_load32(const void *p)
 {

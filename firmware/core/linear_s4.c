@@ -244,9 +244,9 @@ void trm_linear_s4_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1
     const int K = W->cols, K8 = K & ~7;
     arrange_s4(x0, K, xs, 2);
     arrange_s4(x1, K, xs + 1, 2);
-    trm_dsp_pairs st; /* trm_dsp_quad_rows sets the rest */
+    trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
     trm_dsp_begin(&st, (uint32_t)trm_mat_row_bytes(W), xs, xs + 2 * (K8 / 2), xs + 2 * 16 * (K / 32), variant_s4(K));
-    trm_dsp_quad_rows(W, out0, out1, &st, quads_s4, 12);
+    trm_dsp_rows(W, (trm_out){out0, NULL}, out1, &st, quads_s4, 12);
 }
 
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */
@@ -256,7 +256,7 @@ static void linear_s4_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32
     arrange_s4(x, K, xs, 1);
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
     trm_dsp_begin(&st, (uint32_t)trm_mat_row_bytes(W), xs, xs + K8 / 2, xs + 16 * (K / 32), variant_s4(K));
-    trm_dsp_rows(W, out, &st, pairs_s4, 12);
+    trm_dsp_rows(W, out, NULL, &st, pairs_s4, 12);
 }
 
 #endif

@@ -193,9 +193,9 @@ void trm_linear_s8_pair_dsp(const trm_mat *W, const int8_t *x0, const int8_t *x1
     const int K = W->cols, K4 = K & ~3;
     arrange_s8(x0, K, xs, 2);
     arrange_s8(x1, K, xs + 1, 2);
-    trm_dsp_pairs st; /* trm_dsp_quad_rows sets the rest */
+    trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
     trm_dsp_begin(&st, (uint32_t)K, xs, xs + 2 * (K4 / 2), xs + 2 * 16 * (K / 32), K - K4);
-    trm_dsp_quad_rows(W, out0, out1, &st, quads_s8, 0);
+    trm_dsp_rows(W, (trm_out){out0, NULL}, out1, &st, quads_s8, 0);
 }
 
 /* xs: trm_dsp_x_words(W) words of the caller's scratch. */
@@ -206,7 +206,7 @@ static void linear_s8_dsp(const trm_mat *W, const int8_t *x, trm_out out, uint32
     trm_dsp_pairs st; /* trm_dsp_rows sets the rest */
     trm_dsp_begin(&st, (uint32_t)K, xs, xs + K4 / 2, xs + 16 * (K / 32),
                   K != K4 ? S8_TAIL1 - 1 + (K - K4) : (((uintptr_t)W->w | (uintptr_t)K) & 3u) == 0 ? S8_ALIGNED : S8_ANY);
-    trm_dsp_rows(W, out, &st, pairs_s8, 0);
+    trm_dsp_rows(W, out, NULL, &st, pairs_s8, 0);
 }
 
 #endif

@@ -23,9 +23,6 @@ size_t trm_swiglu_s8_scratch_bytes(const trm_swiglu *p)
     return need;
 }
 
-/* gate[i] <- requantize(SILU[gate[i]] * up[i]), i < I: the product overwrites the gate it came from,
- * |act * up| <= 2^14. The parameters in locals (int8 stores may alias them, which would reload them
- * per element), the usual shift n > 32 in a loop of its own. */
 #if TRM_LINEAR_PATH == TRM_LINEAR_MVE
 /* trm_round_shift_high then the int8 clamp, per lane: VMULH gives floor(v * M / 2^32), VSHL by a
  * negative count the arithmetic shift by n - 33. */
@@ -37,6 +34,9 @@ static inline int32x4_t requantize_high4(int32x4_t v, int32_t M, int32_t n)
 }
 #endif
 
+/* gate[i] <- requantize(SILU[gate[i]] * up[i]), i < I: the product overwrites the gate it came from,
+ * |act * up| <= 2^14. The parameters in locals (int8 stores may alias them, which would reload them
+ * per element), the usual shift n > 32 in a loop of its own. */
 static void products(const trm_swiglu *p, int8_t *gate, const int8_t *up)
 {
     const int I = p->inner;
