@@ -23,10 +23,14 @@ def _fail(message: str) -> None:
 
 
 def _command_line(ctx: typer.Context) -> str:
-    """The running command as a reproducible command line: every option that differs from its default."""
+    """The running command as a reproducible command line: its arguments, then every option that differs
+    from its default."""
     words = ["harness", ctx.info_name]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            words += [shlex.quote(str(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
+            continue
         if param.param_type_name != "option" or value == param.default or value is None:
             continue
         if param.is_flag:
@@ -37,6 +41,35 @@ def _command_line(ctx: typer.Context) -> str:
     return " ".join(words)
 
 
+def _task_spec(task: str, size: Optional[int], task_param: list[str]) -> dict:
+    """A task spec from --task, --size and --task-param KEY=VALUE (a JSON value, else the string)."""
+    spec = {"name": task}
+    if size is not None:
+        spec["size"] = size
+    for kv in task_param:
+        key, _, value = kv.partition("=")
+        try:
+            spec[key] = json.loads(value)
+        except json.JSONDecodeError:
+            spec[key] = value
+    return spec
+
+
+def _layout(arch: str, layers: int, y_layers: Optional[int], puzzle_emb_len: int, hidden: int) -> dict:
+    """The TRMConfig fields of --arch and the official layout's options (an HRM has the official halting
+    head; a prefix comes with a one-row table: this harness's tasks have no puzzle identifiers)."""
+    fields: dict = {}
+    if arch == "hrm":
+        fields.update(arch="hrm", y_layers=y_layers or layers, halt_logits=2, halt_read="first")
+    elif arch != "trm":
+        _fail(f"--arch must be trm or hrm, got {arch!r}")
+    elif y_layers:
+        _fail("--y-layers is for --arch hrm (a TRM has one network)")
+    if puzzle_emb_len:
+        fields.update(puzzle_emb_len=puzzle_emb_len, puzzle_ids=1, puzzle_emb_ndim=hidden)  # the official ndim
+    return fields
+
+
 @app.command()
 def train(
     ctx: typer.Context,
@@ -44,6 +77,10 @@ def train(
     out: Path = typer.Option(..., help="Checkpoint folder to write."),
     size: Optional[int] = typer.Option(None, help="Grid size (sudoku 4/6/9, maze odd side, arc canvas)."),
     task_param: list[str] = typer.Option([], "--task-param", help="Extra task parameter KEY=VALUE (JSON value)."),
+    arch: str = typer.Option("trm", help="trm, or hrm (a z network of --layers blocks and a y network of "
+                                         "--y-layers; two-logit halting head on the first position)."),
+    y_layers: Optional[int] = typer.Option(None, help="HRM: blocks of the y network (default: --layers)."),
+    puzzle_emb_len: int = typer.Option(0, help="Puzzle-embedding prefix rows (the official layout; 0: none)."),
     mixer: str = typer.Option("mlp", help="Token mixer: mlp or attention."),
     hidden: int = typer.Option(64), layers: int = typer.Option(2), expansion: float = typer.Option(2.0),
     heads: int = typer.Option(4), T: int = typer.Option(2, "--T"), n: int = typer.Option(3, "--n"),
@@ -60,18 +97,10 @@ def train(
     from .models.train import TrainConfig
     from .models.train import train as run_training
 
-    spec = {"name": task}
-    if size is not None:
-        spec["size"] = size
-    for kv in task_param:
-        key, _, value = kv.partition("=")
-        try:
-            spec[key] = json.loads(value)
-        except json.JSONDecodeError:
-            spec[key] = value
+    spec = _task_spec(task, size, task_param)
     cfg = TrainConfig(
         task=spec, model=dict(hidden=hidden, layers=layers, expansion=expansion, mixer=mixer, heads=heads,
-                              T=T, n=n, steps=steps, halting=halting),
+                              T=T, n=n, steps=steps, halting=halting, **_layout(arch, layers, y_layers, puzzle_emb_len, hidden)),
         seed=seed, train_puzzles=train_puzzles, batch=batch, lr=lr, weight_decay=weight_decay,
         warmup=warmup, iterations=iterations, ema=ema, eval_every=eval_every,
         eval_puzzles=eval_puzzles, threads=threads, max_minutes=max_minutes)
@@ -83,6 +112,51 @@ def train(
     console.print(f"saved {out}  params {summary['params']:,}  MACs/inference {summary['macs_per_inference']:,}  "
                   f"held-out exact {last.get('exact_accuracy', float('nan')):.1%}  "
                   f"in {summary['train_seconds']:.0f} s")
+
+
+@app.command("import")
+def import_cmd(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="trm-official (TinyRecursiveModels) or hrm-official (sapientinc/HRM)."),
+    checkpoint: Path = typer.Argument(..., help="The file the official pretrain.py saved (torch.save of the state dict)."),
+    out: Path = typer.Option(..., help="Checkpoint folder to write (model.safetensors, config.json, card)."),
+    config: Optional[Path] = typer.Option(None, help="The run's all_config.yaml (heads, depth, halting rule, prefix)."),
+    task: str = typer.Option(..., help="Task the model solves (sudoku, maze, arc): gives the sequence length."),
+    size: Optional[int] = typer.Option(None, help="Grid size of the task (the official sudoku models: 9)."),
+    task_param: list[str] = typer.Option([], "--task-param", help="Extra task parameter KEY=VALUE (JSON value)."),
+    heads: Optional[int] = typer.Option(None, help="Attention heads (arch.num_heads), if no --config says it."),
+    T: Optional[int] = typer.Option(None, "--T", help="Cycles per step (arch.H_cycles)."),
+    n: Optional[int] = typer.Option(None, "--n", help="z updates per cycle (arch.L_cycles)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Supervision steps (arch.halt_max_steps)."),
+    puzzle_emb_len: Optional[int] = typer.Option(None, help="Prefix rows of a TRM (arch.puzzle_emb_len)."),
+):
+    """Import a checkpoint of the official TRM or HRM code: our checkpoint and a card saying where it came from."""
+    from .models.card import write_import_card
+    from .models.checkpoint import save_checkpoint
+    from .models.importer import ImportError_, import_official
+    from .tasks import make_task
+
+    try:
+        t = make_task(**_task_spec(task, size, task_param))
+    except (TypeError, ValueError) as e:
+        _fail(f"--task {task}: {e}")
+    overrides = {"num_heads": heads, "H_cycles": T, "L_cycles": n, "halt_max_steps": steps,
+                 "puzzle_emb_len": puzzle_emb_len}
+    try:
+        model, origin = import_official(kind, checkpoint, config, t.seq_len, overrides)
+    except ImportError_ as e:
+        _fail(str(e))
+    if model.cfg.vocab_size != t.vocab_size:
+        _fail(f"{checkpoint}: key 'embed_tokens.embedding_weight' has {model.cfg.vocab_size} rows (the vocabulary) "
+              f"but task {t.spec()} has {t.vocab_size} tokens: give the task the model was trained on")
+    if (out / "model.safetensors").exists():
+        _fail(f"{out} already holds a checkpoint: choose another --out")
+    origin["command"] = _command_line(ctx)
+    save_checkpoint(out, model, t, {"imported": origin, "params": model.parameter_count()})
+    write_import_card(out)
+    console.print(f"imported {origin['variant']} from {checkpoint} into {out}: {model.parameter_count():,} parameters "
+                  f"({', '.join(origin['dtypes'])} tensors), depth T{model.cfg.T} n{model.cfg.n} s{model.cfg.steps}, "
+                  f"carry {model.cfg.carry_len}×{model.cfg.hidden}")
 
 
 @app.command("eval")

@@ -153,3 +153,87 @@ def test_a_checkpoint_in_the_earlier_words_loads_as_today(model, tmp_path):
     assert loaded.cfg.steps == model.cfg.steps + 1
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def _hrm(**kw):
+    from harness.models.hrm import HRM, hrm_config
+
+    torch.manual_seed(0)
+    return HRM(hrm_config(vocab_size=8, seq_len=16, hidden=16, layers=2, y_layers=1, heads=2, T=2, n=2, steps=2, **kw))
+
+
+def test_hrm_updates_z_with_its_z_network_and_y_with_its_y_network():
+    m = _hrm()
+    tokens = torch.randint(0, 8, (2, 16))
+    out = m.forward_trace(tokens)
+    with torch.no_grad():
+        x = m.input_embedding(tokens)
+        y, z = m.initial_carry(tokens)
+        for s in range(2):
+            for t in range(2):
+                for _ in range(2):
+                    z = m.blocks_on(z + x + y)                       # the z network (HRM's L module)
+                h = y + z
+                for block in m.y_blocks:                             # the y network (HRM's H module)
+                    h = block(h)
+                y = h
+                assert torch.allclose(out["y"][s, t], y, atol=1e-6) and torch.allclose(out["z"][s, t], z, atol=1e-6)
+    # two logits (halt, continue) read from y's first position; the decision is halt - continue
+    assert out["q_logits"].shape == (2, 2, 2)
+    assert torch.allclose(out["q_halt"], out["q_logits"][..., 0] - out["q_logits"][..., 1])
+    assert torch.allclose(out["q_logits"][-1], m.halt(out["y"][-1, -1][:, 0]))
+    # the count of MACs knows the y network has its own depth
+    one = macs_per_net(m.cfg, 1)
+    assert macs_per_inference(m.cfg) == 2 * (2 * (2 * 2 * one + one) + 16 * 16 * 8 + 16 * 2)
+
+
+def test_hrm_step_takes_the_one_step_gradient():
+    """Only the last z update and the last y update carry a gradient: the first z network input
+    contributes nothing, so a step's loss has no gradient on the initial z through the no-grad part."""
+    m = _hrm()
+    tokens = torch.randint(0, 8, (2, 16))
+    x = m.input_embedding(tokens)
+    y, z = m.initial_carry(tokens)
+    z = z.clone().requires_grad_(True)
+    y2, z2, logits, q = m.step(x, y, z)
+    logits.sum().backward()
+    assert z.grad is None  # the first z update ran without gradient
+    assert all(p.grad is not None for p in m.y_blocks.parameters()) and all(p.grad is not None for p in m.blocks.parameters())
+    # a TRM's step keeps the whole last cycle: its first z update of that cycle sees the gradient
+    trm = TRM(TRMConfig(vocab_size=8, seq_len=16, hidden=16, layers=1, heads=2, T=1, n=2, steps=1))
+    z0 = trm.initial_carry(tokens)[1].clone().requires_grad_(True)
+    trm.step(trm.input_embedding(tokens), trm.initial_carry(tokens)[0], z0)[2].sum().backward()
+    assert z0.grad is not None
+
+
+def test_the_prefix_comes_before_the_sequence_and_the_head_skips_it():
+    cfg = TRMConfig(vocab_size=8, seq_len=16, hidden=16, layers=1, heads=2, mixer="attention", T=1, n=1, steps=1,
+                    puzzle_emb_len=3, puzzle_emb_ndim=40, puzzle_ids=4, halt_read="first")
+    torch.manual_seed(0)
+    m = TRM(cfg)
+    with torch.no_grad():
+        m.puzzle_emb.normal_()
+    tokens = torch.randint(0, 8, (2, 16))
+    x = m.input_embedding(tokens, torch.tensor([1, 3]))
+    assert x.shape == (2, 19, 16)
+    assert torch.allclose(x[:, 3:], m.embed(tokens) * 4.0)
+    rows = x[:, :3].reshape(2, -1) / 4.0
+    assert torch.allclose(rows[0, :40], m.puzzle_emb[1]) and torch.all(rows[:, 40:] == 0)  # zero-padded
+    out = m.forward_trace(tokens, puzzle_ids=torch.tensor([1, 3]))
+    assert out["logits"].shape == (1, 2, 16, 8) and out["y"].shape == (1, 1, 2, 19, 16)
+    assert torch.allclose(out["logits"][0], m.head(out["y"][0, 0][:, 3:]))
+    with pytest.raises(ValueError, match="puzzle_emb_ndim"):
+        TRMConfig(vocab_size=8, seq_len=16, hidden=16, puzzle_emb_len=2, puzzle_emb_ndim=40, puzzle_ids=1)
+
+
+def test_an_hrm_trains_and_its_checkpoint_loads_as_an_hrm(tmp_path):
+    from harness.models.hrm import HRM
+
+    cfg = TrainConfig(task={"name": "sudoku", "size": 4},
+                      model=dict(arch="hrm", y_layers=1, hidden=16, layers=1, heads=2, mixer="attention", T=1, n=2,
+                                 steps=2, halt_logits=2, halt_read="first"),
+                      train_puzzles=64, batch=8, iterations=6, eval_every=6, eval_puzzles=8, save_every=6)
+    rec = train(cfg, tmp_path / "run")
+    assert rec["iterations"] == 6
+    model, task, config = load_checkpoint(tmp_path / "run")
+    assert isinstance(model, HRM) and config["model"]["y_layers"] == 1

@@ -12,6 +12,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from ..models.hrm import build
 from ..models.trm import TRM, SwiGLU
 
 SKIP = ("head", "halt")
@@ -49,15 +50,19 @@ def _shrink(src: SwiGLU, dst: SwiGLU, idx: torch.Tensor) -> None:
 
 
 def _structured(model: TRM, fraction: float) -> TRM:
+    """Every block of every network keeps the same number of SwiGLU rows (the config has one inner
+    width per kind), each block its own best ones."""
     cfg = model.cfg
-    mix = [_keep(b.mixer.swiglu, fraction) for b in model.blocks] if cfg.mixer == "mlp" else None
-    ffn = [_keep(b.ffn, fraction) for b in model.blocks]
+    blocks = [b for _, net in model.networks() for b in net]
+    mix = [_keep(b.mixer.swiglu, fraction) for b in blocks] if cfg.mixer == "mlp" else None
+    ffn = [_keep(b.ffn, fraction) for b in blocks]
     small_cfg = dataclasses.replace(cfg, ffn_inner=len(ffn[0]), mix_inner=len(mix[0]) if mix else 0)
-    small = TRM(small_cfg)
+    small = build(small_cfg)
     state = {k: v for k, v in model.state_dict().items() if not (".ffn." in k or ".mixer.swiglu." in k)}
     small.load_state_dict(state, strict=False)
     with torch.no_grad():
-        for l, (src, dst) in enumerate(zip(model.blocks, small.blocks)):
+        small_blocks = [b for _, net in small.networks() for b in net]
+        for l, (src, dst) in enumerate(zip(blocks, small_blocks)):
             _shrink(src.ffn, dst.ffn, ffn[l])
             if mix:
                 _shrink(src.mixer.swiglu, dst.mixer.swiglu, mix[l])

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..models.checkpoint import CONFIG, load_checkpoint
+from ..models.hrm import build
 from ..models.train import TrainConfig
 from ..models.train import train as train_loop
 from ..models.trm import TRM, Point, identity
@@ -134,7 +135,7 @@ def _distill(recipe: Recipe, model: TRM, task: Task) -> _Run:
 
 
 def _linattn(recipe: Recipe, model: TRM, task: Task) -> _Run:
-    linear = TRM(replace(model.cfg, attention_kernel="linear"))
+    linear = build(replace(model.cfg, attention_kernel="linear"))
     linear.load_state_dict(model.state_dict())
     return _Run(init=linear)
 

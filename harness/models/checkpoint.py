@@ -10,6 +10,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from ..tasks import Task, make_task
+from .hrm import build
 from .trm import LEGACY_WEIGHTS, TRM, TRMConfig
 
 ZOO = Path(__file__).parent / "zoo"
@@ -95,9 +96,9 @@ def load_checkpoint(name_or_path: str | Path) -> tuple[TRM, Task, dict[str, Any]
     config = read_config(folder)
     where = folder / CONFIG
     try:
-        model = TRM(TRMConfig.from_dict(config["model"]))
+        model = build(TRMConfig.from_dict(config["model"]))
     except (TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{where}: the model config {config['model']} does not build a TRM ({e})") from None
+        raise CheckpointError(f"{where}: the model config {config['model']} does not build a model ({e})") from None
     model.load_state_dict(_weights(folder, model))
     model.eval()
     task = checkpoint_task(folder)

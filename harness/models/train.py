@@ -37,7 +37,8 @@ from ..tasks.files import read_puzzles, write_jsonl
 from .checkpoint import CONFIG, save_checkpoint
 from ..depth import Depth
 from .evaluate import evaluate
-from .trm import TRM, Point, TRMConfig, identity, macs_per_inference
+from .hrm import build
+from .trm import TRM, Point, TRMConfig, halt_score, identity, macs_per_inference
 
 STATE = "train_state.pt"
 POOL = "train_pool.jsonl"
@@ -73,7 +74,7 @@ class TrainConfig:
 
 
 def build_model(cfg: TrainConfig, task: Task) -> TRM:
-    return TRM(TRMConfig(vocab_size=task.vocab_size, seq_len=task.seq_len, **cfg.model))
+    return build(TRMConfig(vocab_size=task.vocab_size, seq_len=task.seq_len, **cfg.model))
 
 
 def _check_fits(model: TRM, task: Task, role: str) -> None:
@@ -98,7 +99,7 @@ def _served(model: TRM) -> TRM:
             state[key] = value
         elif rest.endswith(".original"):
             state[f"{module}.{rest.removesuffix('.original')}"] = value
-    plain = TRM(model.cfg)
+    plain = build(model.cfg)
     plain.load_state_dict(state)
     return plain
 
@@ -160,6 +161,21 @@ class _Slots:
         if self.teacher is not None:
             self.ty[idx], self.tz[idx] = self.teacher.initial_carry(x)
         self.steps[idx] = 0
+
+
+def _halting_loss(model: TRM, x, y, z, q, correct, step, point: Point) -> torch.Tensor:
+    """The halting head's loss. One logit: binary cross-entropy against "every scored cell is right".
+    Two (halt, continue; HRM's Q-learning): the halt logit the same, the continue logit against the
+    value of going on, sigmoid of the next step's best logit (its halt logit alone after the last step),
+    from one more step without gradient on the new carry, as the official HRM computes it."""
+    if model.cfg.halt_logits == 1:
+        return F.binary_cross_entropy_with_logits(q, correct.float())
+    with torch.no_grad():
+        nq = model.step(x, y.detach(), z.detach(), point=point)[3]
+        last = step >= model.cfg.steps
+        target = torch.sigmoid(torch.where(last, nq[:, 0], torch.maximum(nq[:, 0], nq[:, 1])))
+    return (F.binary_cross_entropy_with_logits(q[:, 0], correct.float())
+            + F.binary_cross_entropy_with_logits(q[:, 1], target))
 
 
 def _lr_at(cfg: TrainConfig, it: int) -> float:
@@ -259,11 +275,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
             for group in opt.param_groups:
                 group["lr"] = _lr_at(cfg, it)
             x = point("x", model.input_embedding(slots.inputs))
-            y, z, logits, q_halt = model.step(x, slots.y, slots.z, point=point)
+            y, z, logits, q = model.step(x, slots.y, slots.z, point=point)
             mask = slots.scored()
             ce = F.cross_entropy(logits[mask], slots.labels[mask])
             correct = ((logits.argmax(-1) == slots.labels) | ~mask).all(-1)
-            bce = F.binary_cross_entropy_with_logits(q_halt, correct.float()) if model.cfg.halting else 0.0
+            bce = _halting_loss(model, x, y, z, q, correct, slots.steps + 1, point) if model.cfg.halting else 0.0
             if teacher is None:
                 loss = ce + 0.5 * bce
             else:
@@ -287,7 +303,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
             done = slots.steps >= model.cfg.steps
             if model.cfg.halting:
                 explore = torch.rand(len(done)) < cfg.halt_explore
-                done |= (q_halt.detach() > 0) & ~explore
+                done |= (halt_score(q.detach(), model.cfg.halt_logits) > 0) & ~explore
             slots.refill(done)
             it += 1
             elapsed = time.monotonic() - started

@@ -11,6 +11,14 @@ The network is a stack of post-norm blocks, h <- norm(h + mixer(h)); h <- norm(h
 RMSNorm without weight or bias. The token mixer is a SwiGLU over the sequence axis (``mlp``) or
 non-causal self-attention with rotary positions (``attention``), whose kernel is the usual softmax or
 linear attention (cost linear in the sequence length; float models only, the integer model has none).
+
+The official TRM layout (SamsungSAILMontreal/TinyRecursiveModels) is this file with config fields, not
+another file: a *puzzle-embedding prefix* (``puzzle_emb_len`` rows before the sequence, taken from a
+table with one row per puzzle identifier, ``puzzle_emb_ndim`` wide, zero-padded, scaled with the
+token embeddings), so the carry has ``carry_len`` = prefix + sequence rows, the mixers and the rotary
+positions run over all of them and the output head reads y after the prefix; the halting head reads
+the first position (``halt_read = "first"``) and may have two logits (halt, continue: halt when
+halt > continue). HRM (``hrm.py``) is this model with a second network for the y update.
 """
 from __future__ import annotations
 
@@ -27,6 +35,9 @@ MIXERS = ("mlp", "attention")
 LEGACY = {"n_sup": "steps"}
 LEGACY_WEIGHTS = ((".mixer.mlp.", ".mixer.swiglu."), (".mlp.", ".ffn."))
 ATTENTION_KERNELS = ("softmax", "linear")
+ARCHS = ("trm", "hrm")
+HALT_READS = ("mean", "first")
+MIX_NORMS = ("channels", "sequence")
 
 # A quantization point: every tensor that the integer model stores as int8 passes through
 # point(name, tensor). The float model uses the identity; harness.compress plugs in observers (to
@@ -67,6 +78,16 @@ class TRMConfig:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     attention_kernel: str = "softmax"  # attention mixer: "softmax" | "linear"
+    # the official layout (module docstring); the defaults are this harness's own TRM
+    puzzle_emb_len: int = 0  # prefix rows before the sequence (the official TRM: 16)
+    puzzle_emb_ndim: int = 0  # width of one puzzle-embedding row, at most puzzle_emb_len × hidden
+    puzzle_ids: int = 0      # rows of the puzzle-embedding table (puzzle identifiers)
+    halt_logits: int = 1     # 1: halt when the halting logit > 0; 2: (halt, continue), halt when halt > continue
+    halt_read: str = "mean"  # the halting head reads y's mean over positions, or its first position
+    mix_norm: str = "channels"  # the RMSNorm after the mlp mixer: over each position's channels, or over
+                                # each channel's positions ("sequence": the official TRM's mlp_t)
+    arch: str = "trm"        # "trm" | "hrm" (hrm.py: a second network, y_layers blocks, updates y)
+    y_layers: int = 0        # HRM: blocks of the y network (the official H_layers); 0 for a TRM
 
     def __post_init__(self):
         if self.mixer not in MIXERS:
@@ -75,11 +96,32 @@ class TRMConfig:
             raise ValueError(f"attention_kernel must be one of {ATTENTION_KERNELS}, got {self.attention_kernel!r}")
         if self.mixer == "attention" and self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if (self.arch == "hrm") != (self.y_layers > 0):
+            raise ValueError(f"y_layers (the y network's blocks) must be positive for an hrm and 0 for a trm, "
+                             f"got arch {self.arch!r} with y_layers {self.y_layers}")
+        if self.halt_logits not in (1, 2):
+            raise ValueError(f"halt_logits must be 1 or 2, got {self.halt_logits!r}")
+        if self.mix_norm not in MIX_NORMS or self.mix_norm == "sequence" and self.mixer != "mlp":
+            raise ValueError(f"mix_norm must be one of {MIX_NORMS} ('sequence' with the mlp mixer only), "
+                             f"got {self.mix_norm!r} with mixer {self.mixer!r}")
+        if self.halt_read not in HALT_READS:
+            raise ValueError(f"halt_read must be one of {HALT_READS}, got {self.halt_read!r}")
+        if (self.puzzle_ids > 0) != (self.puzzle_emb_ndim > 0) or self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden:
+            raise ValueError(f"a puzzle-embedding table needs puzzle_ids > 0 and 0 < puzzle_emb_ndim <= "
+                             f"puzzle_emb_len × hidden ({self.puzzle_emb_len} × {self.hidden}), got puzzle_ids "
+                             f"{self.puzzle_ids} and puzzle_emb_ndim {self.puzzle_emb_ndim}")
+
+    @property
+    def carry_len(self) -> int:
+        """Rows of the carry: the puzzle-embedding prefix, then the sequence."""
+        return self.puzzle_emb_len + self.seq_len
 
     @property
     def mix_width(self) -> int:
         """Inner width of the sequence-mixing SwiGLU (mlp mixer)."""
-        return self.mix_inner or max(1, round(self.expansion * self.seq_len))
+        return self.mix_inner or max(1, round(self.expansion * self.carry_len))
 
     @property
     def ffn_width(self) -> int:
@@ -191,7 +233,7 @@ class Attention(nn.Module):
         self.head_dim = cfg.hidden // cfg.heads
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
         self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
-        cos, sin = rotary_tables(cfg.seq_len, self.head_dim, cfg.rope_theta)
+        cos, sin = rotary_tables(cfg.carry_len, self.head_dim, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.rope_theta = cfg.rope_theta
@@ -212,16 +254,27 @@ class Block(nn.Module):
     def __init__(self, cfg: TRMConfig):
         super().__init__()
         self.eps = cfg.norm_eps
-        self.mixer = SequenceMLP(cfg.seq_len, cfg.mix_width) if cfg.mixer == "mlp" else Attention(cfg)
+        self.sequence_norm = cfg.mix_norm == "sequence"
+        self.mixer = SequenceMLP(cfg.carry_len, cfg.mix_width) if cfg.mixer == "mlp" else Attention(cfg)
         self.ffn = SwiGLU(cfg.hidden, cfg.ffn_width)   # the channel SwiGLU
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "", h_point: str = "norm") -> torch.Tensor:
         """``h_point``: the point the block input comes from (``h`` for the first block, else ``norm``)."""
         ops = ops_of(point)
         m = self.mixer(h, point, f"{name}.mix")
-        h = point("norm", ops.residual_norm("norm", h, h_point, m, f"{name}.mix.out", self.eps))
+        if self.sequence_norm:  # over each channel's positions: the same norm on [B, D, L]
+            h = point("norm", ops.residual_norm("norm", h.transpose(1, 2), h_point, m.transpose(1, 2),
+                                                f"{name}.mix.out", self.eps).transpose(1, 2))
+        else:
+            h = point("norm", ops.residual_norm("norm", h, h_point, m, f"{name}.mix.out", self.eps))
         m = self.ffn(h, point, f"{name}.ffn")
         return point("norm", ops.residual_norm("norm", h, "norm", m, f"{name}.ffn.out", self.eps))
+
+
+def halt_score(q: torch.Tensor, halt_logits: int) -> torch.Tensor:
+    """The halting head's decision as one number per puzzle, positive to halt: the logit of a one-logit
+    head (q [...]), halt − continue of a two-logit head (q [..., 2])."""
+    return q if halt_logits == 1 else q[..., 0] - q[..., 1]
 
 
 class TRM(nn.Module):
@@ -231,9 +284,12 @@ class TRM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
         nn.init.normal_(self.embed.weight, std=1.0 / math.sqrt(cfg.hidden))
         self.embed_scale = math.sqrt(cfg.hidden)
+        if cfg.puzzle_ids:
+            # one row per puzzle identifier; zero at first, as the official code starts it
+            self.puzzle_emb = nn.Parameter(torch.zeros(cfg.puzzle_ids, cfg.puzzle_emb_ndim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
-        self.halt = nn.Linear(cfg.hidden, 1)
+        self.halt = nn.Linear(cfg.hidden, cfg.halt_logits)
         nn.init.zeros_(self.halt.weight)
         nn.init.constant_(self.halt.bias, -5.0)  # start by never halting
         # Fixed (not learned) initial carry, one vector each for y and z, broadcast over positions.
@@ -242,34 +298,64 @@ class TRM(nn.Module):
         self.register_buffer("z_init", torch.randn(cfg.hidden, generator=g))
 
     # --- pieces -------------------------------------------------------------------------------
-    def input_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.embed(tokens) * self.embed_scale
+    def input_embedding(self, tokens: torch.Tensor, puzzle_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, carry_len, D]: the puzzle-embedding prefix (the row of each puzzle's identifier,
+        zero-padded to puzzle_emb_len × hidden; identifier 0 when none is given), then the token
+        embeddings, all scaled by sqrt(hidden)."""
+        e = self.embed(tokens)
+        P = self.cfg.puzzle_emb_len
+        if P:
+            B, D = tokens.shape[0], self.cfg.hidden
+            if self.cfg.puzzle_ids:
+                ids = torch.zeros(B, dtype=torch.long) if puzzle_ids is None else torch.as_tensor(puzzle_ids).long()
+                rows = F.pad(self.puzzle_emb[ids], (0, P * D - self.cfg.puzzle_emb_ndim))
+            else:
+                rows = e.new_zeros(B, P * D)
+            e = torch.cat((rows.view(B, P, D).to(e.dtype), e), dim=1)
+        return e * self.embed_scale
 
     def initial_carry(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, L = tokens.shape
-        shape = (B, L, self.cfg.hidden)
+        shape = (tokens.shape[0], self.cfg.carry_len, self.cfg.hidden)
         return self.y_init.expand(shape).clone(), self.z_init.expand(shape).clone()
 
     def net(self, h: torch.Tensor, injection: torch.Tensor, point: Point = identity) -> torch.Tensor:
         """The shared network on h + injection."""
         return self.blocks_on(point("h", h + injection), point)
 
-    def blocks_on(self, h: torch.Tensor, point: Point = identity) -> torch.Tensor:
-        """The shared network's blocks on its input h (the point ``h``)."""
-        for l, block in enumerate(self.blocks):
-            h = block(h, point, f"b{l}", "h" if l == 0 else "norm")
+    def networks(self) -> list[tuple[str, nn.ModuleList]]:
+        """(point-name prefix, blocks) of every network: a TRM has one (``b``), which updates z and y
+        alike; an HRM adds its y network (``yb``)."""
+        return [("b", self.blocks)]
+
+    def blocks_on(self, h: torch.Tensor, point: Point = identity, which: str = "z") -> torch.Tensor:
+        """The blocks of the network that updates ``which`` (z or y) on its input h (the point ``h``)."""
+        nets = self.networks()
+        prefix, blocks = nets[-1] if which == "y" else nets[0]
+        for l, block in enumerate(blocks):
+            h = block(h, point, f"{prefix}{l}", "h" if l == 0 else "norm")
         return h
 
-    def cycle(self, x, y, z, n: int, point: Point = identity):
+    def z_update(self, x, y, z, point: Point = identity):
+        """z <- net(z + x + y)."""
         ops = ops_of(point)
+        return self.blocks_on(point("h", ops.inject("h", [("norm", z), ("x", x), ("norm", y)])), point, "z")
+
+    def y_update(self, y, z, point: Point = identity):
+        """y <- net(y + z)."""
+        ops = ops_of(point)
+        return self.blocks_on(point("h", ops.inject("h", [("norm", y), ("norm", z)])), point, "y")
+
+    def cycle(self, x, y, z, n: int, point: Point = identity):
         for _ in range(n):  # z <- net(z, x + y) n times, then y <- net(y, z)
-            z = self.blocks_on(point("h", ops.inject("h", [("norm", z), ("x", x), ("norm", y)])), point)
-        y = self.blocks_on(point("h", ops.inject("h", [("norm", y), ("norm", z)])), point)
-        return y, z
+            z = self.z_update(x, y, z, point)
+        return self.y_update(y, z, point), z
 
     def readout(self, y: torch.Tensor, point: Point = identity) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token logits [B, L, V] and halting logit [B] from the answer state y."""
-        return point("logits", self.head(y)), self.halt(y.mean(dim=1)).squeeze(-1)
+        """Token logits [B, L, V] from the answer state y after the prefix, and the halting head: [B]
+        for one logit, [B, 2] (halt, continue) for two, read from y's mean or its first position."""
+        c = self.cfg
+        q = self.halt(y[:, 0] if c.halt_read == "first" else y.mean(dim=1))
+        return point("logits", self.head(y[:, c.puzzle_emb_len:])), (q.squeeze(-1) if c.halt_logits == 1 else q)
 
     # --- one supervision step (training: gradient through the last cycle only) ----------------
     def step(self, x, y, z, T: int | None = None, n: int | None = None, point: Point = identity):
@@ -279,24 +365,25 @@ class TRM(nn.Module):
             for _ in range(T - 1):
                 y, z = self.cycle(x, y, z, n, point)
         y, z = self.cycle(x, y, z, n, point)
-        logits, q_halt = self.readout(y, point)
-        return y, z, logits, q_halt
+        logits, q = self.readout(y, point)
+        return y, z, logits, q
 
     @torch.no_grad()
     def forward_trace(self, tokens: torch.Tensor, T: int | None = None, n: int | None = None,
                       steps: int | None = None, point: Point = identity,
-                      carries: bool = True) -> dict[str, torch.Tensor]:
+                      carries: bool = True, puzzle_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Run ``steps`` supervision steps of ``T`` cycles and keep everything a study needs.
 
-        Returns logits [S, B, L, V], q_halt [S, B], and (unless ``carries`` is False: accuracy alone
-        needs none, and they are most of the memory) the carry after every cycle of every step:
-        y and z as [S, T, B, L, D]."""
+        Returns logits [S, B, L, V], q_halt [S, B] (the halting decision, ``halt_score``: positive to
+        halt), q_logits [S, B, halt_logits], and (unless ``carries`` is False: accuracy alone needs none,
+        and they are most of the memory) the carry after every cycle of every step: y and z as
+        [S, T, B, carry_len, D]."""
         T = T or self.cfg.T
         n = n or self.cfg.n
         steps = steps or self.cfg.steps
-        x = point("x", self.input_embedding(tokens))
+        x = point("x", self.input_embedding(tokens, puzzle_ids))
         y, z = (point("norm", c) for c in self.initial_carry(tokens))
-        logits, q_halt, ys, zs = [], [], [], []
+        logits, qs, ys, zs = [], [], [], []
         for _ in range(steps):
             step_y, step_z = [], []
             for _ in range(T):
@@ -306,11 +393,14 @@ class TRM(nn.Module):
                     step_z.append(z)
             lg, q = self.readout(y, point)
             logits.append(lg)
-            q_halt.append(q)
+            qs.append(q.reshape(q.shape[0], -1))
             if carries:
                 ys.append(torch.stack(step_y))
                 zs.append(torch.stack(step_z))
-        out = {"logits": torch.stack(logits), "q_halt": torch.stack(q_halt)}
+        q_logits = torch.stack(qs)
+        out = {"logits": torch.stack(logits), "q_logits": q_logits,
+               "q_halt": halt_score(q_logits.squeeze(-1) if self.cfg.halt_logits == 1 else q_logits,
+                                    self.cfg.halt_logits)}
         if carries:
             out.update(y=torch.stack(ys), z=torch.stack(zs))
         return out
@@ -324,9 +414,10 @@ class TRM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def macs_per_net(cfg: TRMConfig) -> int:
-    """Multiply-accumulates of one application of the shared network to one puzzle."""
-    L, D = cfg.seq_len, cfg.hidden
+def macs_per_net(cfg: TRMConfig, layers: int | None = None) -> int:
+    """Multiply-accumulates of one application of a network to one puzzle: the z network (a TRM's only
+    one), or ``layers`` blocks of the same shape (HRM's y network: ``cfg.y_layers``)."""
+    L, D = cfg.carry_len, cfg.hidden
     channel = L * 3 * cfg.ffn_width * D
     if cfg.mixer == "mlp":
         mixer = D * 3 * cfg.mix_width * L
@@ -336,7 +427,7 @@ def macs_per_net(cfg: TRMConfig) -> int:
         # qkv + out projections; per head Σ phi(k)^T v and phi(q) times it (L·hd² each, so 2·L·D·hd
         # over the heads); the normaliser phi(q) · Σ phi(k) (L·D)
         mixer = L * 4 * D * D + 2 * L * D * (D // cfg.heads) + L * D
-    return cfg.layers * (mixer + channel)
+    return (cfg.layers if layers is None else layers) * (mixer + channel)
 
 
 def macs_per_inference(cfg: TRMConfig, T: int | None = None, n: int | None = None,
@@ -345,5 +436,6 @@ def macs_per_inference(cfg: TRMConfig, T: int | None = None, n: int | None = Non
     T = T or cfg.T
     n = n or cfg.n
     steps = steps or cfg.steps
-    readout = cfg.seq_len * cfg.hidden * cfg.vocab_size + cfg.hidden
-    return steps * (T * (n + 1) * macs_per_net(cfg) + readout)
+    readout = cfg.seq_len * cfg.hidden * cfg.vocab_size + cfg.hidden * cfg.halt_logits
+    y_net = macs_per_net(cfg, cfg.y_layers) if cfg.arch == "hrm" else macs_per_net(cfg)
+    return steps * (T * (n * macs_per_net(cfg) + y_net) + readout)
