@@ -390,14 +390,18 @@ def run(
     seed: int = typer.Option(1000, help="Seed of generated held-out puzzles."),
     embed_ram: bool = typer.Option(False, help="Copy the embedding table to RAM for each run."),
     check: bool = typer.Option(True, help="Compare every puzzle with the golden reference, bit for bit."),
-    trace: bool = typer.Option(False, help="Capture every cycle's carries through the debug probe (QEMU's "
-                                            "gdbstub) and compute the device's carry fidelity to fp32."),
+    trace: bool = typer.Option(False, help="Capture every cycle's carries through the debug probe (the "
+                                            "emulator's GDB server: --board qemu or renode) and compute the "
+                                            "device's carry fidelity to fp32."),
     train: bool = typer.Option(False, help="A training recipe (qat-int4): train it now if its checkpoint is not cached."),
     blob_file: Optional[Path] = typer.Option(None, "--blob", help="Run this model blob (from `harness export --out`) "
                                              "instead of exporting --model with --recipe; --model still gives the puzzles."),
     port: Optional[str] = typer.Option(None, help="--board serial: the board's UART (e.g. /dev/ttyACM0)."),
     probe_id: Optional[str] = typer.Option(None, help="--board serial: the pyOCD probe's unique id (`pyocd list`)."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the board's log here."),
+    start_timeout: Optional[float] = typer.Option(None, help="Seconds the board may take to start (the emulator "
+                                                  "up and the firmware answering); default: the backend's "
+                                                  "(Renode 120 s: a loaded 2-core machine)."),
     profile: bool = typer.Option(False, help="Run every puzzle a second time with the firmware's per-operation "
                                              "profile (docs/protocol.md, PROFILE) and print where the counts go."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -442,7 +446,7 @@ def run(
         _fail("--trace needs a board with a debug probe: --board qemu (or renode)")
     gdb_port = _free_port() if trace else None
     options = {"port": port, "probe_id": probe_id} if board == "serial" else {}
-    b = _open_board(board, t, blob, log_dir, gdb_port, **options)
+    b = _open_board(board, t, blob, log_dir, gdb_port, start_timeout=start_timeout, **options)
     try:
         with b, _progress_bar(f"{config['name']} {recipe} on {b.describe()}", len(items), as_json) as advance:
             probe = None

@@ -6,9 +6,9 @@ the same names, in both (the names are the glossary's: docs/glossary.md).
 Pure: plain numbers, a ``Target`` and a blob header's dimensions in, plain dicts out; no board, no
 journal, no torch.
 
-  counts_kind   what a count is: "instructions" (an emulator's, under QEMU -icount shift=0 or Renode
-                at PerformanceInMips 1000), "cycles" (DWT CYCCNT on silicon) or "host-ns" (the host
-                build's wall clock, not a target figure)
+  counts_kind   what a count is: "instructions" (an emulator's: QEMU under -icount shift=0, Renode at
+                PerformanceInMips 1 with SysTick at 1 MHz), "cycles" (DWT CYCCNT on silicon) or
+                "host-ns" (the host build's wall clock, not a target figure)
   latency_ms    the count at the target clock (instructions taken as one per cycle: an estimate, said
                 in latency_basis)
   energy_uj     V x I x t with I = active current per MHz x MHz (the target's coefficients, their source
@@ -28,9 +28,15 @@ NS_PER_S = 1_000_000_000
 EMULATED = ("qemu", "renode")
 KINDS = ("instructions", "cycles", "host-ns")
 
+# Instructions per SysTick tick on Renode: its board (harness/boards/renode.py) sets PerformanceInMips 1
+# (one instruction = 1 µs of virtual time, Renode 1.15's time unit) and SysTick at 1 MHz
+RENODE_INSTRUCTIONS_PER_TICK = 1
+
 COUNTS_NOTES = {
-    "qemu": "emulated instructions (QEMU -icount shift=0, SysTick resolution), not silicon cycles",
-    "renode": "emulated instructions (Renode virtual time at PerformanceInMips 1000), not silicon cycles",
+    "qemu": "emulated instructions (QEMU -icount shift=0; resolution one SysTick tick, 1e9 / clock "
+            "instructions), not silicon cycles",
+    "renode": "emulated instructions (Renode at PerformanceInMips 1, SysTick at 1 MHz; resolution one "
+              "instruction), not silicon cycles",
     "serial": "silicon core cycles (DWT CYCCNT, or SysTick at the core clock where a core has no DWT)",
     "host": "host wall-clock nanoseconds of the natively built core (not comparable to a board)",
 }
@@ -52,19 +58,22 @@ def counts_note(backend: str) -> str:
 
 
 def instructions_per_count(counter_unit: str, counter_hz: int, backend: str) -> float | None:
-    """Instructions per SysTick tick of an emulated board: 1 ns of virtual time per instruction under
-    QEMU's -icount shift=0 and under Renode's PerformanceInMips 1000 (the Renode board sets it, and
-    SysTick to the target clock), so 1e9 / clock on both. None for other counters."""
-    if backend in EMULATED and counter_unit == "systick" and counter_hz:
-        return NS_PER_S / counter_hz
-    return None
+    """Instructions per SysTick tick of an emulated board, which is also the count's resolution: under
+    QEMU's -icount shift=0 an instruction is 1 ns of virtual time and SysTick runs at the core clock
+    (``counter_hz``), so 1e9 / clock (40 at 25 MHz); on Renode, ``RENODE_INSTRUCTIONS_PER_TICK``. None
+    for other counters."""
+    if counter_unit != "systick" or not counter_hz or backend not in EMULATED:
+        return None
+    return NS_PER_S / counter_hz if backend == "qemu" else RENODE_INSTRUCTIONS_PER_TICK
 
 
 def instructions(counter: int, counter_unit: str, counter_hz: int, backend: str) -> int | None:
     """Instruction count of an emulated run from its SysTick count (``instructions_per_count``)."""
     if instructions_per_count(counter_unit, counter_hz, backend) is None:
         return None
-    return round(counter * NS_PER_S / counter_hz)     # multiplied first, as every figure so far
+    if backend == "qemu":
+        return round(counter * NS_PER_S / counter_hz)     # multiplied first, as every figure so far
+    return counter * RENODE_INSTRUCTIONS_PER_TICK
 
 
 def latency_ms(target: Target, kind: str, count: float) -> float:

@@ -298,6 +298,9 @@ def prebuilt_sections(target) -> dict | None:
 def provenance(board: Board, blob: bytes) -> dict:
     out = {"board": board.id, "backend": board.backend, "target": board.target.name,
            "blob_sha256": hashlib.sha256(blob).hexdigest()}
+    version = getattr(board, "emulator_version", None)
+    if version is not None and (v := version()) is not None:
+        out["emulator"] = v              # e.g. "Renode v1.15.1.37254, build: ..." (docs/boards.md: what counts mean)
     fw = getattr(board, "firmware", None)
     if fw is not None:
         out["firmware_sha256"] = hashlib.sha256(Path(fw).read_bytes()).hexdigest()

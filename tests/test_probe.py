@@ -1,8 +1,9 @@
-"""The debug probe on the QEMU board: per-cycle carries read at the firmware's cycle hook through
-QEMU's gdbstub equal the golden reference's, the device fidelity equals golden's, and tracing does not
-change the counted instructions. The GDB remote-protocol client at the packet level against a scripted
-server (escaping, run-lengths, checksums, a server that stops answering), and against QEMU's real
-gdbstub (memory of odd sizes and alignments, binary writes, a frozen emulator and a board restart)."""
+"""The debug probe on an emulated board (QEMU's gdbstub, Renode's GDB server: the --board chosen):
+per-cycle carries read at the firmware's cycle hook equal the golden reference's, the device fidelity
+equals golden's, and tracing does not change the counted instructions. The GDB remote-protocol client
+at the packet level against a scripted server (escaping, run-lengths, checksums, a server that stops
+answering, a late stop reply, an unanswered interrupt), and against the emulator's real server (memory
+of odd sizes and alignments, binary writes, a frozen emulator and a board restart)."""
 from __future__ import annotations
 
 import signal
@@ -23,19 +24,29 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def traced_board(board_kind):
-    if board_kind != "qemu":
-        pytest.skip("the probe tests need QEMU's gdbstub (--board qemu)")
-    from harness.boards.qemu import QemuBoard
-    from harness.export.exporter import export_blob
-    from harness.probe.gdb import GdbRemote
+EMULATED = ("qemu", "renode")
+
+
+def _emulated_board(board_kind: str, blob: bytes | None, gdb_port: int, log_dir=None):
+    """An mps2-an386 board of --board (QEMU or Renode) with its GDB server on ``gdb_port``, not started."""
+    from harness.boards.factory import BoardUnavailable, make_board
     from harness.targets import load_target
+    if board_kind not in EMULATED:
+        pytest.skip(f"the probe tests need an emulator's GDB server (--board qemu or renode), not {board_kind}")
+    try:
+        return make_board(board_kind, load_target("mps2-an386"), blob, gdb_port=gdb_port, log_dir=log_dir)
+    except BoardUnavailable as e:
+        pytest.fail(f"--board {board_kind}: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def traced_board(board_kind, board_log_dir):
+    from harness.export.exporter import export_blob
+    from harness.run import open_probe
     blob = export_blob("sudoku6-mlp", "int8")
-    port = _port()
-    with QemuBoard(load_target("mps2-an386"), blob, gdb_port=port) as board:
+    with _emulated_board(board_kind, blob, _port(), board_log_dir) as board:
         board.info()
-        probe = GdbRemote(port=port)
+        probe = open_probe(board)
         try:
             yield board, probe, blob
         finally:
@@ -145,6 +156,15 @@ class ScriptedServer:
         check = sum(payload) & 0xFF if checksum is None else checksum
         self.conn.sendall(b"$" + payload + b"#" + f"{check:02x}".encode())
 
+    def interrupt(self) -> None:
+        """Wait for the client's interrupt byte (0x03) and take it off the stream."""
+        while b"\x03" not in self.buf:
+            chunk = self.conn.recv(4096)
+            if not chunk:
+                raise ConnectionError("client went away")
+            self.buf += chunk
+        self.buf = self.buf.replace(b"\x03", b"", 1)
+
     def read_ack(self) -> bytes:
         while not (self.acks or self.buf[:1] in (b"+", b"-")):
             self.buf += self.conn.recv(4096)
@@ -242,7 +262,84 @@ def test_a_server_that_stops_answering_times_out_with_a_clear_error():
     server.finish()
 
 
-# --- against QEMU's real gdbstub ------------------------------------------------------------------------
+def _packet(payload: bytes) -> bytes:
+    return b"$" + payload + b"#" + f"{sum(payload) & 0xFF:02x}".encode()
+
+
+def test_a_late_attach_stop_sent_a_byte_at_a_time_is_not_read_as_the_next_answer():
+    """Renode: the stop reply to an attach comes 0.1-0.35 s later, one byte per TCP segment. The probe waits
+    for it before resuming the core, so the answer to the next request is that request's."""
+    from harness.probe.gdb import GdbRemote
+
+    def script(server):
+        server.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        time.sleep(0.3)                           # later than a QEMU-style attach wait (0.2 s)
+        for b in _packet(b"S05"):
+            server.conn.sendall(bytes([b]))
+            time.sleep(0.01)
+        assert server.read_ack() == b"+"
+        assert server.packet() == b"c"            # resumed only once the stop came
+        assert server.packet() == b"m20000000,2"
+        server.reply(b"beef")
+        assert server.read_ack() == b"+"
+
+    server = ScriptedServer(script)
+    probe = GdbRemote(port=server.port, timeout=2.0, halts_on_attach=True)
+    assert probe.running
+    assert probe.read_memory(0x20000000, 2) == b"\xbe\xef"
+    server.finish()
+
+
+def test_a_stop_reply_that_comes_before_an_answer_is_kept_for_wait_stop():
+    """A stop reply is never the answer to a memory request: it is kept, and wait_stop returns it."""
+    from harness.probe.gdb import GdbRemote
+
+    def script(server):
+        assert server.packet() == b"m20000000,1"
+        server.reply(b"T05thread:01;")            # the core hit a breakpoint meanwhile
+        server.reply(b"2a")
+        assert server.read_ack() == b"+" and server.read_ack() == b"+"
+
+    server = ScriptedServer(script)
+    probe = GdbRemote(port=server.port, timeout=2.0, resume=False)
+    assert probe.read_memory(0x20000000, 1) == b"\x2a"
+    assert probe.wait_stop(0.5) == "T05thread:01;"
+    server.finish()
+
+
+def test_an_unanswered_interrupt_is_followed_by_a_question(monkeypatch):
+    """Renode 1.15 sometimes lets an interrupt (0x03) go unanswered and always answers ``?`` (S00): after
+    INTERRUPT_WAIT the probe asks, and counts the interrupt as unanswered. A halts_on_attach server that
+    sends no attach stop at all is asked the same way."""
+    from harness.probe import gdb
+
+    monkeypatch.setattr(gdb, "INTERRUPT_WAIT", 0.2)
+    monkeypatch.setattr(gdb, "ATTACH_STOP_WAIT", 0.2)
+
+    def script(server):
+        assert server.packet() == b"?"            # no attach stop came: asked
+        server.reply(b"S00")
+        assert server.read_ack() == b"+"
+        assert server.packet() == b"c"
+        server.interrupt()                        # ignored
+        assert server.packet() == b"?"
+        server.reply(b"S00")
+        assert server.read_ack() == b"+"
+        assert server.packet() == b"c"
+        server.interrupt()                        # answered
+        server.reply(b"S05")
+        assert server.read_ack() == b"+"
+
+    server = ScriptedServer(script)
+    probe = gdb.GdbRemote(port=server.port, timeout=2.0, halts_on_attach=True)
+    assert probe.running
+    assert probe.halt() == "S00" and probe.interrupts_unanswered == 1 and not probe.running
+    probe.cont()
+    assert probe.halt() == "S05" and probe.interrupts_unanswered == 1
+    server.finish()
+
+
+# --- against the emulator's real GDB server ------------------------------------------------------------------------
 
 @pytest.mark.board
 def test_memory_reads_of_odd_sizes_and_alignments_and_binary_writes(traced_board):
@@ -271,30 +368,28 @@ def test_memory_reads_of_odd_sizes_and_alignments_and_binary_writes(traced_board
 
 
 @pytest.mark.board
-def test_frozen_emulator_times_out_the_probe_and_a_restarted_board_answers(board_kind):
-    """QEMU stopped (SIGSTOP) stops its gdbstub answering: the probe times out with a clear error and
-    lets go at once; the board is closed and started again, and both the firmware and the probe answer."""
-    if board_kind != "qemu":
-        pytest.skip("the probe tests need QEMU's gdbstub (--board qemu)")
-    from harness.boards.qemu import QemuBoard
-    from harness.probe.gdb import GdbRemote, ProbeTimeout
+def test_frozen_emulator_times_out_the_probe_and_a_restarted_board_answers(board_kind, board_log_dir):
+    """The emulator stopped (SIGSTOP, to Renode's whole process group) stops its GDB server answering: the
+    probe times out with a clear error and lets go at once; the board is closed and started again, and
+    both the firmware and the probe answer."""
+    from harness.probe.gdb import ProbeTimeout
     from harness.probe.elf import address
-    from harness.targets import load_target
-    board = QemuBoard(load_target("mps2-an386"), None, gdb_port=_port())
+    from harness.run import open_probe
+    board = _emulated_board(board_kind, None, _port(), board_log_dir)
     board.start()
     try:
-        probe = GdbRemote(port=board.gdb_port, timeout=0.5)
-        board.proc.send_signal(signal.SIGSTOP)
-        with pytest.raises(ProbeTimeout, match="did not answer 'interrupt \\(0x03\\)' in time"):
+        probe = open_probe(board, timeout=0.5)
+        board.signal_emulator(signal.SIGSTOP)
+        with pytest.raises(ProbeTimeout, match=r"did not answer .interrupt \(0x03\)"):
             probe.halt()
         t0 = time.monotonic()
         probe.close()
-        board.close()                             # the stopped QEMU is resumed to act on SIGTERM
+        board.close()                             # the stopped emulator is resumed to act on SIGTERM
         assert time.monotonic() - t0 < 3
         board.gdb_port = _port()
         board.start()
         assert board.ping(b"after reset") == b"after reset"
-        probe = GdbRemote(port=board.gdb_port, timeout=5.0)
+        probe = open_probe(board, timeout=5.0)
         probe.halt()
         word = probe.read_memory(address(board.firmware, "trm_carry_snapshot") + 16, 4)
         probe.cont()

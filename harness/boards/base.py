@@ -10,6 +10,7 @@ in every error. Board failures (``errors.py``) are what a reset and retry may cu
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -141,9 +142,43 @@ def die_with_parent(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
-def stop_process(proc: subprocess.Popen | None, ask=None, grace: float = 5.0) -> None:
+OWNER_ENV = "HARNESS_BOARD_OWNER"   # set in every emulator's environment: the pid of the harness that started it
+
+
+def in_own_group(cmd: list[str]) -> list[str]:
+    """``cmd`` run under ``harness.boards.group``, the leader of a process group that ends as a whole when
+    the supervisor is signalled, when ``cmd`` exits, or when the harness thread that started it exits.
+    For launchers that run the emulator as a child (Renode's shell scripts), where signalling the
+    launcher, or ``die_with_parent``'s signal to it, would leave the emulator running."""
+    return [sys.executable, "-m", "harness.boards.group", str(os.getpid()), *cmd]
+
+
+def emulators_of(owner: int | None = None) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes started as a board's emulator by the harness process
+    ``owner`` (default: this one), found by ``OWNER_ENV`` in their environment (Linux's /proc): what a
+    test checks is empty once its boards are closed."""
+    owner = os.getpid() if owner is None else owner
+    want = f"{OWNER_ENV}={owner}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if want not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue                     # a zombie: exited, not yet collected by its parent
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue                         # exited meanwhile, or not ours to read
+        found.append((int(entry.name), cmdline))
+    return found
+
+
+def stop_process(proc: subprocess.Popen | None, ask=None, grace: float = 5.0, group: bool = False) -> None:
     """Stop a board's emulator process: ``ask()`` it to quit when given, then SIGTERM (with SIGCONT, so a
-    stopped process, e.g. a wedged board under test, acts on it), then SIGKILL, ``grace`` s apart."""
+    stopped process, e.g. a wedged board under test, acts on it), then SIGKILL, ``grace`` s apart.
+    ``group``: ``proc`` leads a process group (``in_own_group``), and the SIGKILL goes to the group."""
     if proc is None or proc.poll() is not None:
         return
     steps = ([ask] if ask else []) + [lambda: (proc.terminate(), proc.send_signal(signal.SIGCONT))]
@@ -154,6 +189,11 @@ def stop_process(proc: subprocess.Popen | None, ask=None, grace: float = 5.0) ->
             return
         except subprocess.TimeoutExpired:
             continue
+    if group:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.kill()
     proc.wait()
 
@@ -266,8 +306,11 @@ class Board:
         """Time ``reps`` calls of the firmware's trm_linear (``vectors`` 2: trm_linear_pair) on a
         generated [rows, cols] matrix of int8 or int4 weights (no blob needed); see
         ``protocol.bench_reference`` for the pattern."""
-        return P.parse_bench(self.request(P.BENCH, P.bench_payload(rows, cols, bits, reps, vectors), timeout,
-                                          expect=P.BENCH_RSP))
+        from ..figures import instructions_per_count
+        b = P.parse_bench(self.request(P.BENCH, P.bench_payload(rows, cols, bits, reps, vectors), timeout,
+                                       expect=P.BENCH_RSP))
+        b.instructions_per_count = instructions_per_count(b.counter_unit, b.counter_hz, self.backend)
+        return b
 
 
 class EmulatorProcess:
@@ -288,6 +331,7 @@ class EmulatorProcess:
         self.log_dir = Path(log_dir) if log_dir else None
         self.gdb_port = gdb_port            # the emulator's GDB server (the probe), when given
         self.proc: subprocess.Popen | None = None
+        self.own_group = False              # proc leads a process group (``in_own_group``)
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.log_path: Path | None = None
 
@@ -311,6 +355,10 @@ class EmulatorProcess:
     def debug_port(self) -> DebugPort | None:
         return DebugPort("gdb-remote", "127.0.0.1", self.gdb_port) if self.gdb_port is not None else None
 
+    def emulator_version(self) -> str | None:
+        """The emulator's name and version, for provenance (None where a backend does not say)."""
+        return None
+
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-1500:] if self.log_path and self.log_path.exists() else ""
@@ -331,14 +379,33 @@ class EmulatorProcess:
         """Close the session, stop the process (``stop_process``), drop the scratch folder (and with it
         the log, unless it went to a ``log_dir``)."""
         self._drop_session()
-        stop_process(self.proc, ask=ask)
+        if self.own_group:
+            self.signal_emulator(signal.SIGCONT)   # a stopped emulator (a frozen board under test) can quit
+        stop_process(self.proc, ask=ask, group=self.own_group)
         self.proc = None
         if self.tmp is not None:
             self.tmp.cleanup()
             self.tmp = None
 
-    def _spawn(self, cmd: list[str], cwd: Path | None = None) -> None:
+    def _spawn(self, cmd: list[str], cwd: Path | None = None, own_group: bool = False,
+               env: dict[str, str] | None = None) -> None:
+        """Start the emulator, its output appended to the log; ``own_group``: under ``in_own_group`` (else
+        ``die_with_parent``); ``env``: variables added to the harness's environment."""
         with open(self.log_path, "a") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} " + " ".join(cmd) + "\n")
             log.flush()
-            self.proc = subprocess.Popen(die_with_parent(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+            full_env = {**os.environ, **(env or {}), OWNER_ENV: str(os.getpid())}
+            self.own_group = own_group
+            self.proc = subprocess.Popen(in_own_group(cmd) if own_group else die_with_parent(cmd),
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                         env=full_env, process_group=0 if own_group else None)
+
+    def signal_emulator(self, sig: int) -> None:
+        """Send ``sig`` to the emulator: to its whole process group when it has one (SIGSTOP to a Renode
+        launcher alone would leave the emulator running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.own_group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)

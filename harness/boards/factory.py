@@ -26,13 +26,26 @@ def backend_missing(kind: str) -> str | None:
     return None
 
 
+def check_start_timeout(value, where: str = "start_timeout") -> float:
+    """A start-up timeout as an inventory or the CLI gives it: a positive number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{where} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
 def make_board(kind: str, target: Target, blob: bytes | None, board_id: str | None = None,
                log_dir: Path | None = None, gdb_port: int | None = None, inject: str | None = None,
-               **options) -> Board:
+               start_timeout: float | None = None, **options) -> Board:
     """A board of backend ``kind`` for ``target`` holding ``blob`` (not started: use it as a context
     manager or call ``start``); with ``inject`` (an inventory's fault spec, for testing the farm) wrapped
-    in a ``faults.FaultyBoard``. Raises BoardUnavailable with an actionable message."""
+    in a ``faults.FaultyBoard``; ``start_timeout`` (s) replaces the backend's default time for a start
+    (``Board.start_timeout``: the emulator up and the firmware answering). Raises BoardUnavailable with an
+    actionable message."""
+    if start_timeout is not None:
+        start_timeout = check_start_timeout(start_timeout)
     board = _make(kind, target, blob, board_id, log_dir, gdb_port, **options)
+    if start_timeout is not None:
+        board.start_timeout = start_timeout
     if inject:
         from .faults import FaultyBoard
         return FaultyBoard(board, inject)

@@ -12,7 +12,6 @@ detection, reset, retry and quarantine paths run exactly as they would for a rea
 """
 from __future__ import annotations
 
-import os
 import random
 import signal
 
@@ -101,8 +100,7 @@ class FaultyBoard(Board):
 
     def _misbehave(self) -> None:
         if self.kind == "hang":
-            proc = getattr(self.inner, "proc", None)
-            if proc is not None and proc.poll() is None:
-                os.kill(proc.pid, signal.SIGSTOP)
+            if getattr(self.inner, "proc", None) is not None:
+                self.inner.signal_emulator(signal.SIGSTOP)
         elif not isinstance(self.inner.session.sock, _GarbageSocket):
             self.inner.session.sock = _GarbageSocket(self.inner.session.sock)

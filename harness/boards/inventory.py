@@ -9,6 +9,7 @@
     baud = 115200                 # serial: optional, 115200
     probe = "0669FF535155878281"  # serial: pyOCD probe unique id (`pyocd list`); optional with one probe
     tags = ["nightly"]
+    # start_timeout = 180         # any backend: seconds a start may take (default: the backend's, e.g. Renode 120)
     # inject = "hang@3"           # any backend: misbehave after 3 puzzles (testing the farm, boards/faults.py)
 
 A ``BoardSpec``'s ``options`` are ``make_board``'s keyword arguments (``probe`` becomes ``probe_id``):
@@ -74,7 +75,7 @@ def _spec(entry: dict, where: str) -> BoardSpec:
     if target not in target_names():
         raise InventoryError(f"{where}: unknown target {target!r}; known: {', '.join(target_names())}")
     keys = OPTIONS.get(backend, {})
-    allowed = {"id", "backend", "target", "tags", "inject", *keys}
+    allowed = {"id", "backend", "target", "tags", "inject", "start_timeout", *keys}
     if (extra := sorted(set(entry) - allowed)):
         raise InventoryError(f"{where}: unknown key(s) {', '.join(extra)} for backend {backend}; "
                              f"allowed: {', '.join(sorted(allowed))}")
@@ -86,6 +87,12 @@ def _spec(entry: dict, where: str) -> BoardSpec:
                              or (kind is int and entry[key] <= 0)):
             raise InventoryError(f"{where}: `{key}` must be a {'positive integer' if kind is int else 'string'}, "
                                  f"not {entry[key]!r}")
+    if "start_timeout" in entry:
+        from .factory import check_start_timeout
+        try:
+            check_start_timeout(entry["start_timeout"], "`start_timeout`")
+        except ValueError as e:
+            raise InventoryError(f"{where}: {e}") from None
     tags = entry.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise InventoryError(f"{where}: `tags` must be a list of strings")
@@ -95,7 +102,7 @@ def _spec(entry: dict, where: str) -> BoardSpec:
             parse(entry["inject"])
         except (ValueError, TypeError) as e:
             raise InventoryError(f"{where}: {e}") from None
-    options = {keys.get(k, k): v for k, v in entry.items() if k in keys or k == "inject"}
+    options = {keys.get(k, k): v for k, v in entry.items() if k in keys or k in ("inject", "start_timeout")}
     return BoardSpec(entry["id"], backend, target, options, list(tags))
 
 

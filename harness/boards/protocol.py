@@ -211,6 +211,9 @@ class Bench:
     counter: int         # counter delta over the `reps` calls of trm_linear
     checksum: int        # CRC-32 of the int8 outputs (the last repetition; both vectors' in order)
     vectors: int = 1     # 2: the two-vector kernel, trm_linear_pair
+    # instructions per count on the board that answered (figures.instructions_per_count: an emulator's
+    # SysTick); Board.bench sets it, None where the count is no instruction count
+    instructions_per_count: float | None = None
 
     @property
     def macs(self) -> int:
@@ -218,11 +221,8 @@ class Bench:
 
     @property
     def instructions(self) -> float | None:
-        """Instructions over the reps when the counter is SysTick under QEMU -icount shift=0 (1 ns per
-        instruction): ticks x 1e9 / counter_hz. None for other counters."""
-        if self.counter_unit != "systick" or not self.counter_hz:
-            return None
-        return self.counter * 1e9 / self.counter_hz
+        """Instructions over the reps on an emulated board; None for other counters."""
+        return None if self.instructions_per_count is None else self.counter * self.instructions_per_count
 
     @property
     def instructions_per_mac(self) -> float | None:

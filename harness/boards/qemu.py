@@ -9,9 +9,11 @@ puts the UART on a pty instead, for the serial board's tests (``serial.QemuPtyFl
 """
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,6 +30,16 @@ def qemu_missing() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def qemu_version() -> str | None:
+    """The first line of ``qemu-system-arm --version`` (e.g. "QEMU emulator version 7.2.x (Debian ...)")."""
+    try:
+        out = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
 class QemuBoard(EmulatorProcess, Board):
     backend = "qemu"
 
@@ -38,6 +50,9 @@ class QemuBoard(EmulatorProcess, Board):
         self._emulator_init(blob, firmware, log_dir, gdb_port)
         self.icount = icount
         self.sock_path: Path | None = None
+
+    def emulator_version(self) -> str | None:
+        return qemu_version()
 
     def command(self, sock_path: Path | None, blob_path: Path | None) -> list[str]:
         """QEMU's command line; the UART on the Unix socket ``sock_path``, or on a pty when it is None (QEMU

@@ -64,13 +64,9 @@ def read_symbol(probe: Probe, elf: str | Path, name: str, length: int | None = N
 
 def attach(kind: str, host: str, port: int, halts_on_attach: bool = False, timeout: float = 10.0) -> Probe:
     """A probe attached to a debug port, with the core running: ``kind`` "gdb-remote" is a GDB remote
-    server at ``host:port``; ``halts_on_attach``, the server stops the core on connect without a stop
-    packet (Renode), so the probe resumes it."""
+    server at ``host:port``; ``halts_on_attach``, the server stops the core on connect and says so late
+    (Renode), so the probe waits for that stop before it resumes the core."""
     if kind != "gdb-remote":
         raise ValueError(f"debug port kind {kind!r}: expected 'gdb-remote'")
     from .gdb import GdbRemote
-    if halts_on_attach:
-        probe = GdbRemote(host, port, timeout=timeout, resume=False)
-        probe.cont()
-        return probe
-    return GdbRemote(host, port, timeout=timeout)
+    return GdbRemote(host, port, timeout=timeout, halts_on_attach=halts_on_attach)

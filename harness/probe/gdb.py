@@ -2,14 +2,23 @@
 registers and memory. Packets are ``$payload#checksum`` and acknowledged with ``+``; a stop is reported
 as a ``T``/``S`` packet. Binary data in a packet escapes ``}#$*`` as ``}`` + (byte ^ 0x20); replies may
 also be run-length encoded (``c*N``: ``c`` repeated N - 29 more times). The checksum is the sum of the
-bytes as sent, escapes and run-lengths included. Works against QEMU's gdbstub (``-gdb tcp:…``) and any gdbserver speaking the
-same protocol (Renode, OpenOCD, ``pyocd gdbserver``)."""
+bytes as sent, escapes and run-lengths included. Works against QEMU's gdbstub (``-gdb tcp:…``), Renode's
+GDB server, and any gdbserver speaking the same protocol (OpenOCD, ``pyocd gdbserver``).
+
+Stop replies (``S``/``T`` with a signal number, ``W``/``X``) are kept apart from the answers to other
+requests: a server may send one unasked (QEMU the moment a client attaches, Renode 0.1 to 0.35 s after
+it, one byte per TCP segment), and a late one must not be read as the answer to the next request."""
 from __future__ import annotations
 
 import socket
+import string
 import time
 
 from . import SteppingProbe
+
+ATTACH_WAIT = 0.2        # s a server that stops the core on attach (QEMU) takes to say so at once
+ATTACH_STOP_WAIT = 2.0   # s for a server that says so late (Renode: 0.1-0.35 s seen; when none came in 2 s, none came in 5)
+INTERRUPT_WAIT = 1.0     # s for the stop an interrupt (0x03) asks for before asking with `?` instead
 
 
 class ProbeError(RuntimeError):
@@ -29,6 +38,12 @@ def escape(data: bytes) -> bytes:
     for b in data:
         out += bytes((0x7D, b ^ 0x20)) if b in ESCAPED else bytes((b,))
     return bytes(out)
+
+
+def is_stop_reply(packet: str) -> bool:
+    """A stop reply: ``S``/``T`` + a two-digit signal, or ``W``/``X`` (exited); never an answer to a memory,
+    register or breakpoint request (hex digits, ``OK``, ``E..``, empty)."""
+    return len(packet) >= 3 and packet[0] in "STWX" and all(c in string.hexdigits for c in packet[1:3])
 
 
 def decode(payload: bytes) -> bytes:
@@ -51,8 +66,11 @@ def decode(payload: bytes) -> bytes:
 
 
 class GdbRemote(SteppingProbe):
-    def __init__(self, host: str = "127.0.0.1", port: int = 3333, timeout: float = 10.0, resume: bool = True):
-        """Attach; with ``resume`` the core keeps running (an attach stops it on QEMU)."""
+    def __init__(self, host: str = "127.0.0.1", port: int = 3333, timeout: float = 10.0, resume: bool = True,
+                 halts_on_attach: bool = False):
+        """Attach; with ``resume`` the core keeps running (an attach stops it on QEMU and on Renode).
+        ``halts_on_attach``: the server stops the core on attach and says so late (Renode): wait up to
+        ``ATTACH_STOP_WAIT`` s for that stop reply, and ask with ``?`` if it does not come."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -68,22 +86,23 @@ class GdbRemote(SteppingProbe):
         self.hung = False           # a wait timed out: close() does not wait for goodbyes
         self.buf = bytearray()
         self.acks: list[bool] = []
-        self.packets: list[str] = []
+        self.packets: list[str] = []    # answers to requests, in order
+        self.stops: list[str] = []      # stop replies, in order
         self.timeout = timeout
-        # a server may stop the core when a client attaches (QEMU does, and says so with a stop packet)
+        self.interrupts_unanswered = 0  # halts that needed `?` (Renode 1.15 sometimes ignores 0x03)
         self.running = False
-        try:
-            self._pump(time.monotonic() + 0.2)
-        except TimeoutError:
-            pass
-        stopped = bool(self.packets)
-        self.packets.clear()
-        if resume and stopped:
+        stop = self._stop(time.monotonic() + (min(timeout, ATTACH_STOP_WAIT) if halts_on_attach else ATTACH_WAIT),
+                          owed=False)
+        if stop is None and halts_on_attach:
+            stop = self._ask_stop("attach, then '?'")
+        if stop is None:             # a server that leaves the core running on attach
+            self.running = True
+        elif resume:
             self.cont()
 
     # --- packets ---
     # The stream from the server holds acknowledgements ('+', '-') and packets ('$…#cc'), in any order
-    # (QEMU, for one, reports a stop packet the moment a client connects): _pump sorts them.
+    # and split anywhere: _pump sorts them into acks, answers and stop replies.
     def _pump(self, deadline: float) -> None:
         left = deadline - time.monotonic()
         try:
@@ -114,14 +133,16 @@ class GdbRemote(SteppingProbe):
                     self.sock.sendall(b"-")     # the server sends it again
                     continue
                 self.sock.sendall(b"+")
-                self.packets.append(decode(payload).decode("latin-1"))
+                packet = decode(payload).decode("latin-1")
+                (self.stops if is_stop_reply(packet) else self.packets).append(packet)
             else:
                 del self.buf[:1]
 
-    def _send(self, payload: str | bytes) -> None:
-        """Send a packet (``bytes``: already escaped where it carries binary data) until acknowledged."""
+    def _send(self, payload: str | bytes, what: str | None = None) -> None:
+        """Send a packet (``bytes``: already escaped where it carries binary data) until acknowledged;
+        ``what`` names it in a timeout's message (default: its first bytes)."""
         data = payload.encode("latin-1") if isinstance(payload, str) else payload
-        self.last = data[:32].decode("latin-1")
+        self.last = what or data[:32].decode("latin-1")
         packet = b"$" + data + b"#" + f"{sum(data) & 0xFF:02x}".encode()
         for _ in range(3):
             self.sock.sendall(packet)
@@ -132,17 +153,31 @@ class GdbRemote(SteppingProbe):
                 return
         raise ProbeError(f"gdbserver did not acknowledge {payload[:20]!r}")
 
-    def _packet(self, timeout: float | None = None) -> str:
-        """The next packet's payload: an answer due within the probe's timeout, or (``timeout`` given) a
-        stop that may not come."""
-        if timeout is not None:
-            deadline = time.monotonic() + timeout
-            while not self.packets:
-                self._pump(deadline)
+    def _packet(self) -> str:
+        """The answer the last request is owed (not a stop reply), due within the probe's timeout."""
         deadline = time.monotonic() + self.timeout
         while not self.packets:
             self._pump_due(deadline)
         return self.packets.pop(0)
+
+    def _stop(self, deadline: float, owed: bool = True) -> str | None:
+        """The next stop reply by ``deadline``; when none came: ProbeTimeout if it was ``owed`` (the
+        server is hung), else None (the core still runs)."""
+        while not self.stops:
+            try:
+                self._pump(deadline)
+            except ProbeTimeout:
+                if owed:
+                    self.hung = True
+                    raise
+                return None
+        return self.stops.pop(0)
+
+    def _ask_stop(self, what: str) -> str:
+        """Ask why the core stopped (``?``, which Renode always answers, with ``S00``, and QEMU with the last
+        stop); ``what`` names the request in a timeout's message."""
+        self._send("?", what)
+        return self._stop(time.monotonic() + self.timeout)
 
     def _pump_due(self, deadline: float) -> None:
         """``_pump`` for an answer the server owes: its absence marks the server hung."""
@@ -161,30 +196,35 @@ class GdbRemote(SteppingProbe):
 
     # --- the probe interface ---
     def halt(self) -> str:
-        """Stop the core; returns the stop reply."""
+        """Stop the core; returns the stop reply. An interrupt (0x03) not answered within
+        ``INTERRUPT_WAIT`` s (Renode 1.15 sometimes lets one go: its core is then already single-stepping,
+        i.e. stopped) is followed by a ``?``, whose answer is returned."""
         self.last = "interrupt (0x03)"
         self.sock.sendall(b"\x03")
         self.running = False
-        return self._packet()
+        stop = self._stop(time.monotonic() + min(self.timeout, INTERRUPT_WAIT), owed=False)
+        if stop is None:
+            self.interrupts_unanswered += 1
+            stop = self._ask_stop("interrupt (0x03), then '?'")
+        return stop
 
     def cont(self) -> None:
-        """Resume; ``wait_stop`` collects the next stop."""
+        """Resume; ``wait_stop`` collects the next stop (stop replies from before are dropped)."""
+        self.stops.clear()
         self._send("c")
         self.running = True
 
     def step(self) -> str:
         """Execute one instruction; returns the stop reply."""
+        self.stops.clear()
         self._send("s")
-        return self._packet()
-
+        return self._stop(time.monotonic() + self.timeout)
 
     def wait_stop(self, timeout: float) -> str | None:
         """The stop reply (e.g. ``T05…`` at a breakpoint) or None when the core is still running."""
-        try:
-            reply = self._packet(timeout)
-        except TimeoutError:
-            return None
-        self.running = False
+        reply = self._stop(time.monotonic() + timeout, owed=False)
+        if reply is not None:
+            self.running = False
         return reply
 
     def set_breakpoint(self, addr: int) -> None:
