@@ -271,14 +271,11 @@ def test_host_server_refuses_work_beyond_the_bounds_with_the_numbers(blobs, zoo_
 
 
 @pytest.mark.board
-def test_boards_refuse_work_beyond_the_bounds_and_the_bench_overflow(open_board, board_targets, blobs):
+def test_boards_refuse_work_beyond_the_bounds_and_the_bench_overflow(open_board, target, blobs):
     """Every target: the BENCH shapes whose sizes pass 2^32 (before: a 32-bit sum wrapped, the matrix was
     written past the arena, FAULT) and depths beyond the bounds get ARGS errors with their numbers."""
-    from harness.targets import load_target
-    blob = blobs("sudoku6-mlp", "int8")
-    for target in board_targets:
-        with open_board(target, blob) as board:
-            _bound_checks(board, 36, load_target(target).arena_capacity)
+    with open_board(target.name, blobs("sudoku6-mlp", "int8")) as board:
+        _bound_checks(board, 36, target.arena_capacity)
 
 
 # --- bit-exactness against the golden reference --------------------------------------------------------------
@@ -297,14 +294,13 @@ def _check_bit_exact(board, blob: bytes, x: np.ndarray, T: int, n: int, steps: i
 
 @pytest.mark.board
 @pytest.mark.parametrize("model,recipe", CI_CASES)
-def test_boards_are_bit_exact_with_golden(open_board, board_targets, blobs, zoo_model, model, recipe):
+def test_boards_are_bit_exact_with_golden(open_board, target, blobs, zoo_model, model, recipe):
     """Every target, both mixers: predictions after every step and the final carries equal golden
     (2 puzzles at a shallow depth here; the slow test runs 20 at the model's depth)."""
     blob = blobs(model, recipe)
     _, (x, _) = held_out(zoo_model, model, 2)
-    for target in board_targets:
-        with open_board(target, blob) as board:
-            _check_bit_exact(board, blob, x, 1, 2, 2)
+    with open_board(target.name, blob) as board:
+        _check_bit_exact(board, blob, x, 1, 2, 2)
 
 
 # rows x cols where the optimised linear kernels change step: every K % 4 tail (1, 2, 3) and K % 8
@@ -317,31 +313,29 @@ KERNEL_SHAPES = [(5, 17), (6, 18), (7, 19), (8, 20), (9, 21), (4, 22), (3, 23), 
 @pytest.mark.board
 @pytest.mark.parametrize("vectors", [1, 2])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_linear_kernels_are_exact_where_their_steps_change(open_board, board_targets, bits, vectors):
+def test_linear_kernels_are_exact_where_their_steps_change(open_board, target, bits, vectors):
     """BENCH's generated layer on every target against the golden linear layer on the same matrix:
     checksums equal for every shape in KERNEL_SHAPES, one vector (trm_linear) and two at once
     (trm_linear_pair; BENCH's shifts put n = 32 on a row in 16, the rows the pair loop leaves to C)."""
     from harness.boards import protocol as P
     from harness.golden.arith import linear
-    for target in board_targets:
-        with open_board(target, None) as board:
-            for rows, cols in KERNEL_SHAPES:
-                w, x, M, n = P.bench_reference(rows, cols, bits, vectors)
-                golden = P.bench_checksum(linear(x.reshape(vectors, cols), w, M, n))
-                r = board.bench(rows, cols, bits, 1, vectors=vectors)
-                assert (r.vectors, r.checksum) == (vectors, golden), f"{target} int{bits} {rows}x{cols} x{vectors}"
+    with open_board(target.name, None) as board:
+        for rows, cols in KERNEL_SHAPES:
+            w, x, M, n = P.bench_reference(rows, cols, bits, vectors)
+            golden = P.bench_checksum(linear(x.reshape(vectors, cols), w, M, n))
+            r = board.bench(rows, cols, bits, 1, vectors=vectors)
+            assert (r.vectors, r.checksum) == (vectors, golden), f"{target.name} int{bits} {rows}x{cols} x{vectors}"
 
 
 @pytest.mark.slow
 @pytest.mark.board
 @pytest.mark.parametrize("model,recipe", FULL_CASES)
-def test_boards_are_bit_exact_on_20_puzzles_at_full_depth(open_board, board_targets, blobs, zoo_model, model, recipe):
+def test_boards_are_bit_exact_on_20_puzzles_at_full_depth(open_board, target, blobs, zoo_model, model, recipe):
     blob = blobs(model, recipe)
     net, (x, _) = zoo_model(model)[0], held_out(zoo_model, model, 20)[1]
     c = net.cfg
-    for target in board_targets:
-        with open_board(target, blob) as board:
-            _check_bit_exact(board, blob, x, c.T, c.n, c.steps)
+    with open_board(target.name, blob) as board:
+        _check_bit_exact(board, blob, x, c.T, c.n, c.steps)
 
 
 @pytest.mark.board
@@ -368,7 +362,7 @@ def test_halting_and_embeddings_in_ram(open_board, blobs, zoo_model):
 
 @pytest.mark.board
 @pytest.mark.parametrize("recipe", ["int8", "int4-pc"])
-def test_inference_ram_within_bound_of_theoretical_minimum(open_board, board_targets, blobs, zoo_model, recipe):
+def test_inference_ram_within_bound_of_theoretical_minimum(open_board, target, blobs, zoo_model, recipe):
     """The firmware issue's RAM bound on the smallest model, where the kernels' own memory weighs most:
     arena used + stack high-water mark of a run within 1.25x of 2·L·D + L + the model's largest working
     buffer (from its dimensions, without kernel scratch). The arena holds the whole workspace: that
@@ -380,15 +374,14 @@ def test_inference_ram_within_bound_of_theoretical_minimum(open_board, board_tar
     work = working_buffer_bytes(header)
     assert work == L * D + L + 2 * header["mix_inner"] == 1332
     _, (x, _) = held_out(zoo_model, "sudoku6-mlp", 1)
-    for target in board_targets:
-        with open_board(target, blob) as board:
-            info = board.info()
-            r = board.run(RunRequest(x[0], 1, 1, 1))
-        minimum = ram_theoretical_min(header)
-        assert minimum == 2 * L * D + L + work
-        assert r.arena_bytes == info.workspace_bytes >= (2 * L * D + 7) // 8 * 8 + work
-        if board.backend != "host":  # the host build measures no stack
-            assert 0 < r.stack_bytes and (r.arena_bytes + r.stack_bytes) / minimum <= 1.25, (target, r)
+    with open_board(target.name, blob) as board:
+        info = board.info()
+        r = board.run(RunRequest(x[0], 1, 1, 1))
+    minimum = ram_theoretical_min(header)
+    assert minimum == 2 * L * D + L + work
+    assert r.arena_bytes == info.workspace_bytes >= (2 * L * D + 7) // 8 * 8 + work
+    if board.backend != "host":  # the host build measures no stack
+        assert 0 < r.stack_bytes and (r.arena_bytes + r.stack_bytes) / minimum <= 1.25, (target.name, r)
 
 
 @pytest.mark.board
