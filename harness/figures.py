@@ -114,17 +114,24 @@ def working_buffer_bytes(header: dict) -> int:
     """The model's largest working buffer, from its dimensions in the blob header (firmware/core/trm.h):
     the largest of the mlp mixer L·D + L + 2I or the attention mixer 4L + 2·L·D + 3D, the channel SwiGLU
     D + 2F and the int16 logits 2V. Intrinsic to the model: the scratch a kernel implementation adds
-    (the DSP linear kernels' arranged input, trm_linear_scratch_bytes) is not part of it."""
-    L, D, V = header["seq_len"], header["hidden"], header["vocab_size"]
+    (the DSP linear kernels' arranged input, trm_linear_scratch_bytes) is not part of it. L here is the
+    carry's rows, prefix included (``carry_rows``); the mlp mixer's norm over the rows adds two columns."""
+    L, D, V = carry_rows(header), header["hidden"], header["vocab_size"]
     I, F = header["mix_inner"], header["ffn_inner"]
-    mix = L * D + L + 2 * I if header["mixer"] == 0 else 4 * L + 2 * L * D + 3 * D
+    rows_norm = 2 * L if header.get("seq_norm_const") else 0
+    mix = L * D + L + 2 * I + rows_norm if header["mixer"] == 0 else 4 * L + 2 * L * D + 3 * D
     return max(mix, D + 2 * F, 2 * V)
 
 
+def carry_rows(header: dict) -> int:
+    """Rows of the carry: the blob's prefix (format version 2; 0 for version 1) and the sequence."""
+    return header.get("prefix", 0) + header["seq_len"]
+
+
 def ram_theoretical_min(header: dict) -> int:
-    """The least RAM an inference needs: the carries y, z (2 L D), the input (L) and the largest working
-    buffer (``working_buffer_bytes``)."""
-    return 2 * header["seq_len"] * header["hidden"] + header["seq_len"] + working_buffer_bytes(header)
+    """The least RAM an inference needs: the carries y, z (2 R D, R the carry's rows), the input tokens (L)
+    and the largest working buffer (``working_buffer_bytes``)."""
+    return 2 * carry_rows(header) * header["hidden"] + header["seq_len"] + working_buffer_bytes(header)
 
 
 def fit(target: Target, blob_bytes: int, sections: dict | None, stack_bytes_max: int | None = None) -> dict[str, Any]:

@@ -47,7 +47,7 @@ FLAGS = {
 FLAGS["sanitize32"] = [*FLAGS["sanitize"], "-m32"]
 FLAGS["hook"] = [*FLAGS["release"], "-DTRM_CHECK_STRONG_HOOK"]
 # the C side's TRM_HOST_ABI_VERSION (firmware/host/trm_host.h): 2 = one opaque handle per server
-ABI_VERSION = 2
+ABI_VERSION = 3
 LIBRARY = "libtrm_host.so"
 CHECK = "trm_check"
 
@@ -56,7 +56,8 @@ STATUS = {0: "TRM_OK", 1: "BLOB_TRUNCATED", 2: "BLOB_MAGIC", 3: "BLOB_VERSION", 
           5: "BLOB_CRC", 6: "BLOB_TABLE", 7: "BLOB_MISSING", 8: "BLOB_SHAPE", 9: "TRM_ERR_ARG",
           10: "TRM_ERR_WORKSPACE"}
 INFO_KEYS = ("vocab_size", "seq_len", "hidden", "layers", "mixer", "heads", "weight_bits", "T", "n",
-             "steps", "flags", "halt_threshold", "norm_const", "mix_inner", "ffn_inner", "head_bits")
+             "steps", "flags", "halt_threshold", "norm_const", "mix_inner", "ffn_inner", "head_bits",
+             "prefix", "y_layers", "carry_len", "puzzle_ids")
 
 
 class NativeError(RuntimeError):
@@ -172,7 +173,7 @@ def library(path: str | None = None) -> ctypes.CDLL:
     lib.trm_host_model_info.restype = None
     lib.trm_workspace_bytes.argtypes = [_P]
     lib.trm_workspace_bytes.restype = _SZ
-    lib.trm_host_run_batch.argtypes = [_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+    lib.trm_host_run_batch.argtypes = [_P, _P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                        ctypes.c_int, _P, _SZ, _P, _P, _P, _P]
     lib.trm_host_run_batch.restype = ctypes.c_int
     version = lib.trm_host_abi_version()
@@ -213,7 +214,7 @@ class NativeModel:
         st = self.lib.trm_host_parse(self._blob, len(data), max_size or 0, self._model)
         if st != 0:
             raise NativeBlobError(st)
-        info = np.zeros(16, np.int64)
+        info = np.zeros(len(INFO_KEYS), np.int64)
         self.lib.trm_host_model_info(self._model, info.ctypes.data)
         self.info = dict(zip(INFO_KEYS, (int(v) for v in info)))
         self.workspace_bytes = int(self.lib.trm_workspace_bytes(self._model))
@@ -231,9 +232,11 @@ class NativeModel:
         return self.info["halt_threshold"]
 
     def run(self, tokens: np.ndarray, T: int | None = None, n: int | None = None, steps: int | None = None,
-            halting: bool = False, keep_carries: bool = True) -> dict[str, np.ndarray]:
+            halting: bool = False, keep_carries: bool = True,
+            puzzle_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """As ``IntModel.run``: per_step [S, B, L] int64 predictions, halt_acc [S, B] int64, halt [S, B]
-        bool and (``keep_carries``) y, z int8 [S, T, B, L, D]. T, n and steps default to the blob's.
+        bool and (``keep_carries``) y, z int8 [S, T, B, R, D] (R = prefix + L rows). T, n and steps
+        default to the blob's; ``puzzle_ids`` [B] to 0.
 
         With ``halting`` a puzzle stops after its first halting step; the entries of the steps it did
         not run repeat its last step (its state is frozen), and ``steps`` [B] says how many ran."""
@@ -253,8 +256,12 @@ class NativeModel:
         pred = np.zeros((B, S, L), np.uint8)
         acc = np.zeros((B, S), np.int64)
         ran = np.zeros(B, np.int32)
-        car = np.zeros((B, S, T, 2, L, D), np.int8) if keep_carries else None
-        st = self.lib.trm_host_run_batch(self._model, _ptr(tok), B, T, n, S, int(bool(halting)), self._ws,
+        R = self.info["carry_len"]
+        car = np.zeros((B, S, T, 2, R, D), np.int8) if keep_carries else None
+        ids = None if puzzle_ids is None else np.ascontiguousarray(puzzle_ids, dtype=np.int32)
+        if ids is not None and ids.shape != (B,):
+            raise ValueError(f"puzzle_ids must be [{B}], got {ids.shape}")
+        st = self.lib.trm_host_run_batch(self._model, _ptr(tok), _ptr(ids), B, T, n, S, int(bool(halting)), self._ws,
                                          self.workspace_bytes, _ptr(pred), _ptr(acc), _ptr(ran), _ptr(car))
         if st != 0:
             raise NativeError(st, "trm_run failed")

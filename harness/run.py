@@ -64,9 +64,10 @@ def open_probe(board: Board, timeout: float = 10.0):
     return attach(port.kind, port.host, port.port, halts_on_attach=port.halts_on_attach, timeout=timeout)
 
 
-def run_traced(board: Board, probe, elf, request: RunRequest, timeout: float = 600.0
+def run_traced(board: Board, probe, elf, request: RunRequest, timeout: float = 600.0, prefix: int = 0
                ) -> tuple[P.Result, list[CarryRecord]]:
-    """Run one puzzle with a breakpoint at the cycle hook; returns the RESULT and the carry records."""
+    """Run one puzzle with a breakpoint at the cycle hook; returns the RESULT and the carry records
+    (``prefix`` + L rows each: the blob's prefix rows, then the sequence)."""
     info = board.model_info or board.info()
     hook = address(elf, HOOK)
     if probe.running:
@@ -81,7 +82,7 @@ def run_traced(board: Board, probe, elf, request: RunRequest, timeout: float = 6
             if time.monotonic() > deadline:
                 raise BoardTimeout(f"{board.describe()}: traced run did not finish in {timeout} s")
             if probe.wait_stop(0.02) is not None:
-                records.append(capture(probe, info.seq_len, info.hidden))
+                records.append(capture(probe, prefix + info.seq_len, info.hidden))
                 probe.cont_from_breakpoint(hook)
                 continue
             answer = board.poll(seq, 0.01)
@@ -114,7 +115,8 @@ def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: D
     trace = None
     t0 = time.monotonic()
     if probe is not None:
-        res, records = run_traced(board, probe, board.firmware, request, timeout=timeout)
+        res, records = run_traced(board, probe, board.firmware, request, timeout=timeout,
+                                  prefix=im.prefix if im is not None else 0)
         trace = {"records": records, "wall_s": time.monotonic() - t0}
     else:
         res = board.run(request, timeout=timeout)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.compress import recipes as R
-from harness.export.blob import ALIGN, ENTRY, HEADER, BlobError, from_blob, parse, to_blob
+from harness.export.blob import ALIGN, ENTRY, HEADER, BlobError, from_blob, parse, table_offset, to_blob
 from harness.models.trm import TRM, TRMConfig
 from harness.tasks import make_task
 
@@ -39,15 +39,15 @@ def test_layout_is_aligned_and_self_describing(int_model):
     im, _ = int_model
     blob = to_blob(im)
     magic, version, hsize, total, crc = struct.unpack_from("<4sHHII", blob)
-    assert (magic, version, hsize, total) == (b"TRMB", 1, 64, len(blob))
+    assert (magic, version, hsize, total) == (b"TRMB", 2, 80, len(blob))
     assert crc == zlib.crc32(blob[16:])
     header, tensors = parse(blob)
     for i in range(header["tensor_count"]):
-        off = ENTRY.unpack_from(blob, HEADER.size + i * ENTRY.size)[6]
+        off = ENTRY.unpack_from(blob, table_offset(blob) + i * ENTRY.size)[6]
         assert off % ALIGN == 0
     assert tensors["embed"].shape == (im.embed.shape[0], im.embed.shape[1])
     if im.head.bits == 4:  # packed: half a byte per weight
-        size = [ENTRY.unpack_from(blob, HEADER.size + i * ENTRY.size) for i in range(header["tensor_count"])]
+        size = [ENTRY.unpack_from(blob, table_offset(blob) + i * ENTRY.size) for i in range(header["tensor_count"])]
         head = next(e for e in size if e[0].rstrip(b"\0") == b"head")
         assert head[7] == im.head.w.shape[0] * ((im.head.w.shape[1] + 1) // 2)
 
@@ -62,15 +62,15 @@ def test_every_corruption_has_its_error_code(int_model):
     good = to_blob(im)
     cases = {
         "BLOB_MAGIC": b"XXXX" + good[4:],
-        "BLOB_VERSION": _with_crc(bytearray(good[:4] + struct.pack("<H", 2) + good[6:])),
+        "BLOB_VERSION": _with_crc(bytearray(good[:4] + struct.pack("<H", 3) + good[6:])),
         "BLOB_TRUNCATED": good[:40],
         "BLOB_CRC": good[:-1] + bytes([good[-1] ^ 0xFF]),
     }
     bad_entry = bytearray(good)
-    struct.pack_into("<I", bad_entry, HEADER.size + 24, 7)          # first tensor misaligned
+    struct.pack_into("<I", bad_entry, table_offset(good) + 24, 7)   # first tensor misaligned
     cases["BLOB_TABLE"] = _with_crc(bad_entry)
     renamed = bytearray(good)
-    renamed[HEADER.size:HEADER.size + 16] = b"nothing".ljust(16, b"\0")  # 'embed' disappears
+    renamed[table_offset(good):table_offset(good) + 16] = b"nothing".ljust(16, b"\0")  # 'embed' disappears
     cases["BLOB_MISSING"] = _with_crc(renamed)
     for code, blob in cases.items():
         with pytest.raises(BlobError) as e:

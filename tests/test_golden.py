@@ -40,7 +40,7 @@ def case(request, blobs):
 
 def fast_paths(plan: G._Plan) -> list[bool]:
     flags = []
-    for mixer, mix_res, ffn, ffn_res in plan.blocks:
+    for mixer, mix_res, ffn, ffn_res, _ in plan.z_blocks + (plan.y_blocks if plan.y_blocks is not plan.z_blocks else []):
         flags += [mixer.fast, mix_res[2], ffn.fast, ffn_res[2]]
     return flags + [plan.head.exact, plan.add_exact]
 

@@ -73,7 +73,7 @@ def with_crc(buf: bytearray) -> bytes:
 
 def entries(blob: bytes) -> list[tuple]:
     count = struct.unpack_from("<H", blob, 34)[0]
-    return [B.ENTRY.unpack_from(blob, B.HEADER.size + i * B.ENTRY.size) for i in range(count)]
+    return [B.ENTRY.unpack_from(blob, B.table_offset(blob) + i * B.ENTRY.size) for i in range(count)]
 
 
 def entry_index(blob: bytes, name: str) -> int:
@@ -81,7 +81,7 @@ def entry_index(blob: bytes, name: str) -> int:
 
 
 def entry_at(blob: bytes, name: str) -> int:
-    return B.HEADER.size + entry_index(blob, name) * B.ENTRY.size
+    return B.table_offset(blob) + entry_index(blob, name) * B.ENTRY.size
 
 
 def python_code(blob: bytes, max_size: int | None = None) -> str | None:
@@ -432,7 +432,7 @@ def test_workspace_is_exact_and_checked(lib, small_blob):
     ws = ctypes.create_string_buffer(nm.workspace_bytes)
 
     def run(size):
-        return lib.trm_host_run_batch(nm._model, tok.ctypes.data, 1, 1, 1, 1, 0, ws, size, pred.ctypes.data,
+        return lib.trm_host_run_batch(nm._model, tok.ctypes.data, None, 1, 1, 1, 1, 0, ws, size, pred.ctypes.data,
                                       acc.ctypes.data, ran.ctypes.data, None)
 
     assert run(nm.workspace_bytes - 1) == 10           # TRM_ERR_WORKSPACE
@@ -479,7 +479,7 @@ def _mutations(blob: bytes) -> dict[str, tuple[bytes, int | None, str]]:
     buf[0:4] = b"TRMX"
     out["magic"] = (bytes(buf), None, "BLOB_MAGIC")
     buf = bytearray(blob)
-    struct.pack_into("<H", buf, 4, 2)
+    struct.pack_into("<H", buf, 4, 3)
     out["version"] = (bytes(buf), None, "BLOB_VERSION")
     out["short"] = (blob[:40], None, "BLOB_TRUNCATED")
     out["truncated"] = (blob[:-16], None, "BLOB_TRUNCATED")
@@ -663,7 +663,7 @@ def test_sanitized_parser_on_bad_and_fuzzed_blobs(sanitized_check, tmp_path, sma
     # every blob that parses is also run on one puzzle by the driver
     rng = np.random.default_rng(8)
     for base_name, base in (("mlp", blob), ("att", attention_case["blob"])):
-        table_end = B.HEADER.size + B.ENTRY.size * len(entries(base))
+        table_end = B.table_offset(base) + B.ENTRY.size * len(entries(base))
         for i in range(60):
             buf = bytearray(base)
             region = (16, 64) if i % 3 == 0 else (64, table_end) if i % 3 == 1 else (table_end, len(base))

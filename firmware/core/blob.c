@@ -6,9 +6,11 @@
 
 /* Tensor names are built in buffers of NAME_BUF bytes: the longest name plus its NUL. */
 enum { NAME_BUF = TRM_T_MAX_NAME + 1 };
-_Static_assert(sizeof TRM_T_BLOCK + 3 + sizeof TRM_T_MIX + sizeof TRM_T_DOWN - 2 <= NAME_BUF,
+/* digits of the largest layer number (TRM_MAX_LAYERS - 1) */
+#define LAYER_DIGITS (TRM_MAX_LAYERS <= 10 ? 1 : TRM_MAX_LAYERS <= 100 ? 2 : 3)
+_Static_assert(sizeof TRM_T_Y_BLOCK + LAYER_DIGITS + sizeof TRM_T_MIX + sizeof TRM_T_DOWN - 2 <= NAME_BUF,
                "a SwiGLU part's name outgrows NAME_BUF");
-_Static_assert(sizeof TRM_T_BLOCK + 3 + sizeof TRM_T_ATT_QKV + sizeof TRM_T_MN - 2 <= NAME_BUF,
+_Static_assert(sizeof TRM_T_Y_BLOCK + LAYER_DIGITS + sizeof TRM_T_ATT_QKV + sizeof TRM_T_MN - 2 <= NAME_BUF,
                "an attention matrix's .mn name outgrows NAME_BUF");
 
 /* ---- little-endian field readers (the header need not be aligned for these) ------------------ */
@@ -41,6 +43,7 @@ typedef struct {
 typedef struct {
     const uint8_t *blob;
     uint32_t total;
+    uint32_t table;     /* offset of the tensor table: the header's size */
     uint16_t count;
     int check;          /* 0: presence only (BLOB_MISSING); 1: dtypes, shapes and values too */
     trm_status st;      /* first error */
@@ -76,17 +79,19 @@ static const char *join(char *buf, const char *a, const char *b)
     return buf;
 }
 
-/* TRM_T_BLOCK "<layer>" <suffix> (names.block in Python) */
-static const char *block_name(char *buf, int layer, const char *suffix)
+_Static_assert(sizeof TRM_T_Y_BLOCK >= sizeof TRM_T_BLOCK, "the y network's block prefix is the longer");
+
+/* `net` ("<layer>" <suffix>: TRM_T_BLOCK or TRM_T_Y_BLOCK; names.block in Python) */
+static const char *net_block_name(char *buf, const char *net, int layer, const char *suffix)
 {
-    char prefix[sizeof TRM_T_BLOCK + 3];
+    char prefix[sizeof TRM_T_Y_BLOCK + 3];
     char digits[4];
     int nd = 0, i = 0;
     do {
         digits[nd++] = (char)('0' + layer % 10);
         layer /= 10;
     } while (layer && nd < 3);
-    for (const char *p = TRM_T_BLOCK; *p; ++p)
+    for (const char *p = net; *p; ++p)
         prefix[i++] = *p;
     while (nd)
         prefix[i++] = digits[--nd];
@@ -102,7 +107,7 @@ static int need(loader *ld, const char *name, int kind, uint32_t rows, uint32_t 
         return 0;
     int found = 0;
     for (uint32_t i = 0; i < ld->count; ++i) {
-        const uint8_t *e = ld->blob + TRM_BLOB_HEADER_SIZE + TRM_BLOB_ENTRY_SIZE * i;
+        const uint8_t *e = ld->blob + ld->table + TRM_BLOB_ENTRY_SIZE * i;
         if (name_is(e, name)) {
             found = 1;
             t->dtype = e[16];
@@ -173,11 +178,13 @@ static void need_mat(loader *ld, const char *name, uint32_t rows, uint32_t cols,
     W->bits = w.dtype == TRM_DTYPE_INT4 ? 4 : 8;
 }
 
-/* The SwiGLU `part` (TRM_T_MIX or TRM_T_FFN) of block `layer`; `op` its gate/up operation in a profile. */
-static void need_swiglu(loader *ld, int layer, const char *part, uint32_t K, uint32_t N, uint32_t op, trm_swiglu *s)
+/* The SwiGLU `part` (TRM_T_MIX or TRM_T_FFN) of block `layer` of network `net`; `op` its gate/up
+ * operation in a profile. */
+static void need_swiglu(loader *ld, const char *net, int layer, const char *part, uint32_t K, uint32_t N, uint32_t op,
+                        trm_swiglu *s)
 {
     char name[NAME_BUF], prefix[NAME_BUF];
-    block_name(prefix, layer, part);
+    net_block_name(prefix, net, layer, part);
     need_mat(ld, join(name, prefix, TRM_T_GU), 0, K, &s->gate_up);
     const uint32_t inner = ld->check ? s->gate_up.rows / 2u : 0u;
     trm_tensor t = {0};
@@ -195,11 +202,11 @@ static void need_swiglu(loader *ld, int layer, const char *part, uint32_t K, uin
     s->prof_op = op;
 }
 
-static void need_residual(loader *ld, int layer, const char *suffix, uint32_t C, trm_residual *r)
+static void need_residual(loader *ld, const char *net, int layer, const char *suffix, uint32_t C, trm_residual *r)
 {
     char name[NAME_BUF];
     trm_tensor t = {0};
-    if (!need(ld, block_name(name, layer, suffix), K_I32, 2, 1, &t) || !ld->check)
+    if (!need(ld, net_block_name(name, net, layer, suffix), K_I32, 2, 1, &t) || !ld->check)
         return;
     const int32_t *ab = (const int32_t *)(const void *)t.data;
     if (ab[0] < TRM_INT16_MIN || ab[0] > TRM_INT16_MAX || ab[1] < TRM_INT16_MIN || ab[1] > TRM_INT16_MAX)
@@ -209,33 +216,27 @@ static void need_residual(loader *ld, int layer, const char *suffix, uint32_t C,
     r->C = C;
 }
 
-/* Resolve every tensor of the model. Pass 0 (ld->check == 0) only looks for names, for any header
- * (like the Python reader, any mixer other than 0 is attention there); pass 1 runs on a header
- * already checked against this build's limits and fills *m. */
-static void load(loader *ld, trm_model *m)
+/* The `layers` blocks of network `net` (TRM_T_BLOCK or TRM_T_Y_BLOCK) into blocks[] (when checking).
+ * Every block mixes the carry's R rows; the mlp mixer's residual takes seq_norm_const when the
+ * norm runs over the rows. */
+static void load_network(loader *ld, const trm_model *m, const char *net, int layers, trm_block *blocks)
 {
-    const uint32_t V = m->vocab, L = m->seq_len, D = m->hidden;
+    const uint32_t R = m->carry_len, D = m->hidden;
     const uint32_t hd = m->heads ? D / m->heads : 0;
     trm_tensor t = {0};
-    if (need(ld, TRM_T_EMBED, K_I8, V, D, &t))
-        m->embed = (const int8_t *)t.data;
-    if (need(ld, TRM_T_Y_INIT, K_I8, D, 1, &t))
-        m->y_init = (const int8_t *)t.data;
-    if (need(ld, TRM_T_Z_INIT, K_I8, D, 1, &t))
-        m->z_init = (const int8_t *)t.data;
-    for (int l = 0; l < m->layers && ld->st == TRM_OK; ++l) {
+    for (int l = 0; l < layers && ld->st == TRM_OK; ++l) {
         trm_block b;
         char name[NAME_BUF];
         memset(&b, 0, sizeof b);
         if (m->mixer == TRM_MIXER_MLP) {
-            need_swiglu(ld, l, TRM_T_MIX, L, L, TRM_OP_MIX_GATE_UP, &b.mix);
+            need_swiglu(ld, net, l, TRM_T_MIX, R, R, TRM_OP_MIX_GATE_UP, &b.mix);
         } else {
-            need_mat(ld, block_name(name, l, TRM_T_ATT_QKV), 3 * D, D, &b.att.qkv);
-            if (need(ld, block_name(name, l, TRM_T_ATT_COS), K_I16, L, hd / 2, &t))
+            need_mat(ld, net_block_name(name, net, l, TRM_T_ATT_QKV), 3 * D, D, &b.att.qkv);
+            if (need(ld, net_block_name(name, net, l, TRM_T_ATT_COS), K_I16, R, hd / 2, &t))
                 b.att.cos = (const int16_t *)(const void *)t.data;
-            if (need(ld, block_name(name, l, TRM_T_ATT_SIN), K_I16, L, hd / 2, &t))
+            if (need(ld, net_block_name(name, net, l, TRM_T_ATT_SIN), K_I16, R, hd / 2, &t))
                 b.att.sin = (const int16_t *)(const void *)t.data;
-            if (need(ld, block_name(name, l, TRM_T_ATT_SM), K_I32, 4, 1, &t) && ld->check) {
+            if (need(ld, net_block_name(name, net, l, TRM_T_ATT_SM), K_I32, 4, 1, &t) && ld->check) {
                 const int32_t *sm = (const int32_t *)(const void *)t.data;
                 if (!mn_ok(sm, 2))
                     ld->st = TRM_BLOB_SHAPE;
@@ -244,15 +245,35 @@ static void load(loader *ld, trm_model *m)
                 b.att.pv_M = sm[2];
                 b.att.pv_n = sm[3];
             }
-            need_mat(ld, block_name(name, l, TRM_T_ATT_OUT), D, D, &b.att.out);
+            need_mat(ld, net_block_name(name, net, l, TRM_T_ATT_OUT), D, D, &b.att.out);
             b.att.heads = m->heads;
         }
-        need_residual(ld, l, TRM_T_MIX_RES, m->norm_const, &b.mix_res);
-        need_swiglu(ld, l, TRM_T_FFN, D, D, TRM_OP_FFN_GATE_UP, &b.ffn);
-        need_residual(ld, l, TRM_T_FFN_RES, m->norm_const, &b.ffn_res);
+        const uint32_t mix_C = m->seq_norm_const && m->mixer == TRM_MIXER_MLP ? m->seq_norm_const : m->norm_const;
+        need_residual(ld, net, l, TRM_T_MIX_RES, mix_C, &b.mix_res);
+        need_swiglu(ld, net, l, TRM_T_FFN, D, D, TRM_OP_FFN_GATE_UP, &b.ffn);
+        need_residual(ld, net, l, TRM_T_FFN_RES, m->norm_const, &b.ffn_res);
         if (ld->check && ld->st == TRM_OK)
-            m->blocks[l] = b;
+            blocks[l] = b;
     }
+}
+
+/* Resolve every tensor of the model. Pass 0 (ld->check == 0) only looks for names, for any header
+ * (like the Python reader, any mixer other than 0 is attention there); pass 1 runs on a header
+ * already checked against this build's limits and fills *m. */
+static void load(loader *ld, trm_model *m)
+{
+    const uint32_t V = m->vocab, D = m->hidden;
+    trm_tensor t = {0};
+    if (need(ld, TRM_T_EMBED, K_I8, V, D, &t))
+        m->embed = (const int8_t *)t.data;
+    if (need(ld, TRM_T_Y_INIT, K_I8, D, 1, &t))
+        m->y_init = (const int8_t *)t.data;
+    if (need(ld, TRM_T_Z_INIT, K_I8, D, 1, &t))
+        m->z_init = (const int8_t *)t.data;
+    if (m->prefix && need(ld, TRM_T_PUZZLE_EMB, K_I8, m->puzzle_ids, (uint32_t)m->prefix * D, &t))
+        m->puzzle_emb = (const int8_t *)t.data;
+    load_network(ld, m, TRM_T_BLOCK, m->layers, m->blocks);
+    load_network(ld, m, TRM_T_Y_BLOCK, m->y_layers, m->y_blocks);
     need_mat(ld, TRM_T_HEAD, V, D, &m->head);
     if (need(ld, TRM_T_HALT, K_I8, D, 1, &t))
         m->halt = (const int8_t *)t.data;
@@ -264,9 +285,15 @@ static void load(loader *ld, trm_model *m)
  * carries, a valid blob of a few hundred KB with no layers, would otherwise wrap 2·L·D to 65534.) */
 static int header_ok(const trm_model *m)
 {
+    const uint32_t R = (uint32_t)m->seq_len + m->prefix;
     if (m->vocab < 1 || m->vocab > TRM_MAX_VOCAB || m->seq_len < 1 || m->hidden < 1 ||
-        m->layers > TRM_MAX_LAYERS || m->norm_const >= TRM_NORM_CONST_LIMIT ||
-        (uint64_t)m->seq_len * m->hidden > (uint64_t)(SIZE_MAX / 8u))
+        m->layers > TRM_MAX_LAYERS || m->y_layers > TRM_MAX_LAYERS || m->norm_const >= TRM_NORM_CONST_LIMIT ||
+        m->seq_norm_const >= TRM_NORM_CONST_LIMIT || R > UINT16_MAX ||
+        (uint64_t)R * m->hidden > (uint64_t)(SIZE_MAX / 8u))
+        return 0;
+    /* a prefix comes with its table (at least one identifier), a table only with a prefix; the norm
+     * over the rows belongs to the mlp mixer */
+    if ((m->prefix != 0) != (m->puzzle_ids != 0) || (m->seq_norm_const && m->mixer != TRM_MIXER_MLP))
         return 0;
     if (m->mixer == TRM_MIXER_ATTENTION)
         return m->heads >= 1 && m->hidden % m->heads == 0 && (m->hidden / m->heads) % 2 == 0;
@@ -284,10 +311,12 @@ trm_status trm_blob_parse(const uint8_t *data, size_t len, size_t max_size, trm_
         return TRM_BLOB_TRUNCATED;
     if (data[0] != 'T' || data[1] != 'R' || data[2] != 'M' || data[3] != 'B')
         return TRM_BLOB_MAGIC;
-    if (rd_u16(data + 4) != TRM_BLOB_VERSION_1)
+    const uint16_t version = rd_u16(data + 4);
+    if (version != TRM_BLOB_VERSION_1 && version != TRM_BLOB_VERSION_2)
         return TRM_BLOB_VERSION;
     const uint32_t total = rd_u32(data + 8);
-    if (rd_u16(data + 6) != TRM_BLOB_HEADER_SIZE || total > len || total < TRM_BLOB_HEADER_SIZE)
+    const uint32_t hsize = version == TRM_BLOB_VERSION_1 ? TRM_BLOB_HEADER_SIZE : TRM_BLOB_HEADER_SIZE_2;
+    if (rd_u16(data + 6) != hsize || total > len || total < hsize)
         return TRM_BLOB_TRUNCATED;
     if (max_size && total > max_size)
         return TRM_BLOB_TOO_BIG;
@@ -296,7 +325,7 @@ trm_status trm_blob_parse(const uint8_t *data, size_t len, size_t max_size, trm_
 
     const uint16_t count = rd_u16(data + 34);
     for (uint32_t i = 0; i < count; ++i) {
-        const uint64_t at = TRM_BLOB_HEADER_SIZE + (uint64_t)TRM_BLOB_ENTRY_SIZE * i;
+        const uint64_t at = hsize + (uint64_t)TRM_BLOB_ENTRY_SIZE * i;
         if (at + TRM_BLOB_ENTRY_SIZE > total)
             return TRM_BLOB_TABLE;
         const uint8_t *e = data + at;
@@ -329,12 +358,20 @@ trm_status trm_blob_parse(const uint8_t *data, size_t len, size_t max_size, trm_
     for (int i = 0; i < 2; ++i)
         m->y_in[i] = rd_i16(data + 50 + 2 * i);
     m->carry_scale_bits = rd_u32(data + 58);
+    if (version >= TRM_BLOB_VERSION_2) {
+        m->prefix = data[64];
+        m->y_layers = data[65];
+        m->puzzle_ids = rd_u16(data + 66);
+        m->seq_norm_const = rd_u32(data + 68);
+    }
+    m->carry_len = (uint16_t)(m->seq_len + m->prefix); /* checked below (header_ok: R <= 65535) */
+    m->header_size = (uint16_t)hsize;
     m->blob = data;
     m->blob_size = total;
 
     /* Pass 0: every needed tensor present (BLOB_MISSING). load() stores blocks only when checking,
      * so any layer count is fine here; like the Python reader, any mixer but 0 means attention. */
-    loader ld = {data, total, count, 0, TRM_OK};
+    loader ld = {data, total, hsize, count, 0, TRM_OK};
     const uint8_t mixer = m->mixer;
     if (m->mixer != TRM_MIXER_MLP)
         m->mixer = TRM_MIXER_ATTENTION;

@@ -247,13 +247,14 @@ static TRM_NOINLINE size_t run_refused(const trm_server *s, uint32_t seq, const 
     if (flags & ~15u)
         return error_frame(seq, TRM_PERR_ARGS, (uint8_t)flags,
                            "unknown RUN flag (known: 1 HALTING, 2 CARRIES, 4 EMBED_RAM, 8 PROFILE)", rsp, cap);
-    if (L != m->seq_len || n != 6u + L) {
+    /* the tokens, then optionally the puzzle identifier (u16, 0 when absent) */
+    if (L != m->seq_len || (n != 6u + L && n != 8u + L)) {
         trm_msg e = msg_begin(rsp, cap);
         msg_str(&e, "puzzle length ");
         msg_u64(&e, L);
         msg_str(&e, " with ");
         msg_u64(&e, n - 6u);
-        msg_str(&e, " token bytes; the blob's model has L = ");
+        msg_str(&e, " token bytes (and 2 for a puzzle identifier); the blob's model has L = ");
         msg_u64(&e, m->seq_len);
         return msg_end(&e, seq, TRM_PERR_PUZZLE, 0, rsp);
     }
@@ -261,10 +262,19 @@ static TRM_NOINLINE size_t run_refused(const trm_server *s, uint32_t seq, const 
     for (size_t l = 0; l < L; ++l)
         if (tokens[l] >= m->vocab)
             return error_frame(seq, TRM_PERR_PUZZLE, tokens[l], "token outside the vocabulary", rsp, cap);
+    const uint32_t id = n == 8u + L ? trm_get16(req + 6 + L) : 0u;
+    if (id >= (m->prefix ? m->puzzle_ids : 1u)) {
+        trm_msg e = msg_begin(rsp, cap);
+        msg_str(&e, "puzzle identifier ");
+        msg_u64(&e, id);
+        msg_str(&e, " outside the blob's table of ");
+        msg_u64(&e, m->prefix ? m->puzzle_ids : 1u);
+        return msg_end(&e, seq, TRM_PERR_PUZZLE, 0, rsp);
+    }
 
-    /* sizes in 64 bits: nothing here may wrap a 32-bit size_t (the parser bounds L x D, blob.c) */
+    /* sizes in 64 bits: nothing here may wrap a 32-bit size_t (the parser bounds R x D, blob.c) */
     const uint64_t need = TRM_FRAME_MIN + RESULT_FIXED + (uint64_t)steps * (8u + L) +
-                          ((flags & TRM_RUN_CARRIES) ? 2u * (uint64_t)L * m->hidden : 0u) +
+                          ((flags & TRM_RUN_CARRIES) ? 2u * (uint64_t)m->carry_len * m->hidden : 0u) +
                           ((flags & TRM_RUN_PROFILE) ? PROFILE_ENTRY * (uint64_t)TRM_OP_COUNT : 0u);
     if (need > cap)
         return too_big(seq, TRM_PERR_RESPONSE, 0, "RESULT", need, "the transmit buffer", cap, rsp, cap);
@@ -286,8 +296,9 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     trm_model *m = &s->model;
     const int T = req[0], nz = req[1], steps = req[2];
     const unsigned flags = req[3];
-    const size_t L = trm_get16(req + 4), LD = L * m->hidden;
+    const size_t L = trm_get16(req + 4), LD = (size_t)m->carry_len * m->hidden;
     const uint8_t *tokens = req + 6;
+    const int puzzle_id = n == 8u + L ? (int)trm_get16(req + 6 + L) : 0;
     const size_t ws_bytes = trm_workspace_bytes(m);
     const size_t embed_bytes = (size_t)m->vocab * m->hidden;
     const size_t used = (size_t)run_arena_bytes(m, flags);
@@ -323,7 +334,7 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     const uint64_t t0 = port->counter ? port->counter() : 0u;
     if (prof)
         prof->last = t0;
-    trm_status st = trm_run(m, tokens, T, nz, steps, (flags & TRM_RUN_HALTING) != 0, &ws, &r);
+    trm_status st = trm_run(m, tokens, puzzle_id, T, nz, steps, (flags & TRM_RUN_HALTING) != 0, &ws, &r);
     const uint64_t t1 = port->counter ? port->counter() : 0u;
     if (prof) {
         trm_profile_end(prof, t1);

@@ -37,6 +37,18 @@ void trm_model_profile(trm_model *m, trm_profile *p)
         m->blocks[l].att.prof = p;
         m->blocks[l].ffn.prof = p;
     }
+    for (int l = 0; l < m->y_layers && l < TRM_MAX_LAYERS; ++l) {
+        m->y_blocks[l].mix.prof = p;
+        m->y_blocks[l].att.prof = p;
+        m->y_blocks[l].ffn.prof = p;
+    }
+}
+
+/* The network that updates y: the y network's blocks (HRM), else the z network's. */
+static const trm_block *y_net(const trm_model *m, int *layers)
+{
+    *layers = m->y_layers ? m->y_layers : m->layers;
+    return m->y_layers ? m->y_blocks : m->blocks;
 }
 
 static size_t align8(size_t v) { return (v + 7u) & ~(size_t)7u; }
@@ -51,19 +63,19 @@ static size_t readout_bytes(const trm_model *m)
 }
 
 /* The phases' buffers, at the start of the (8-byte aligned) scratch: mlp mixer, the SwiGLU's scratch
- * and column (swiglu_seq_s8.c), then its output m [L][D]; attention, its scratch (attention_s8.c);
+ * and column (swiglu_seq_s8.c), then its output m [R][D] (R = P + L, the carry's rows), then under the
+ * norm over the rows two columns [R] (h's and m's of one channel); attention, its scratch (attention_s8.c);
  * channel SwiGLU, two tokens at a time, its pair scratch (swiglu_s8.c), then the output rows m [2][D]
  * (the pair scratch covers the one-token scratch of an odd last token); readout, the logits, then
  * the head's linear scratch. The kernels' scratch starts each phase: it must be 4-byte aligned. */
-static size_t scratch_bytes(const trm_model *m)
+static size_t network_scratch_bytes(const trm_model *m, const trm_block *blocks, int layers, size_t need)
 {
-    const size_t L = m->seq_len, D = m->hidden;
-    size_t need = readout_bytes(m);
-    for (int l = 0; l < m->layers; ++l) {
-        const trm_block *b = &m->blocks[l];
+    const size_t R = m->carry_len, D = m->hidden;
+    for (int l = 0; l < layers; ++l) {
+        const trm_block *b = &blocks[l];
         size_t mix = m->mixer == TRM_MIXER_MLP
-                       ? trm_swiglu_seq_s8_scratch_bytes(&b->mix, (int)L) + L * D
-                       : trm_attention_s8_scratch_bytes(&b->att, (int)L, (int)D);
+                       ? trm_swiglu_seq_s8_scratch_bytes(&b->mix, (int)R) + R * D + (m->seq_norm_const ? 2u * R : 0u)
+                       : trm_attention_s8_scratch_bytes(&b->att, (int)R, (int)D);
         size_t ffn = trm_swiglu_s8_pair_scratch_bytes(&b->ffn) + 2u * D;
         if (mix > need)
             need = mix;
@@ -73,11 +85,17 @@ static size_t scratch_bytes(const trm_model *m)
     return need;
 }
 
+static size_t scratch_bytes(const trm_model *m)
+{
+    return network_scratch_bytes(m, m->y_blocks, m->y_layers,
+                                 network_scratch_bytes(m, m->blocks, m->layers, readout_bytes(m)));
+}
+
 size_t trm_workspace_bytes(const trm_model *m)
 {
     if (!m || !m->embed)
         return 0u;
-    return align8(2u * (size_t)m->seq_len * m->hidden) + scratch_bytes(m);
+    return align8(2u * (size_t)m->carry_len * m->hidden) + scratch_bytes(m);
 }
 
 /* 64-bit: rows x (row bytes + 8) reaches 2^32 for 65535 x 65535 int8, past a 32-bit size_t. */
@@ -86,13 +104,13 @@ static uint64_t mat_bytes(const trm_mat *W)
     return (uint64_t)W->rows * ((uint64_t)trm_mat_row_bytes(W) + 2u * sizeof(int32_t));
 }
 
-/* Blob bytes one evaluation of the network reads: every kernel call reads its whole matrix. */
-static uint64_t net_flash_bytes(const trm_model *m)
+/* Blob bytes one evaluation of a network reads: every kernel call reads its whole matrix. */
+static uint64_t net_flash_bytes(const trm_model *m, const trm_block *blocks, int layers)
 {
-    const uint64_t L = m->seq_len, D = m->hidden;
+    const uint64_t L = m->carry_len, D = m->hidden;
     uint64_t bytes = 0;
-    for (int l = 0; l < m->layers; ++l) {
-        const trm_block *b = &m->blocks[l];
+    for (int l = 0; l < layers; ++l) {
+        const trm_block *b = &blocks[l];
         if (m->mixer == TRM_MIXER_MLP)
             bytes += D * (mat_bytes(&b->mix.gate_up) + mat_bytes(&b->mix.down));
         else
@@ -102,19 +120,38 @@ static uint64_t net_flash_bytes(const trm_model *m)
     return bytes;
 }
 
-/* h[L][D] <- net(h), in place. */
-static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
+/* The mlp mixer's residual norm over each channel's R rows: the column of h and of the mixer's output
+ * m gathered into col[0..R) and col[R..2R), normalised in place, scattered back into h. */
+static trm_status residual_rows(int8_t *h, const int8_t *mix, int R, int D, const trm_residual *res, int8_t *col)
+{
+    trm_status st = TRM_OK;
+    for (int d = 0; d < D && st == TRM_OK; ++d) {
+        for (int r = 0; r < R; ++r) {
+            col[r] = h[(size_t)r * (size_t)D + (size_t)d];
+            col[R + r] = mix[(size_t)r * (size_t)D + (size_t)d];
+        }
+        st = trm_residual_rmsnorm_s8(col, col + R, R, res, col);
+        for (int r = 0; r < R; ++r)
+            h[(size_t)r * (size_t)D + (size_t)d] = col[r];
+    }
+    return st;
+}
+
+/* h[R][D] <- net(h), in place, with the network's `layers` blocks. */
+static trm_status net(const trm_model *m, const trm_block *blocks, int layers, int8_t *h, uint8_t *scratch)
 {
     trm_profile *prof = m->profile;
-    const int L = m->seq_len, D = m->hidden;
+    const int L = m->carry_len, D = m->hidden;
     trm_status st = TRM_OK;
-    for (int l = 0; l < m->layers && st == TRM_OK; ++l) {
-        const trm_block *b = &m->blocks[l];
+    for (int l = 0; l < layers && st == TRM_OK; ++l) {
+        const trm_block *b = &blocks[l];
         if (m->mixer == TRM_MIXER_MLP) {
             int8_t *mix = (int8_t *)scratch + trm_swiglu_seq_s8_scratch_bytes(&b->mix, L);
             st = trm_swiglu_seq_s8(&b->mix, h, L, D, (int8_t *)scratch, mix);
             trm_prof(prof, TRM_OP_MIX_NORM);
-            for (int r = 0; r < L && st == TRM_OK; ++r)
+            if (st == TRM_OK && m->seq_norm_const)
+                st = residual_rows(h, mix, L, D, &b->mix_res, mix + (size_t)L * (size_t)D);
+            for (int r = 0; r < L && st == TRM_OK && !m->seq_norm_const; ++r)
                 st = trm_residual_rmsnorm_s8(h + (size_t)r * (size_t)D, mix + (size_t)r * (size_t)D, D, &b->mix_res,
                                              h + (size_t)r * (size_t)D);
         } else {
@@ -137,17 +174,21 @@ static trm_status net(const trm_model *m, int8_t *h, uint8_t *scratch)
     return st;
 }
 
-trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int steps, int halting,
+trm_status trm_run(const trm_model *m, const uint8_t *tokens, int puzzle_id, int T, int n, int steps, int halting,
                    const trm_workspace *ws, trm_result *out)
 {
     if (!m || !m->embed || !tokens || !ws || !out || !out->pred || !out->halt_acc || T < 0 || n < 0 ||
-        steps < 0)
+        steps < 0 || puzzle_id < 0 || puzzle_id >= (m->prefix ? (int)m->puzzle_ids : 1))
         return TRM_ERR_ARG;
-    const int L = m->seq_len, D = m->hidden;
-    const size_t LD = (size_t)L * (size_t)D;
+    /* L tokens; the carry has R = P + L rows: P prefix rows, then one per token */
+    const int L = m->seq_len, P = m->prefix, R = m->carry_len, D = m->hidden;
+    const size_t LD = (size_t)R * (size_t)D;
     for (int l = 0; l < L; ++l)
         if (tokens[l] >= m->vocab)
             return TRM_ERR_ARG;
+    const int8_t *prefix_rows = P ? m->puzzle_emb + (size_t)puzzle_id * (size_t)P * (size_t)D : NULL;
+    int y_layers;
+    const trm_block *y_blocks = y_net(m, &y_layers);
     if (!ws->mem || ((uintptr_t)ws->mem & 7u) || ws->size < trm_workspace_bytes(m))
         return TRM_ERR_WORKSPACE;
 
@@ -156,30 +197,35 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
     uint8_t *scratch = (uint8_t *)ws->mem + align8(2u * LD);
     trm_profile *prof = m->profile;
     trm_prof(prof, TRM_OP_COPY);
-    for (int l = 0; l < L; ++l) {
+    for (int l = 0; l < R; ++l) {
         memcpy(y + (size_t)l * (size_t)D, m->y_init, (size_t)D);
         memcpy(z + (size_t)l * (size_t)D, m->z_init, (size_t)D);
     }
     out->steps_run = 0;
     out->flash_bytes = 0;
-    const uint64_t per_net = net_flash_bytes(m);
     const int embed_in_blob = (const uint8_t *)m->embed >= m->blob && (const uint8_t *)m->embed < m->blob + m->blob_size;
-    /* per z-update: the network plus L embedding rows; per y-update: the network */
-    const uint64_t per_cycle = (uint64_t)(n + 1) * per_net + (embed_in_blob ? (uint64_t)n * LD : 0u);
-    const uint64_t per_readout = (uint64_t)L * (mat_bytes(&m->head) + (uint64_t)D);
+    /* per z-update: the z network plus L embedding rows and the P prefix rows; per y-update: the y
+     * network */
+    const uint64_t per_cycle = (uint64_t)n * net_flash_bytes(m, m->blocks, m->layers) +
+                               net_flash_bytes(m, y_blocks, y_layers) +
+                               (uint64_t)n * ((embed_in_blob ? (uint64_t)L * (uint64_t)D : 0u) + (uint64_t)P * (uint64_t)D);
+    /* the head reads the L sequence rows; the halting weights one row (first) or all R */
+    const int halt_rows = (m->flags & TRM_BLOB_FLAG_HALT_FIRST) ? 1 : R;
+    const uint64_t per_readout = (uint64_t)L * mat_bytes(&m->head) + (uint64_t)halt_rows * (uint64_t)D;
     void *head_scratch = trm_linear_scratch_bytes(&m->head) ? scratch + trm_scratch_align(logits_bytes(m)) : NULL;
     trm_status st = TRM_OK;
     for (int s = 0; s < steps; ++s) {
         for (int c = 0; c < T; ++c) {
             for (int r = 0; r < n; ++r) {
                 trm_prof(prof, TRM_OP_Z_INPUT);
-                for (int l = 0; l < L && st == TRM_OK; ++l) {
-                    const int8_t *terms[3] = {z + (size_t)l * (size_t)D, m->embed + (size_t)tokens[l] * (size_t)D,
-                                              y + (size_t)l * (size_t)D};
+                for (int l = 0; l < R && st == TRM_OK; ++l) {
+                    const int8_t *x = l < P ? prefix_rows + (size_t)l * (size_t)D
+                                            : m->embed + (size_t)tokens[l - P] * (size_t)D;
+                    const int8_t *terms[3] = {z + (size_t)l * (size_t)D, x, y + (size_t)l * (size_t)D};
                     st = trm_weighted_add_s8(terms, m->z_in, 3, D, z + (size_t)l * (size_t)D);
                 }
                 if (st == TRM_OK)
-                    st = net(m, z, scratch);
+                    st = net(m, m->blocks, m->layers, z, scratch);
                 if (st != TRM_OK)
                     return st;
             }
@@ -187,7 +233,7 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
             trm_prof(prof, TRM_OP_Y_INPUT);
             st = trm_weighted_add_s8(terms, m->y_in, 2, (int)LD, y);
             if (st == TRM_OK)
-                st = net(m, y, scratch);
+                st = net(m, y_blocks, y_layers, y, scratch);
             if (st != TRM_OK)
                 return st;
             trm_prof(prof, TRM_OP_COPY);
@@ -202,21 +248,27 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int 
             trm_cycle_hook(y, z, s, c);
             trm_counter_resume();
         }
-        /* readout: argmax of the int16 logits per position; halt_acc = sum_l sum_d w[d] y[l][d] */
+        /* readout: argmax of the int16 logits per sequence row; halt_acc = sum_d w[d] y[l][d] over the
+         * rows l the halting head reads (row 0 with TRM_BLOB_FLAG_HALT_FIRST, else all R) */
         int16_t *logits = (int16_t *)(void *)scratch;
         int64_t halt_acc = 0;
-        for (int l = 0; l < L; ++l) {
+        for (int l = 0; l < R; ++l) {
             const int8_t *yl = y + (size_t)l * (size_t)D;
-            trm_prof(prof, TRM_OP_HEAD);
-            st = trm_linear_s16(&m->head, yl, logits, head_scratch);
-            if (st != TRM_OK)
-                return st;
+            if (l >= P) {
+                trm_prof(prof, TRM_OP_HEAD);
+                st = trm_linear_s16(&m->head, yl, logits, head_scratch);
+                if (st != TRM_OK)
+                    return st;
+            }
             trm_prof(prof, TRM_OP_ARGMAX_HALT);
-            out->pred[(size_t)s * (size_t)L + (size_t)l] = (uint8_t)trm_argmax_s16(logits, m->vocab);
-            int32_t row = 0; /* |w * y| <= 2^14, D < 2^16 terms */
-            for (int d = 0; d < D; ++d)
-                row += (int32_t)m->halt[d] * yl[d];
-            halt_acc += row;
+            if (l >= P)
+                out->pred[(size_t)s * (size_t)L + (size_t)(l - P)] = (uint8_t)trm_argmax_s16(logits, m->vocab);
+            if (l < halt_rows) {
+                int32_t row = 0; /* |w * y| <= 2^14, D < 2^16 terms */
+                for (int d = 0; d < D; ++d)
+                    row += (int32_t)m->halt[d] * yl[d];
+                halt_acc += row;
+            }
         }
         out->halt_acc[s] = halt_acc;
         out->steps_run = s + 1;

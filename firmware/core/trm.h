@@ -1,7 +1,8 @@
 /* The TRM interpreter: the recursion of docs/integer-inference.md, section 4, over a parsed blob.
  *
- *   x = EMBED[token]; y = Y_INIT; z = Z_INIT
- *   for step: for cycle in T: { n times z = net(wadd(z, x, y)); y = net(wadd(y, z)); hook(y, z) }
+ *   x = PUZZLE_EMB[id] rows, then EMBED[token]; y = Y_INIT; z = Z_INIT  (R = P + L rows each)
+ *   for step: for cycle in T: { n times z = net_z(wadd(z, x, y)); y = net_y(wadd(y, z)); hook(y, z) }
+ *   (net_y is the y network's blocks for an HRM, else net_z's)
  *             logits = head(y) -> prediction (argmax, lowest index on ties); halt_acc; halted?
  *
  * Working memory: every buffer comes from one caller-provided arena of trm_workspace_bytes(model)
@@ -39,9 +40,9 @@ typedef struct {
 typedef struct {
     uint8_t *pred;        /* required: [steps][L] predictions after every step run */
     int64_t *halt_acc;    /* required: [steps] halting accumulators (int32 by the contract's ranges) */
-    int8_t *carries;      /* optional (NULL): [steps][T][2][L][D], y then z after every cycle */
-    int8_t *final_y;      /* optional (NULL): [L][D], y after the last cycle run (y_init if none ran) */
-    int8_t *final_z;      /* optional (NULL): [L][D], z likewise. The results' own buffers: nothing is
+    int8_t *carries;      /* optional (NULL): [steps][T][2][R][D], y then z after every cycle */
+    int8_t *final_y;      /* optional (NULL): [R][D], y after the last cycle run (y_init if none ran) */
+    int8_t *final_z;      /* optional (NULL): [R][D], z likewise. The results' own buffers: nothing is
                              read back from the cycle hook, which a port may override freely. */
     int steps_run;        /* out: steps executed (< steps when halting stopped early) */
     uint64_t flash_bytes; /* out: blob bytes the kernels read (weights with their (M, n), embedding
@@ -53,10 +54,11 @@ typedef struct {
  * NULL): the same on every build except the DSP path, which adds its linear scratch (above). */
 size_t trm_workspace_bytes(const trm_model *m);
 
-/* Run one puzzle: tokens[L] (< vocab), T cycles of n z-updates and one y-update per step, `steps`
- * steps, stopping after the first step whose halt_acc > threshold when `halting`. Entries of
- * out->pred / halt_acc / carries for steps not run are left untouched. */
-trm_status trm_run(const trm_model *m, const uint8_t *tokens, int T, int n, int steps, int halting,
+/* Run one puzzle: tokens[L] (< vocab) of puzzle identifier `puzzle_id` (its prefix rows; < puzzle_ids,
+ * 0 for a model without a prefix), T cycles of n z-updates and one y-update per step, `steps` steps,
+ * stopping after the first step whose halt_acc > threshold when `halting`. Entries of out->pred /
+ * halt_acc / carries for steps not run are left untouched. */
+trm_status trm_run(const trm_model *m, const uint8_t *tokens, int puzzle_id, int T, int n, int steps, int halting,
                    const trm_workspace *ws, trm_result *out);
 
 /* Attach a begun profile (profile.h) to the model, or detach it (NULL): while attached, trm_run and

@@ -21,10 +21,10 @@ static uint32_t rd32(const uint8_t *p) { return trm_get32(p); }
  * is applied (the mlp mixer's per channel, the rest per position). */
 static uint64_t work(const trm_model *m)
 {
-    const uint64_t L = m->seq_len, D = m->hidden;
+    const uint64_t L = m->carry_len, D = m->hidden;
     uint64_t w = (uint64_t)m->head.rows * m->head.cols;
-    for (int l = 0; l < m->layers; ++l) {
-        const trm_block *b = &m->blocks[l];
+    for (int l = 0; l < m->layers + m->y_layers; ++l) {
+        const trm_block *b = l < m->layers ? &m->blocks[l] : &m->y_blocks[l - m->layers];
         if (m->mixer == TRM_MIXER_MLP)
             w += D * ((uint64_t)b->mix.gate_up.rows * b->mix.gate_up.cols +
                       (uint64_t)b->mix.down.rows * b->mix.down.cols);
@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memset(&r, 0, sizeof r);
             r.pred = pred;
             r.halt_acc = &acc;
-            const trm_status rs = trm_run(&m, tok, 1, 1, 1, 0, &ws, &r);
+            const trm_status rs = trm_run(&m, tok, 0, 1, 1, 1, 0, &ws, &r);
             FUZZ_CHECK(rs == TRM_OK && r.steps_run == 1);
             for (size_t i = 0; i < m.seq_len; ++i)
                 FUZZ_CHECK(pred[i] < m.vocab);

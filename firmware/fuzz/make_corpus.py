@@ -9,7 +9,9 @@ request: fuzz_request.c's layout (config u8, then records ctl u8 | len u8 | fram
          each request type (RUN at depth 1..2, with and without halting / carries / embeddings in RAM,
          BENCH int8 and int4), and corrupt ones (bad CRC, version, type, lengths, depth, tokens).
 blob:    fuzz_blob.c's layout (ctl u8, then the blob): sudoku6-mlp int8 and sudoku6-attention int4-pc
-         as `harness export` writes them, and a few corrupt ones; corpus/blob/valid-sudoku6-mlp-int8 (no
+         as `harness export` writes them, the official-layout fixtures of tests/data/official (an HRM at
+         int8, a TRM with the mlp mixer's norm over the sequence at int4-pc: format version 2 with a
+         prefix, a y network, the halting head on row 0), and a few corrupt ones; corpus/blob/valid-sudoku6-mlp-int8 (no
          ctl byte: the blob itself) is also the model fuzz_request builds in.
 Corpus files of a finding fixed in protocol.c or blob.c are regression seeds: add them here, named
 `regress-...`.
@@ -136,6 +138,19 @@ def requests(tokens: np.ndarray, L: int) -> dict[str, bytes]:
     return seeds
 
 
+def official(variant: str, kind: str, recipe: str) -> bytes:
+    """The blob of an official-layout fixture (tests/data/official), imported and exported at ``recipe``."""
+    from harness.compress.recipes import apply, get_recipe
+    from harness.export.blob import to_blob
+    from harness.models.importer import import_official
+    from harness.tasks import make_task
+
+    d = HERE.parent.parent / "tests" / "data" / "official" / variant
+    task = make_task("sudoku", size=4)
+    model, _ = import_official(kind, d / "checkpoint.pt", d / "all_config.yaml", task.seq_len)
+    return to_blob(apply(get_recipe(recipe), model, task).int_model)
+
+
 def main() -> None:
     mlp = export_blob("sudoku6-mlp", "int8")
     att = export_blob("sudoku6-attention", "int4-pc")
@@ -152,16 +167,20 @@ def main() -> None:
         c[at] ^= mask
         return bytes(c)
 
+    hrm, seq = official("hrm", "hrm-official", "int8"), official("trm-mlp", "trm-official", "int4-pc")
     blobs = {
         "valid-sudoku6-mlp-int8": mlp,                        # the raw blob: fuzz_request's model
+        "official-hrm-int8-crc-fixed": b"\x11" + hrm,
+        "official-trm-mlp-int4-pc": b"\x10" + seq,
+        "official-hrm-prefix": b"\x11" + flip(hrm, 64, 0x02),                  # prefix rows 1 -> 3
         "mlp-int8": b"\x00" + mlp,
         "mlp-int8-crc-fixed": b"\x11" + mlp,
         "attention-int4-pc-crc-fixed": b"\x11" + att,
-        "mlp-table-offset": b"\x11" + flip(mlp, 64 + 24 + 1, 0x01),      # first entry's offset
+        "mlp-table-offset": b"\x11" + flip(mlp, 80 + 24 + 1, 0x01),      # first entry's offset
         "mlp-vocab": b"\x11" + flip(mlp, 16, 0x01),
         "mlp-truncated": b"\x03" + mlp[:len(mlp) // 2],
-        "header-only": b"\x03" + mlp[:64],
-        "header-and-table": b"\x03" + mlp[:64 + 32 * 8],
+        "header-only": b"\x03" + mlp[:80],
+        "header-and-table": b"\x03" + mlp[:80 + 32 * 8],
         "tiny": b"\x00TRMB",
     }
     write("blob", blobs)

@@ -69,7 +69,7 @@ static int run_one_puzzle(const trm_model *m)
     int64_t acc = 0;
     trm_workspace ws = {ws_mem, wsb};
     trm_result r = {pred, &acc, NULL, NULL, NULL, 0, 0};
-    int st = trm_run(m, tok, 1, 1, 1, 0, &ws, &r);
+    int st = trm_run(m, tok, 0, 1, 1, 1, 0, &ws, &r);
     free(ws_mem);
     free(tok);
     free(pred);
@@ -110,7 +110,7 @@ static int cmd_run(char **argv)
         fprintf(stderr, "blob: %s\n", trm_status_name(st));
         return 2 + st;
     }
-    const size_t L = m.seq_len, LD = L * m.hidden;
+    const size_t L = m.seq_len, LD = (size_t)m.carry_len * m.hidden;
     const size_t B = tlen / L;
     const size_t wsb = trm_workspace_bytes(&m);
     void *ws_mem = malloc(wsb);
@@ -128,7 +128,7 @@ static int cmd_run(char **argv)
         memset(acc, 0, sizeof(int64_t) * (size_t)steps);
         memset(carries, 0, (size_t)steps * (size_t)T * 2u * LD);
         trm_result r = {pred, acc, carries, NULL, NULL, 0, 0};
-        st = trm_run(&m, tokens + b * L, T, n, steps, halting, &ws, &r);
+        st = trm_run(&m, tokens + b * L, 0, T, n, steps, halting, &ws, &r);
         int32_t sr = r.steps_run;
         fwrite(&sr, sizeof sr, 1, out);
         fwrite(pred, 1, (size_t)steps * L, out);

@@ -20,7 +20,7 @@ TRM_HOST_API int trm_host_parse(const uint8_t *data, size_t len, size_t max_size
 
 TRM_HOST_API void trm_host_model_info(const trm_model *m, int64_t *info)
 {
-    memset(info, 0, 16 * sizeof *info);
+    memset(info, 0, 20 * sizeof *info);
     info[0] = m->vocab;
     info[1] = m->seq_len;
     info[2] = m->hidden;
@@ -39,21 +39,25 @@ TRM_HOST_API void trm_host_model_info(const trm_model *m, int64_t *info)
         info[14] = m->blocks[0].ffn.inner;
     }
     info[15] = m->head.bits;
+    info[16] = m->prefix;
+    info[17] = m->y_layers;
+    info[18] = m->carry_len;
+    info[19] = m->puzzle_ids;
 }
 
-TRM_HOST_API int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, int B, int T, int n, int steps,
-                                    int halting, void *ws_mem, size_t ws_size, uint8_t *pred,
-                                    int64_t *halt_acc, int32_t *steps_run, int8_t *carries)
+TRM_HOST_API int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, const int32_t *puzzle_ids, int B,
+                                    int T, int n, int steps, int halting, void *ws_mem, size_t ws_size,
+                                    uint8_t *pred, int64_t *halt_acc, int32_t *steps_run, int8_t *carries)
 {
     if (!m || !tokens || B < 0 || steps < 0 || T < 0 || !steps_run)
         return TRM_ERR_ARG;
-    const size_t L = m->seq_len, LD = L * m->hidden, S = (size_t)steps, TT = (size_t)T;
+    const size_t L = m->seq_len, LD = (size_t)m->carry_len * m->hidden, S = (size_t)steps, TT = (size_t)T;
     const trm_workspace ws = {ws_mem, ws_size};
     for (int b = 0; b < B; ++b) {
         const size_t bb = (size_t)b;
         trm_result r = {pred + bb * S * L, halt_acc + bb * S, carries ? carries + bb * S * TT * 2u * LD : NULL,
                         NULL, NULL, 0, 0};
-        trm_status st = trm_run(m, tokens + (size_t)b * L, T, n, steps, halting, &ws, &r);
+        trm_status st = trm_run(m, tokens + (size_t)b * L, puzzle_ids ? puzzle_ids[b] : 0, T, n, steps, halting, &ws, &r);
         if (st != TRM_OK)
             return st;
         steps_run[b] = r.steps_run;

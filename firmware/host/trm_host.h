@@ -12,11 +12,12 @@ int trm_host_parse(const uint8_t *data, size_t len, size_t max_size, trm_model *
 /* info[0..16): V, L, D, layers, mixer, heads, weight_bits, default T, n, steps, flags,
  * halt_threshold, norm_const, mix inner (block 0, mlp), ffn inner (block 0), head bits. */
 void trm_host_model_info(const trm_model *m, int64_t *info);
-/* B puzzles one after the other through one workspace. Outputs per puzzle b: pred[b][steps][L],
- * halt_acc[b][steps], steps_run[b], carries[b][steps][T][2][L][D] (optional, NULL). */
-int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, int B, int T, int n, int steps, int halting,
-                       void *ws_mem, size_t ws_size, uint8_t *pred, int64_t *halt_acc, int32_t *steps_run,
-                       int8_t *carries);
+/* B puzzles one after the other through one workspace, puzzle b with identifier puzzle_ids[b] (NULL:
+ * all 0). Outputs per puzzle b: pred[b][steps][L], halt_acc[b][steps], steps_run[b],
+ * carries[b][steps][T][2][R][D] (optional, NULL; R = prefix + L rows). */
+int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, const int32_t *puzzle_ids, int B, int T, int n,
+                       int steps, int halting, void *ws_mem, size_t ws_size, uint8_t *pred, int64_t *halt_acc,
+                       int32_t *steps_run, int8_t *carries);
 
 /* The firmware's protocol server on the host (the same core/server.c as on the boards), any number
  * at a time: open one on a blob (the caller keeps `blob` alive and 8-byte aligned until it closes the
@@ -25,7 +26,7 @@ int trm_host_run_batch(const trm_model *m, const uint8_t *tokens, int B, int T, 
  * (tx_bytes, >= 64) and arena (arena_capacity, <= TRM_HOST_ARENA_MAX): servers share nothing, and
  * servers on different threads run in parallel (feed one server from one thread at a time). The
  * counter is the host's monotonic clock in nanoseconds; there is no stack measurement. */
-#define TRM_HOST_ABI_VERSION 2
+#define TRM_HOST_ABI_VERSION 3
 #define TRM_HOST_ARENA_MAX ((size_t)1 << 28)
 #define TRM_HOST_BUFFER_MAX ((size_t)1 << 24)
 

@@ -81,11 +81,14 @@ def unframe(wire: bytes) -> tuple[int, int, bytes]:
 # --- messages -------------------------------------------------------------------------------------------
 
 def run_payload(tokens: np.ndarray, T: int, n: int, steps: int, halting: bool = False, carries: bool = False,
-                embed_ram: bool = False, profile: bool = False) -> bytes:
+                embed_ram: bool = False, profile: bool = False, puzzle_id: int | None = None) -> bytes:
+    """RUN's payload; ``puzzle_id`` (the row of a prefix model's puzzle-embedding table) is sent only when
+    given (the board takes 0 without it)."""
     tokens = np.asarray(tokens, dtype=np.uint8)
     flags = ((RUN_HALTING if halting else 0) | (RUN_CARRIES if carries else 0) | (RUN_EMBED_RAM if embed_ram else 0)
              | (RUN_PROFILE if profile else 0))
-    return struct.pack("<BBBBH", T, n, steps, flags, len(tokens)) + tokens.tobytes()
+    tail = b"" if puzzle_id is None else struct.pack("<H", puzzle_id)
+    return struct.pack("<BBBBH", T, n, steps, flags, len(tokens)) + tokens.tobytes() + tail
 
 
 @dataclass
@@ -156,9 +159,12 @@ def parse_result(p: bytes, hidden: int) -> Result:
     off += steps * L
     y = z = None
     if flags & RUN_CARRIES:
-        LD = L * hidden
-        y = np.frombuffer(p, dtype=np.int8, count=LD, offset=off).reshape(L, hidden).copy()
-        z = np.frombuffer(p, dtype=np.int8, count=LD, offset=off + LD).reshape(L, hidden).copy()
+        # the carries have R rows (the prefix, then the L sequence rows): what the payload leaves for them
+        rest = len(p) - off - (PR.section_bytes() if flags & RUN_PROFILE else 0)
+        R = max(rest, 0) // (2 * hidden)
+        LD = R * hidden
+        y = np.frombuffer(p, dtype=np.int8, count=LD, offset=off).reshape(R, hidden).copy()
+        z = np.frombuffer(p, dtype=np.int8, count=LD, offset=off + LD).reshape(R, hidden).copy()
         off += 2 * LD
     profile = None
     if flags & RUN_PROFILE:

@@ -261,7 +261,9 @@ def activation_scales(model: TRM, cal: Calibration, method: str = "max") -> dict
     (every token's row is known, so none may saturate), the logits' is int16."""
     scales = {name: cal.scale(name, method) for name in cal.amax if name not in ("logits", "x")}
     scales["logits"] = cal.scale("logits", "max", arith.INT16_MAX)
-    table = model.input_embedding(torch.arange(model.cfg.vocab_size)).detach().abs().max().item()
+    table = model.token_table().detach().abs().max().item()
+    if (prefix := model.prefix_table()) is not None:
+        table = max(table, prefix.detach().abs().max().item())
     scales["x"] = max(table, 1e-8) / 127
     return scales
 
@@ -314,49 +316,64 @@ def _qswiglu(mod: SwiGLU, name: str, point: str, qw, bits: int, s_in: float, sca
     return QSwiGLU(gate_up, table, int(pM), int(pn), _qlinear(qd, sd, bits, s_prod, s_out))
 
 
+def _int_block(block, l: int, prefix: str, module: str, cfg, qw, bits: int, scales) -> QBlock:
+    """One block of a network: point names ``{prefix}{l}.*`` (b or yb), weights ``{module}.{l}.*``."""
+    D, R = cfg.hidden, cfg.carry_len
+    s_in = scales["h"] if l == 0 else scales["norm"]
+    pfx = f"{prefix}{l}.mix"
+    if cfg.mixer == "mlp":
+        mixer = _qswiglu(block.mixer.swiglu, f"{module}.{l}.mixer.swiglu", pfx, qw, bits, s_in, scales)
+    else:
+        hd = D // cfg.heads
+        s_q, s_k, s_v, s_a = (scales[f"{pfx}.{k}"] for k in ("q", "k", "v", "attn"))
+        q, s_w = qw[f"{module}.{l}.mixer.qkv"]
+        qkv = _qlinear(q, s_w, bits, s_in, np.repeat([s_q, s_k, s_v], D))
+        cos, sin = arith.rope_tables(R, hd, cfg.rope_theta)
+        (sM, sn), (vM, vn) = _attention_multipliers(s_q, s_k, s_v, s_a, hd)
+        qo, so = qw[f"{module}.{l}.mixer.out"]
+        mixer = QAttention(qkv, cfg.heads, cos, sin, sM, sn, vM, vn,
+                           _qlinear(qo, so, bits, s_a, scales[f"{pfx}.out"]))
+    ffn = _qswiglu(block.ffn, f"{module}.{l}.ffn", f"{prefix}{l}.ffn", qw, bits, scales["norm"], scales)
+    return QBlock(mixer, _residual_coefs(s_in, scales[f"{pfx}.out"]), ffn,
+                  _residual_coefs(scales["norm"], scales[f"{prefix}{l}.ffn.out"]))
+
+
 def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], recipe: dict | None = None) -> IntModel:
     cfg = model.cfg
     if cfg.attention_kernel != "softmax":
         raise ValueError(f"the integer model has softmax attention only; this model uses "
                          f"{cfg.attention_kernel!r} attention")
-    D, L = cfg.hidden, cfg.seq_len
-    s_n, s_h, s_x = scales["norm"], scales["h"], scales["x"]
-    embed = model.input_embedding(torch.arange(cfg.vocab_size)).detach().numpy()
-    blocks = []
-    for l, block in enumerate(model.blocks):
-        s_in = s_h if l == 0 else s_n
-        pfx = f"b{l}.mix"
-        if cfg.mixer == "mlp":
-            mixer = _qswiglu(block.mixer.swiglu, f"blocks.{l}.mixer.swiglu", pfx, qw, bits, s_in, scales)
-        else:
-            hd = D // cfg.heads
-            s_q, s_k, s_v, s_a = (scales[f"{pfx}.{k}"] for k in ("q", "k", "v", "attn"))
-            q, s_w = qw[f"blocks.{l}.mixer.qkv"]
-            qkv = _qlinear(q, s_w, bits, s_in, np.repeat([s_q, s_k, s_v], D))
-            cos, sin = arith.rope_tables(L, hd, cfg.rope_theta)
-            (sM, sn), (vM, vn) = _attention_multipliers(s_q, s_k, s_v, s_a, hd)
-            qo, so = qw[f"blocks.{l}.mixer.out"]
-            mixer = QAttention(qkv, cfg.heads, cos, sin, sM, sn, vM, vn,
-                               _qlinear(qo, so, bits, s_a, scales[f"{pfx}.out"]))
-        ffn = _qswiglu(block.ffn, f"blocks.{l}.ffn", f"b{l}.ffn", qw, bits, s_n, scales)
-        blocks.append(QBlock(mixer, _residual_coefs(s_in, scales[f"{pfx}.out"]), ffn,
-                             _residual_coefs(s_n, scales[f"b{l}.ffn.out"])))
+    D, R = cfg.hidden, cfg.carry_len
+    s_n, s_x = scales["norm"], scales["x"]
+    networks = {prefix: [_int_block(b, l, prefix, "blocks" if prefix == "b" else "y_blocks", cfg, qw, bits, scales)
+                         for l, b in enumerate(blocks)] for prefix, blocks in model.networks()}
     qh, sh = qw["head"]
-    hw = model.halt.weight.detach().numpy()[0].astype(np.float64)
+    # the halting decision: one logit w·y + b > 0; two (halt, continue): (w_h - w_c)·y + (b_h - b_c) > 0,
+    # one logit of the difference (docs/integer-inference.md §4)
+    w, bias = model.halt.weight.detach().numpy().astype(np.float64), model.halt.bias.detach().numpy().astype(np.float64)
+    hw, hb = (w[0], bias[0]) if cfg.halt_logits == 1 else (w[0] - w[1], bias[0] - bias[1])
     s_hw = max(np.abs(hw).max(), 1e-12) / 127
-    threshold = math.floor(-float(model.halt.bias.item()) * L / (s_hw * s_n))
+    rows = 1 if cfg.halt_read == "first" else R       # the accumulator sums this many rows of y
+    threshold = math.floor(-float(hb) * rows / (s_hw * s_n))
+    prefix = model.prefix_table()
     return IntModel(
         config=cfg.to_dict(),
-        embed=arith.sat8(np.round(embed / s_x)),
+        embed=arith.sat8(np.round(model.token_table().detach().numpy() / s_x)),
         y_init=arith.sat8(np.round(model.y_init.numpy() / s_n)),
         z_init=arith.sat8(np.round(model.z_init.numpy() / s_n)),
-        z_in=(_coef(s_n, s_h), _coef(s_x, s_h), _coef(s_n, s_h)),
-        y_in=(_coef(s_n, s_h), _coef(s_n, s_h)),
-        blocks=blocks,
+        z_in=(_coef(s_n, scales["h"]), _coef(s_x, scales["h"]), _coef(s_n, scales["h"])),
+        y_in=(_coef(s_n, scales["h"]), _coef(s_n, scales["h"])),
+        blocks=networks["b"],
         norm_const=_norm_const(D, s_n),
         head=_qlinear(qh, sh, bits, s_n, scales["logits"], arith.INT16_MIN, arith.INT16_MAX),
         halt_w=np.clip(np.round(hw / s_hw), -127, 127).astype(np.int64),
         halt_threshold=int(max(min(threshold, 2**31 - 1), -2**31)),
         scales=dict(scales),
         recipe=dict(recipe or {}),
+        prefix=cfg.puzzle_emb_len,
+        puzzle_emb=(arith.sat8(np.round(prefix.detach().numpy() / s_x)) if prefix is not None
+                    else np.zeros((1, cfg.puzzle_emb_len * D), np.int64) if cfg.puzzle_emb_len else None),
+        y_blocks=networks.get("yb", []),
+        halt_first=cfg.halt_read == "first",
+        seq_norm_const=_norm_const(R, s_n) if cfg.mix_norm == "sequence" else 0,
     )

@@ -1,4 +1,4 @@
-"""Model blob writer and reader (docs/model-blob.md, format version 1).
+"""Model blob writer and reader (docs/model-blob.md, format version 2; version 1 blobs are read too).
 
 ``to_blob(int_model)`` gives the bytes the firmware reads in place; ``from_blob(data)`` validates them
 and rebuilds the integer model, so the round trip is checked on the host with the golden reference."""
@@ -15,14 +15,18 @@ from ..golden.model import IntModel, QAttention, QBlock, QLinear, QSwiGLU
 from . import names as N
 
 MAGIC = b"TRMB"
-VERSION = 1
+VERSION = 2
+VERSIONS = {1: 64, 2: 80}           # format version -> its header size
 HEADER = struct.Struct("<4sHHII HHHBBBBHH BBBBH Ii 3h 2h I f H")
+# version 2 adds, at 64: prefix rows, y-network layers, puzzle identifiers, the sequence norm's constant
+HEADER2 = struct.Struct("<BBHI8s")
 ENTRY = struct.Struct("<16sBBHHHII")
 ALIGN = 16
 DTYPES = {0: ("int8", 1), 1: ("int4", None), 2: ("int16", 2), 3: ("int32", 4)}
 DTYPE_CODE = {name: code for code, (name, _) in DTYPES.items()}
 NP = {"int8": np.int8, "int16": np.int16, "int32": np.int32}
-assert HEADER.size == 64 and ENTRY.size == 32
+FLAG_EMBED_RAM, FLAG_HALT_FIRST = 1, 2
+assert HEADER.size == 64 and HEADER.size + HEADER2.size == VERSIONS[2] and ENTRY.size == 32
 
 
 class BlobError(ValueError):
@@ -62,19 +66,28 @@ def _swiglu(prefix: str, s: QSwiGLU) -> list[Tensor]:
             Tensor(prefix + N.PROD, "int32", np.array([s.prod_M, s.prod_n])), *_linear(prefix + N.DOWN, s.down)]
 
 
-def tensors(m: IntModel) -> list[Tensor]:
-    out = [Tensor(N.EMBED, "int8", m.embed), Tensor(N.Y_INIT, "int8", m.y_init), Tensor(N.Z_INIT, "int8", m.z_init)]
-    for l, b in enumerate(m.blocks):
+def _blocks(blocks: list[QBlock], network: str) -> list[Tensor]:
+    out = []
+    for l, b in enumerate(blocks):
+        name = lambda suffix: N.block(l, suffix, network)
         if isinstance(b.mixer, QSwiGLU):
-            out += _swiglu(N.block(l, N.MIX), b.mixer)
+            out += _swiglu(name(N.MIX), b.mixer)
         else:
             a = b.mixer
-            out += [*_linear(N.block(l, N.ATT_QKV), a.qkv), Tensor(N.block(l, N.ATT_COS), "int16", a.rope_cos),
-                    Tensor(N.block(l, N.ATT_SIN), "int16", a.rope_sin),
-                    Tensor(N.block(l, N.ATT_SM), "int32", np.array([a.score_M, a.score_n, a.pv_M, a.pv_n])),
-                    *_linear(N.block(l, N.ATT_OUT), a.out)]
-        out += [Tensor(N.block(l, N.MIX_RES), "int32", np.array(b.mix_res)), *_swiglu(N.block(l, N.FFN), b.ffn),
-                Tensor(N.block(l, N.FFN_RES), "int32", np.array(b.ffn_res))]
+            out += [*_linear(name(N.ATT_QKV), a.qkv), Tensor(name(N.ATT_COS), "int16", a.rope_cos),
+                    Tensor(name(N.ATT_SIN), "int16", a.rope_sin),
+                    Tensor(name(N.ATT_SM), "int32", np.array([a.score_M, a.score_n, a.pv_M, a.pv_n])),
+                    *_linear(name(N.ATT_OUT), a.out)]
+        out += [Tensor(name(N.MIX_RES), "int32", np.array(b.mix_res)), *_swiglu(name(N.FFN), b.ffn),
+                Tensor(name(N.FFN_RES), "int32", np.array(b.ffn_res))]
+    return out
+
+
+def tensors(m: IntModel) -> list[Tensor]:
+    out = [Tensor(N.EMBED, "int8", m.embed), Tensor(N.Y_INIT, "int8", m.y_init), Tensor(N.Z_INIT, "int8", m.z_init)]
+    if m.prefix:
+        out.append(Tensor(N.PUZZLE_EMB, "int8", np.atleast_2d(m.puzzle_emb)))
+    out += _blocks(m.blocks, "z") + _blocks(m.y_blocks, "y")
     out += [*_linear(N.HEAD, m.head), Tensor(N.HALT, "int8", m.halt_w)]
     return out
 
@@ -86,7 +99,8 @@ def _align(n: int) -> int:
 def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
     c = m.config
     ts = tensors(m)
-    table_end = HEADER.size + ENTRY.size * len(ts)
+    size = VERSIONS[VERSION]
+    table_end = size + ENTRY.size * len(ts)
     offset = _align(table_end)
     entries, payloads = [], []
     for t in ts:
@@ -103,14 +117,17 @@ def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
     bits = m.head.bits
     mix_inner = m.blocks[0].mixer.gate_up.w.shape[0] // 2 if isinstance(m.blocks[0].mixer, QSwiGLU) else 0
     ffn_inner = m.blocks[0].ffn.gate_up.w.shape[0] // 2
-    header = HEADER.pack(MAGIC, VERSION, HEADER.size, total, 0,
+    flags = (FLAG_EMBED_RAM if embeddings_to_ram else 0) | (FLAG_HALT_FIRST if m.halt_first else 0)
+    header = HEADER.pack(MAGIC, VERSION, size, total, 0,
                          c["vocab_size"], c["seq_len"], c["hidden"], c["layers"],
                          0 if c["mixer"] == "mlp" else 1, c["heads"], bits, mix_inner, ffn_inner,
-                         c["T"], c["n"], c["steps"], 1 if embeddings_to_ram else 0, len(ts),
+                         c["T"], c["n"], c["steps"], flags, len(ts),
                          m.norm_const, m.halt_threshold, *m.z_in, *m.y_in, 0, m.carry_scale, 0)
+    header += HEADER2.pack(m.prefix, len(m.y_blocks), m.puzzle_emb.shape[0] if m.prefix else 0,
+                           m.seq_norm_const, bytes(8))
     buf = bytearray(total)
-    buf[:HEADER.size] = header
-    buf[HEADER.size:table_end] = b"".join(entries)
+    buf[:size] = header
+    buf[size:table_end] = b"".join(entries)
     for off, data in payloads:
         buf[off:off + len(data)] = data
     struct.pack_into("<I", buf, 12, zlib.crc32(bytes(buf[16:])) & 0xFFFFFFFF)
@@ -121,6 +138,20 @@ def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
 HEADER_KEYS = ("vocab_size", "seq_len", "hidden", "layers", "mixer", "heads", "weight_bits", "mix_inner",
                "ffn_inner", "T", "n", "steps", "flags", "tensor_count", "norm_const", "halt_threshold",
                "z_in0", "z_in1", "z_in2", "y_in0", "y_in1", "reserved", "carry_scale", "reserved2")
+HEADER2_KEYS = ("prefix", "y_layers", "puzzle_ids", "seq_norm_const", "reserved3")
+
+
+def _fields(data: bytes, version: int) -> dict:
+    """The header fields after magic, version, size, total and CRC; a version 1 header has the version 2
+    fields at their meaning of "none" (no prefix, no y network, norms over channels)."""
+    f = dict(zip(HEADER_KEYS, HEADER.unpack_from(data)[5:]))
+    more = HEADER2.unpack_from(data, HEADER.size) if version >= 2 else (0, 0, 0, 0, bytes(8))
+    return {**f, **dict(zip(HEADER2_KEYS, more))}
+
+
+def table_offset(data: bytes) -> int:
+    """Where a blob's tensor table starts: the size of its version's header."""
+    return VERSIONS.get(struct.unpack_from("<H", data, 4)[0], HEADER.size)
 
 
 def read_header(data: bytes) -> dict:
@@ -131,7 +162,10 @@ def read_header(data: bytes) -> dict:
     f = HEADER.unpack_from(data)
     if f[0] != MAGIC:
         raise BlobError("BLOB_MAGIC", f"magic is {f[0]!r}, expected {MAGIC!r}: not a model blob")
-    return dict(zip(HEADER_KEYS, f[5:]))
+    if f[1] not in VERSIONS or len(data) < VERSIONS[f[1]]:
+        raise BlobError("BLOB_VERSION" if f[1] not in VERSIONS else "BLOB_TRUNCATED",
+                        f"format version {f[1]}, this reader knows {', '.join(map(str, VERSIONS))}")
+    return _fields(data, f[1])
 
 
 def parse(data: bytes, max_size: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -142,18 +176,20 @@ def parse(data: bytes, max_size: int | None = None) -> tuple[dict, dict[str, np.
     magic, version, hsize, total, crc = f[:5]
     if magic != MAGIC:
         raise BlobError("BLOB_MAGIC", f"magic is {magic!r}, expected {MAGIC!r}: not a model blob")
-    if version != VERSION:
-        raise BlobError("BLOB_VERSION", f"format version {version}, this reader knows {VERSION}")
-    if hsize != HEADER.size or total > len(data) or total < HEADER.size:
-        raise BlobError("BLOB_TRUNCATED", f"header says {total} bytes, {len(data)} available")
+    if version not in VERSIONS:
+        raise BlobError("BLOB_VERSION", f"format version {version}, this reader knows "
+                                        f"{' and '.join(map(str, VERSIONS))}: export the model again with this harness")
+    if hsize != VERSIONS[version] or total > len(data) or total < hsize:
+        raise BlobError("BLOB_TRUNCATED", f"header says {total} bytes ({hsize}-byte header), {len(data)} available")
     if max_size is not None and total > max_size:
         raise BlobError("BLOB_TOO_BIG", f"{total} bytes do not fit the {max_size}-byte blob region")
     if zlib.crc32(bytes(data[16:total])) & 0xFFFFFFFF != crc:
         raise BlobError("BLOB_CRC", "CRC-32 mismatch: the blob is corrupt")
-    header = dict(zip(HEADER_KEYS, f[5:]))
+    header = _fields(data, version)
+    header["version"] = version
     found = {}
     for i in range(header["tensor_count"]):
-        at = HEADER.size + i * ENTRY.size
+        at = hsize + i * ENTRY.size
         if at + ENTRY.size > total:
             raise BlobError("BLOB_TABLE", "tensor table runs past the end of the blob")
         raw, code, ndim, _, rows, cols, off, size = ENTRY.unpack_from(data, at)
@@ -194,22 +230,32 @@ def from_blob(data: bytes) -> IntModel:
         prod = need(p + N.PROD)
         return QSwiGLU(lin(p + N.GU), need(p + N.SILU), int(prod[0]), int(prod[1]), lin(p + N.DOWN))
 
-    blocks = []
-    for l in range(h["layers"]):
-        if h["mixer"] == 0:
-            mixer = swiglu(N.block(l, N.MIX))
-        else:
-            sm = need(N.block(l, N.ATT_SM))
-            mixer = QAttention(lin(N.block(l, N.ATT_QKV)), h["heads"], need(N.block(l, N.ATT_COS)),
-                               need(N.block(l, N.ATT_SIN)), int(sm[0]), int(sm[1]), int(sm[2]), int(sm[3]),
-                               lin(N.block(l, N.ATT_OUT)))
-        mr, fr = need(N.block(l, N.MIX_RES)), need(N.block(l, N.FFN_RES))
-        blocks.append(QBlock(mixer, (int(mr[0]), int(mr[1])), swiglu(N.block(l, N.FFN)), (int(fr[0]), int(fr[1]))))
+    def network(layers: int, net: str) -> list[QBlock]:
+        blocks = []
+        for l in range(layers):
+            name = lambda suffix: N.block(l, suffix, net)
+            if h["mixer"] == 0:
+                mixer = swiglu(name(N.MIX))
+            else:
+                sm = need(name(N.ATT_SM))
+                mixer = QAttention(lin(name(N.ATT_QKV)), h["heads"], need(name(N.ATT_COS)),
+                                   need(name(N.ATT_SIN)), int(sm[0]), int(sm[1]), int(sm[2]), int(sm[3]),
+                                   lin(name(N.ATT_OUT)))
+            mr, fr = need(name(N.MIX_RES)), need(name(N.FFN_RES))
+            blocks.append(QBlock(mixer, (int(mr[0]), int(mr[1])), swiglu(name(N.FFN)), (int(fr[0]), int(fr[1]))))
+        return blocks
+
+    embed, y_init, z_init = need(N.EMBED), need(N.Y_INIT), need(N.Z_INIT)
+    puzzle_emb = need(N.PUZZLE_EMB) if h["prefix"] else None
+    blocks, y_blocks = network(h["layers"], "z"), network(h["y_layers"], "y")
     config = {"vocab_size": h["vocab_size"], "seq_len": h["seq_len"], "hidden": h["hidden"], "layers": h["layers"],
               "mixer": "mlp" if h["mixer"] == 0 else "attention", "heads": h["heads"],
-              "T": h["T"], "n": h["n"], "steps": h["steps"]}
-    return IntModel(config=config, embed=need(N.EMBED), y_init=need(N.Y_INIT), z_init=need(N.Z_INIT),
+              "T": h["T"], "n": h["n"], "steps": h["steps"], "puzzle_emb_len": h["prefix"],
+              "arch": "hrm" if h["y_layers"] else "trm", "y_layers": h["y_layers"]}
+    return IntModel(config=config, embed=embed, y_init=y_init, z_init=z_init,
                     z_in=(h["z_in0"], h["z_in1"], h["z_in2"]), y_in=(h["y_in0"], h["y_in1"]), blocks=blocks,
                     norm_const=h["norm_const"], head=lin(N.HEAD, arith.INT16_MIN, arith.INT16_MAX),
                     halt_w=need(N.HALT), halt_threshold=h["halt_threshold"],
-                    scales={"norm": float(h["carry_scale"])})
+                    scales={"norm": float(h["carry_scale"])}, prefix=h["prefix"], puzzle_emb=puzzle_emb,
+                    y_blocks=y_blocks, halt_first=bool(h["flags"] & FLAG_HALT_FIRST),
+                    seq_norm_const=h["seq_norm_const"])

@@ -101,52 +101,82 @@ class IntModel:
     norm_const: int              # round(sqrt(D) / s_carry * 2^8)
     head: QLinear                # int16 logits
     halt_w: np.ndarray           # int8 [D]
-    halt_threshold: int          # halt when sum_d halt_w[d] * sum_l y[l, d] > threshold
+    halt_threshold: int          # halt when sum_d halt_w[d] * (sum over the halting rows of y[., d]) > threshold
     scales: dict[str, float]     # float scale of every point ("norm" is the carry's)
     recipe: dict[str, Any] = field(default_factory=dict)
+    # the official layout (docs/integer-inference.md §4): a prefix of carry rows from a puzzle-embedding
+    # table, a y network of its own (HRM), the halting head on the first row, the mlp mixer's norm over
+    # the sequence (its constant for vectors of the carry's length)
+    prefix: int = 0              # P: carry rows before the sequence
+    puzzle_emb: np.ndarray | None = None   # int8 [identifiers, P·D] at the scale of x (rows zero-padded)
+    y_blocks: list[QBlock] = field(default_factory=list)   # the y network (HRM); empty: the z network's
+    halt_first: bool = False     # the halting head reads carry row 0 instead of the sum of all rows
+    seq_norm_const: int = 0      # > 0: the mlp mixer's residual norm runs over the carry rows of each
+                                 # channel, with this constant (round(sqrt(P + L) / s_carry · 2^8))
 
     @property
     def carry_scale(self) -> float:
         return self.scales["norm"]
 
+    def y_network(self) -> list[QBlock]:
+        return self.y_blocks or self.blocks
+
+    def input_rows(self, tokens: np.ndarray, puzzle_ids: np.ndarray | None = None) -> np.ndarray:
+        """x [B, P + L, D] (int64): the prefix rows of each puzzle's identifier (0 if none is given), then
+        the embedding rows of its tokens."""
+        x = self.embed[tokens].astype(np.int64)
+        if not self.prefix:
+            return x
+        B, D = tokens.shape[0], self.embed.shape[1]
+        ids = np.zeros(B, np.int64) if puzzle_ids is None else np.asarray(puzzle_ids, np.int64)
+        if ids.shape != (B,) or ids.min() < 0 or ids.max() >= self.puzzle_emb.shape[0]:
+            raise ValueError(f"puzzle identifiers must be {B} values in [0, {self.puzzle_emb.shape[0]}), "
+                             f"got {puzzle_ids!r}")
+        rows = self.puzzle_emb[ids].astype(np.int64).reshape(B, self.prefix, D)
+        return np.concatenate([rows, x], axis=1)
+
     # --- execution ----------------------------------------------------------------------------
-    def net(self, h: np.ndarray) -> np.ndarray:
-        for block in self.blocks:
+    def net(self, h: np.ndarray, blocks: list[QBlock] | None = None) -> np.ndarray:
+        """A network (the z network's blocks unless ``blocks`` are given) on h [B, P + L, D]."""
+        for block in self.blocks if blocks is None else blocks:
             if isinstance(block.mixer, QSwiGLU):
                 m = block.mixer(h.transpose(0, 2, 1)).transpose(0, 2, 1)
             else:
                 m = block.mixer(h)
-            h = arith.residual(h, block.mix_res[0], m, block.mix_res[1], self.norm_const)
+            if self.seq_norm_const and isinstance(block.mixer, QSwiGLU):   # over each channel's rows
+                h = arith.residual(h.transpose(0, 2, 1), block.mix_res[0], m.transpose(0, 2, 1),
+                                   block.mix_res[1], self.seq_norm_const).transpose(0, 2, 1)
+            else:
+                h = arith.residual(h, block.mix_res[0], m, block.mix_res[1], self.norm_const)
             h = arith.residual(h, block.ffn_res[0], block.ffn(h), block.ffn_res[1], self.norm_const)
         return h
 
     def readout(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted tokens [B, L] (argmax of int16 logits, lowest index on ties) and the halting
-        accumulator [B] (halt when it exceeds ``halt_threshold``)."""
-        logits = self.head(y)
-        pooled = y.astype(np.int64).sum(axis=1)                 # [B, D]
+        """Predicted tokens [B, L] (argmax of int16 logits of the sequence rows, lowest index on ties) and
+        the halting accumulator [B] (halt when it exceeds ``halt_threshold``)."""
+        logits = self.head(y[:, self.prefix:])
+        pooled = y[:, 0].astype(np.int64) if self.halt_first else y.astype(np.int64).sum(axis=1)   # [B, D]
         return logits.argmax(-1), arith.imatmul(pooled, self.halt_w)
 
     def run(self, tokens: np.ndarray, T: int, n: int, steps: int, keep_carries: bool = True,
-            chunk: int = CHUNK) -> dict[str, np.ndarray]:
+            chunk: int = CHUNK, puzzle_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Predictions after every step [S, B, L], halting accumulators [S, B], halt decisions, and
-        (``keep_carries``) the int8 carry after every cycle: y and z as [S, T, B, L, D].
+        (``keep_carries``) the int8 carry after every cycle: y and z as [S, T, B, P + L, D].
 
         Executed on float64 carriers (``_Plan``), ``chunk`` puzzles at a time (puzzles are independent;
         a chunk's temporaries stay in the processor's cache): bit for bit what ``run_reference`` gives."""
-        return _Plan(self).run(tokens, T, n, steps, keep_carries, chunk)
+        return _Plan(self).run(tokens, T, n, steps, keep_carries, chunk, puzzle_ids)
 
     def run_reference(self, tokens: np.ndarray, T: int, n: int, steps: int,
-                      keep_carries: bool = True) -> dict[str, np.ndarray]:
+                      keep_carries: bool = True, puzzle_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``run`` computed operation by operation on int64 arrays with the functions of ``arith`` (``net``,
         ``readout``): the contract as written, slow. ``run`` must return the same arrays, bit for bit
         (tests/test_golden.py)."""
         tokens = np.asarray(tokens, np.int64)
-        B, L = tokens.shape
-        D = self.embed.shape[1]
-        x = self.embed[tokens].astype(np.int64)
-        y = np.broadcast_to(self.y_init.astype(np.int64), (B, L, D)).copy()
-        z = np.broadcast_to(self.z_init.astype(np.int64), (B, L, D)).copy()
+        x = self.input_rows(tokens, puzzle_ids)
+        B, R, D = x.shape
+        y = np.broadcast_to(self.y_init.astype(np.int64), (B, R, D)).copy()
+        z = np.broadcast_to(self.z_init.astype(np.int64), (B, R, D)).copy()
         a_z, a_x, a_y = self.z_in
         b_y, b_z = self.y_in
         preds, halts, ys, zs = [], [], [], []
@@ -155,7 +185,7 @@ class IntModel:
             for _ in range(T):
                 for _ in range(n):
                     z = self.net(arith.weighted_add([(z, a_z), (x, a_x), (y, a_y)]))
-                y = self.net(arith.weighted_add([(y, b_y), (z, b_z)]))
+                y = self.net(arith.weighted_add([(y, b_y), (z, b_z)]), self.y_network())
                 if keep_carries:
                     step_y.append(y.astype(np.int8))
                     step_z.append(z.astype(np.int8))
@@ -379,12 +409,9 @@ class _Plan:
     def __init__(self, m: IntModel):
         self.m = m
         D = m.embed.shape[1]
-        self.blocks = []
-        for blk in m.blocks:
-            mixer = (_SwiGLU(blk.mixer, "mix", left=True) if isinstance(blk.mixer, QSwiGLU)
-                     else _Attention(blk.mixer))
-            self.blocks.append((mixer, self._residual(blk.mix_res, D), _SwiGLU(blk.ffn, "ffn"),
-                                self._residual(blk.ffn_res, D)))
+        R = m.prefix + int(m.config["seq_len"])
+        self.z_blocks = [self._block(blk, D, R) for blk in m.blocks]
+        self.y_blocks = [self._block(blk, D, R) for blk in m.y_blocks] or self.z_blocks
         self.head = _Linear(m.head)
         self.halt_w = np.asarray(m.halt_w, F64)
         # weighted add: the coefficients / 2^12 (exact); every term q * a / 2^12 and each partial sum is an
@@ -396,18 +423,26 @@ class _Plan:
         self.y_in = [np.ldexp(float(a), -arith.ADD_SHIFT) for a in m.y_in]
         self.ws = _Workspace()
 
+    def _block(self, blk: QBlock, D: int, R: int) -> tuple:
+        """(mixer, its residual, channel SwiGLU, its residual) of one block; the mixer's residual runs over
+        each channel's R rows under the sequence norm (``IntModel.seq_norm_const``)."""
+        mlp = isinstance(blk.mixer, QSwiGLU)
+        mixer = _SwiGLU(blk.mixer, "mix", left=True) if mlp else _Attention(blk.mixer)
+        over_rows = mlp and self.m.seq_norm_const > 0
+        mix_res = self._residual(blk.mix_res, R if over_rows else D, self.m.seq_norm_const if over_rows else self.m.norm_const)
+        return mixer, mix_res, _SwiGLU(blk.ffn, "ffn"), self._residual(blk.ffn_res, D, self.m.norm_const), over_rows
+
     @staticmethod
-    def _residual(coefs: tuple[int, int], D: int) -> tuple[int, int, bool]:
+    def _residual(coefs: tuple[int, int], D: int, C: int) -> tuple[int, int, bool, int]:
         a, b = coefs
         # |v| = |h * a + m * b| <= 128 (|a| + |b|): v and the sum of squares (every partial sum) are exact
         # while D v^2 <= 2^53
         vb = INT8_BOUND * (abs(a) + abs(b))
-        return a, b, D * vb * vb <= arith.EXACT
+        return a, b, D * vb * vb <= arith.EXACT, C
 
-    def residual(self, h: np.ndarray, r: tuple[int, int, bool], m: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """arith.residual(h, a, m, b, norm_const) on float64 carriers into ``out`` (m is overwritten)."""
-        a, b, exact = r
-        C = self.m.norm_const
+    def residual(self, h: np.ndarray, r: tuple[int, int, bool, int], m: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """arith.residual(h, a, m, b, C) on float64 carriers into ``out`` (m is overwritten)."""
+        a, b, exact, C = r
         if not exact:
             out[...] = arith.residual(h.astype(np.int64), a, m.astype(np.int64), b, C)
             return out
@@ -425,12 +460,24 @@ class _Plan:
         v *= np.ldexp(inv.astype(F64), -arith.NORM_SHIFT)
         return arith.fround(v, out=out)
 
-    def net(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The network on h (the "in" array) into ``out``; every block's outputs alternate between two
-        arrays, never its own input."""
-        ws, last = self.ws, len(self.blocks) - 1
-        for i, (mixer, mix_res, ffn, ffn_res) in enumerate(self.blocks):
-            h1 = self.residual(h, mix_res, mixer(h, ws, ws("sub", h.shape)), ws("h1", h.shape))
+    def net(self, h: np.ndarray, out: np.ndarray, blocks: list | None = None) -> np.ndarray:
+        """A network (the z network's unless ``blocks``) on h (the "in" array) into ``out``; every block's
+        outputs alternate between two arrays, never its own input."""
+        ws = self.ws
+        blocks = self.z_blocks if blocks is None else blocks
+        last = len(blocks) - 1
+        for i, (mixer, mix_res, ffn, ffn_res, over_rows) in enumerate(blocks):
+            m = mixer(h, ws, ws("sub", h.shape))
+            if over_rows:   # the norm over each channel's rows: the same operation on [B, D, R] copies
+                t = (h.shape[0], h.shape[2], h.shape[1])
+                ht = ws("ht", t)
+                ht[...] = h.transpose(0, 2, 1)
+                mt = ws("mt", t)
+                mt[...] = m.transpose(0, 2, 1)
+                h1 = ws("h1", h.shape)
+                h1[...] = self.residual(ht, mix_res, mt, ws("h1t", t)).transpose(0, 2, 1)
+            else:
+                h1 = self.residual(h, mix_res, m, ws("h1", h.shape))
             h = self.residual(h1, ffn_res, ffn(h1, ws, ws("sub", h.shape)), out if i == last else ws("h2", h.shape))
         return h
 
@@ -458,23 +505,27 @@ class _Plan:
         return arith.fround(h)
 
     def readout(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seq = np.ascontiguousarray(y[:, self.m.prefix:]) if self.m.prefix else y
         if self.head.exact:
-            logits = self.head(y, self.ws("logits", y.shape[:2] + (self.head.N,)))
+            logits = self.head(seq, self.ws("logits", seq.shape[:2] + (self.head.N,)))
         else:
-            logits = self.m.head(y.astype(np.int64))
-        # as IntModel.readout: float64 product of integers, |.| <= 128 L * 128 D: exact
-        return logits.argmax(-1), np.matmul(y.sum(axis=1), self.halt_w).astype(np.int64)
+            logits = self.m.head(seq.astype(np.int64))
+        # as IntModel.readout: float64 product of integers, |.| <= 128 (P + L) * 128 D: exact
+        pooled = y[:, 0] if self.m.halt_first else y.sum(axis=1)
+        return logits.argmax(-1), np.matmul(pooled, self.halt_w).astype(np.int64)
 
-    def run(self, tokens: np.ndarray, T: int, n: int, steps: int, keep_carries: bool, chunk: int) -> dict:
+    def run(self, tokens: np.ndarray, T: int, n: int, steps: int, keep_carries: bool, chunk: int,
+            puzzle_ids: np.ndarray | None = None) -> dict:
         m = self.m
         tokens = np.asarray(tokens, np.int64)
         B, L = tokens.shape
         D = m.embed.shape[1]
-        x_all = np.asarray(m.embed, F64)[tokens]
+        x_all = m.input_rows(tokens, puzzle_ids).astype(F64)
+        R = x_all.shape[1]
         out = {"per_step": np.empty((steps, B, L), np.intp), "halt_acc": np.empty((steps, B), np.int64)}
         if keep_carries:
-            out["y"] = np.empty((steps, T, B, L, D), np.int8)
-            out["z"] = np.empty((steps, T, B, L, D), np.int8)
+            out["y"] = np.empty((steps, T, B, R, D), np.int8)
+            out["z"] = np.empty((steps, T, B, R, D), np.int8)
         chunk = max(1, chunk)
         for lo in range(0, B, chunk):
             hi = min(B, lo + chunk)
@@ -487,7 +538,7 @@ class _Plan:
                 for t in range(T):
                     for _ in range(n):
                         self.net(self.z_input(z, x, xa, y), out=z)
-                    self.net(self.y_input(y, z), out=y)
+                    self.net(self.y_input(y, z), out=y, blocks=self.y_blocks)
                     if keep_carries:                             # integers in [-128, 127]: exact casts
                         out["y"][s, t, lo:hi] = y
                         out["z"][s, t, lo:hi] = z

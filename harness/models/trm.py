@@ -314,6 +314,18 @@ class TRM(nn.Module):
             e = torch.cat((rows.view(B, P, D).to(e.dtype), e), dim=1)
         return e * self.embed_scale
 
+    def token_table(self) -> torch.Tensor:
+        """Every token's input row [V, D], scaled as x."""
+        return self.embed.weight * self.embed_scale
+
+    def prefix_table(self) -> torch.Tensor | None:
+        """Every puzzle identifier's prefix rows [ids, P·D] (zero-padded), scaled as x; None without a
+        table."""
+        if not self.cfg.puzzle_ids:
+            return None
+        pad = self.cfg.puzzle_emb_len * self.cfg.hidden - self.cfg.puzzle_emb_ndim
+        return F.pad(self.puzzle_emb, (0, pad)) * self.embed_scale
+
     def initial_carry(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (tokens.shape[0], self.cfg.carry_len, self.cfg.hidden)
         return self.y_init.expand(shape).clone(), self.z_init.expand(shape).clone()
