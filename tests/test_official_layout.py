@@ -149,3 +149,22 @@ def test_boards_run_the_official_layout_bit_exact(open_board, target, int_models
             # an identifier outside the table is refused with the table's size
             with pytest.raises(Exception, match="puzzle identifier 3 outside the blob's table of 3"):
                 _run(board, tokens[0], 3)
+
+
+@pytest.mark.board
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_the_zoo_hrm_is_bit_exact_on_every_target(open_board, target, blobs, zoo_model, recipe):
+    """sudoku6-hrm (trained here: a y network, the two-logit head on row 0, no prefix) at int8 and int4-pc:
+    two held-out puzzles at a shallow depth, predictions, halting accumulators and final carries."""
+    blob = blobs("sudoku6-hrm", recipe)
+    im = B.from_blob(blob)
+    assert len(im.y_blocks) == 2 and im.halt_first and not im.prefix
+    x = stack(zoo_model("sudoku6-hrm")[1].generate(2, seed=77, split="test"))[0]
+    g = im.run(x, *DEPTH)
+    with open_board(target.name, blob) as board:
+        for i in range(len(x)):
+            r = _run(board, x[i], 0)
+            np.testing.assert_array_equal(r.per_step, g["per_step"][:, i])
+            np.testing.assert_array_equal(r.halt_acc, g["halt_acc"][:, i])
+            np.testing.assert_array_equal(r.y, g["y"][-1, -1, i])
+            np.testing.assert_array_equal(r.z, g["z"][-1, -1, i])

@@ -110,7 +110,7 @@ def row(model_name: str, task: Task, comp: Compressed, res: dict[str, Any], dept
         puzzle_hash: str, seed: int) -> dict[str, Any]:
     cfg = comp.base.cfg
     return {
-        "model": model_name, "task": task.name, "mixer": cfg.mixer, "recipe": comp.recipe.name,
+        "model": model_name, "task": task.name, "arch": cfg.arch, "mixer": cfg.mixer, "recipe": comp.recipe.name,
         "recipe_kind": comp.recipe.kind, "evaluated_by": "golden" if comp.int_model is not None else "torch",
         "depth": depth.label(), "T": depth.T, "n": depth.n, "steps": depth.steps, "halting": depth.halting,
         "params": comp.params(), "nonzero_params": comp.nonzero_params(), "weight_bytes": comp.weight_bytes(),
@@ -181,6 +181,43 @@ def _pick(df: pd.DataFrame, model: str, recipe: str, depth: str) -> pd.Series | 
     return sel.iloc[0] if len(sel) else None
 
 
+def _verdict(fp: pd.Series, nv: pd.Series) -> str:
+    """The first section's rule: did naive INT4 keep cell accuracy while puzzle-exact collapsed?"""
+    d_cell, d_exact = nv.cell_accuracy - fp.cell_accuracy, nv.exact_accuracy - fp.exact_accuracy
+    return ("yes: cell accuracy held within 2 points while puzzle-exact fell by more than 10"
+            if d_cell > -0.02 and d_exact < -0.10 else
+            "both fell" if d_cell <= -0.02 and d_exact < -0.10 else "no collapse")
+
+
+def _architectures(df: pd.DataFrame, default: dict, pct) -> list[str]:
+    """TRM and HRM models of the same task and mixer side by side: their puzzle-exact accuracy at fp32,
+    int8, int4-naive and int4-pc, each with its Wilson interval, and the collapse verdict of each. Rows
+    made before the ``arch`` column existed are TRMs (there was no other architecture)."""
+    from ..stats import CONFIDENCE, wilson
+
+    arch = df["arch"].fillna("trm") if "arch" in df else pd.Series("trm", index=df.index)
+    kinds = df.assign(arch=arch).groupby("model")[["task", "mixer", "arch"]].first()
+    lines = []
+    for (task, mixer), group in kinds.groupby(["task", "mixer"]):
+        if set(group.arch) < {"trm", "hrm"}:
+            continue
+        lines.append(f"- {task}, {mixer} mixer, puzzle-exact with its {CONFIDENCE:.0%} Wilson interval "
+                     f"(the same {int(df[df.model == group.index[0]].puzzles.iloc[0])} held-out puzzles for each):")
+        for m, info in group.sort_values("arch", ascending=False).iterrows():
+            d = default[m]
+            cells = []
+            for recipe in ("fp32", "int8", "int4-naive", "int4-pc"):
+                r = _pick(df, m, recipe, d)
+                if r is not None:
+                    lo, hi = wilson(int(round(r.exact_accuracy * r.puzzles)), int(r.puzzles))
+                    cells.append(f"{recipe} {pct(r.exact_accuracy)} [{pct(lo)}, {pct(hi)}]")
+            fp, nv = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d)
+            verdict = f"; naive INT4: {_verdict(fp, nv)} (cell {pct(fp.cell_accuracy)} → {pct(nv.cell_accuracy)})" \
+                if fp is not None and nv is not None else ""
+            lines.append(f"  - {info.arch.upper()} {m}: {', '.join(cells)}{verdict}.")
+    return lines
+
+
 def claims(df: pd.DataFrame) -> str:
     """Markdown summary in the shape of the paper's claims. Each statement is computed from ``df``."""
     lines = ["# Study summary", ""]
@@ -215,6 +252,10 @@ def claims(df: pd.DataFrame) -> str:
             verdict = "recovered (within 2 points of fp32)" if gap >= -0.02 else f"{-100 * gap:.1f} points below fp32"
             lines.append(f"- {m}: puzzle-exact {pct(r.exact_accuracy)} vs fp32 {pct(fp.exact_accuracy)}{versus}: {verdict}.")
         none_if_empty(at, f"it has no {recipe} rows beside fp32")
+    lines += ["", "## Does the collapse strike one architecture and not the other (TRM vs HRM)?", ""]
+    at = len(lines)
+    lines += _architectures(df, default, pct)
+    none_if_empty(at, "it has no HRM model beside a TRM of the same task and mixer")
     lines += ["", "## Which depth reaches full-depth accuracy at the fewest MACs (fp32)?", ""]
     at = len(lines)
     for m in default:

@@ -129,7 +129,8 @@ def _qat(recipe: Recipe, model: TRM, task: Task) -> _Run:
 
 
 def _distill(recipe: Recipe, model: TRM, task: Task) -> _Run:
-    student = replace(model.cfg, layers=max(1, model.cfg.layers // 2)).to_dict()
+    c = model.cfg   # half the blocks of every network (an HRM's y network too)
+    student = replace(c, layers=max(1, c.layers // 2), y_layers=max(1, c.y_layers // 2) if c.y_layers else 0).to_dict()
     del student["vocab_size"], student["seq_len"]  # TrainConfig.model leaves them to the task
     return _Run(model=student, teacher=model)
 

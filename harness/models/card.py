@@ -164,13 +164,14 @@ def render_markdown(card: dict[str, Any]) -> str:
 
 def zoo_table(cards: list[dict[str, Any]]) -> str:
     """Markdown table of the zoo, one row per card."""
-    rows = ["| model | task | mixer | params | MACs/inference | depth (T,n,steps) | training | "
+    rows = ["| model | task | architecture | params | MACs/inference | depth (T,n,steps) | training | "
             "cell acc. | puzzle-exact |", "|---|---|---|---:|---:|---|---:|---:|---:|"]
     for c in cards:
         t, ev = c["task"], c["evaluation"]
         task = f"{t['name']} {t.get('rows') or t['size']}×{t['size']}" if "size" in t else t["name"]
         minutes = f"{c['training']['seconds'] / 60:.0f} min" if c["training"].get("seconds") else "?"
-        rows.append(f"| {c['name']} | {task} | {c['model']['mixer']} | {c['params']:,} | "
+        arch = f"{c['model'].get('arch', 'trm').upper()} {c['model']['mixer']}"
+        rows.append(f"| {c['name']} | {task} | {arch} | {c['params']:,} | "
                     f"{c['macs_per_inference']:,} | {c['depth']['T']},{c['depth']['n']},{c['depth']['steps']} | "
                     f"{minutes} | {ev['cell_accuracy']:.1%} | {ev['exact_accuracy']:.1%} |")
     return "\n".join(rows) + "\n"
