@@ -7,18 +7,18 @@ board", gives what was measured and what Renode cannot model.
 
 The counter. Renode has no ``-icount``: its virtual time advances by ``1 / PerformanceInMips`` µs per
 executed instruction, in whole microseconds (Renode 1.15's time unit), and SysTick counts at the
-NVIC's frequency in that virtual time. At ``PerformanceInMips 1000`` (1 ns an instruction, as QEMU's
-``-icount shift=0``) every count would be a multiple of 1000 instructions. So the script sets
-``PerformanceInMips`` to ``MIPS`` = 1 (one instruction = 1 µs, the time unit: no rounding) and the
-SysTick frequency to the target clock / 1000 (``systick_hz``), which keeps one tick at ``1e9 /
-clock_hz`` instructions, as on QEMU: ``figures.instructions`` reads both emulators the same way, at the
-same resolution (one SysTick tick: 40 instructions at 25 MHz), deterministic instruction counts, never
-cycles. Virtual time then runs 1000 times slower per instruction: a puzzle of 100 million
-instructions is 100 s of virtual time, and Renode by default never lets virtual time run ahead of the
-host's clock, so the script lets it (``SetGlobalAdvanceImmediately true``), and scales the
-synchronisation quantum by the same factor (``QUANTUM_S``: Renode's default 100 µs at 1000 MIPS is
-100,000 instructions). The platforms model no DWT (CYCCNT reads 0), so the firmware falls back to SysTick
-there, as on QEMU. A GDB stop does not advance Renode's virtual time.
+NVIC's frequency in that virtual time, with a period of whole microseconds (or whole ticks per
+microsecond). At ``PerformanceInMips 1000`` (1 ns an instruction, as QEMU's ``-icount shift=0``) every
+count was a multiple of 1000 instructions, and a SysTick at the target clock scaled to 1 µs an
+instruction is rounded (168 kHz runs as 166.7 kHz). So the script sets ``PerformanceInMips`` to
+``MIPS`` = 1 (one instruction = 1 µs, the time unit) and SysTick to ``SYSTICK_HZ`` = 1 MHz: one tick per
+instruction (``figures.RENODE_INSTRUCTIONS_PER_TICK``), so a Renode count is the instructions run,
+exactly, never cycles. Virtual time then runs 1000 times slower per instruction: a puzzle of 100
+million instructions is 100 s of virtual time, and Renode by default never lets virtual time run ahead
+of the host's clock, so the script lets it (``SetGlobalAdvanceImmediately true``), and scales the
+synchronisation quantum by the same factor (``QUANTUM_S``: Renode's default is 100 µs). The platforms
+model no DWT (CYCCNT reads 0), so the firmware falls back to SysTick there, as on QEMU. A GDB stop does
+not advance Renode's virtual time.
 
 The process. Every Linux launcher of Renode is a shell script that runs the emulator as its child, so
 the board runs it under ``harness.boards.group`` (its own process group, ended as a whole), with
@@ -44,7 +44,6 @@ PLATFORMS = TARGETS_DIR / "renode"
 MIPS = 1          # PerformanceInMips: one instruction = 1 µs of virtual time, Renode 1.15's time unit
 SYSTICK_HZ = MIPS * 1_000_000 // RENODE_INSTRUCTIONS_PER_TICK   # SysTick: one tick per instruction
 QUANTUM_S = 0.1   # synchronisation quantum, s of virtual time: 100,000 instructions at MIPS 1
-NS_PER_S = 1_000_000_000
 START_TIMEOUT = 120.0   # s for Renode to start and the firmware to answer (an inventory's `start_timeout`,
                         # `--start-timeout`): up to 35 s were seen on 2 busy cores, 14 s of it the platform file
 
