@@ -160,7 +160,7 @@ def _corrupt(blob: bytes, how: str) -> bytes:
     if how == "crc":
         b[len(b) // 2] ^= 0x40
     elif how == "version":
-        b[4:6] = struct.pack("<H", 2)
+        b[4:6] = struct.pack("<H", 3)      # versions 1 and 2 are read
     elif how == "truncated":
         b = b[:len(b) // 2]
     elif how == "missing":
@@ -232,7 +232,8 @@ def _bound_checks(board, L: int, arena: int):
     assert code == "ARGS" and msg.startswith(f"BENCH reps {BENCH_LIMITS['reps'] + 1} > {BENCH_LIMITS['reps']} "
                                              "(TRM_MAX_BENCH_REPS)"), msg
     code, _, msg = _error(board, P.frame(P.RUN, 24, P.run_payload(np.ones(L + 1, np.uint8), 1, 1, 1)))
-    assert code == "PUZZLE" and msg == f"puzzle length {L + 1} with {L + 1} token bytes; the blob's model has L = {L}"
+    assert code == "PUZZLE" and msg == (f"puzzle length {L + 1} with {L + 1} token bytes (and 2 for a puzzle identifier); "
+                                    f"the blob's model has L = {L}")
 
 
 def test_host_server_refuses_work_beyond_the_bounds_with_the_numbers(blobs, zoo_model):
