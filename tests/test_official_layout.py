@@ -129,6 +129,18 @@ def _run(board, tokens: np.ndarray, puzzle_id: int) -> P.Result:
     return P.parse_result(board.request(P.RUN, payload, 600, expect=P.RESULT), board.info().hidden)
 
 
+def _assert_as_golden(board, tokens: np.ndarray, ids, g: dict, where: str) -> None:
+    """Each puzzle run on ``board`` with its identifier answers as golden's ``g``: predictions, halting
+    accumulators, final carries."""
+    for i, pid in enumerate(ids):
+        r = _run(board, tokens[i], int(pid))
+        msg = f"{where} puzzle {i}"
+        np.testing.assert_array_equal(r.per_step, g["per_step"][:, i], err_msg=msg)
+        np.testing.assert_array_equal(r.halt_acc, g["halt_acc"][:, i], err_msg=msg)
+        np.testing.assert_array_equal(r.y, g["y"][-1, -1, i], err_msg=msg)
+        np.testing.assert_array_equal(r.z, g["z"][-1, -1, i], err_msg=msg)
+
+
 @pytest.mark.board
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_boards_run_the_official_layout_bit_exact(open_board, target, int_models, tokens, variant):
@@ -139,13 +151,7 @@ def test_boards_run_the_official_layout_bit_exact(open_board, target, int_models
         blob = B.to_blob(im)
         g = im.run(tokens, *DEPTH, puzzle_ids=IDS)
         with open_board(target.name, blob) as board:
-            for i, pid in enumerate(IDS):
-                r = _run(board, tokens[i], int(pid))
-                where = f"{target.name} {variant} {recipe} puzzle {i}"
-                np.testing.assert_array_equal(r.per_step, g["per_step"][:, i], err_msg=where)
-                np.testing.assert_array_equal(r.halt_acc, g["halt_acc"][:, i], err_msg=where)
-                np.testing.assert_array_equal(r.y, g["y"][-1, -1, i], err_msg=where)
-                np.testing.assert_array_equal(r.z, g["z"][-1, -1, i], err_msg=where)
+            _assert_as_golden(board, tokens, IDS, g, f"{target.name} {variant} {recipe}")
             # an identifier outside the table is refused with the table's size
             with pytest.raises(Exception, match="puzzle identifier 3 outside the blob's table of 3"):
                 _run(board, tokens[0], 3)
@@ -162,9 +168,4 @@ def test_the_zoo_hrm_is_bit_exact_on_every_target(open_board, target, blobs, zoo
     x = stack(zoo_model("sudoku6-hrm")[1].generate(2, seed=77, split="test"))[0]
     g = im.run(x, *DEPTH)
     with open_board(target.name, blob) as board:
-        for i in range(len(x)):
-            r = _run(board, x[i], 0)
-            np.testing.assert_array_equal(r.per_step, g["per_step"][:, i])
-            np.testing.assert_array_equal(r.halt_acc, g["halt_acc"][:, i])
-            np.testing.assert_array_equal(r.y, g["y"][-1, -1, i])
-            np.testing.assert_array_equal(r.z, g["z"][-1, -1, i])
+        _assert_as_golden(board, x, [0] * len(x), g, f"{target.name} sudoku6-hrm {recipe}")

@@ -238,10 +238,8 @@ def convert(state: dict[str, torch.Tensor], cfg: TRMConfig, variant: str, path: 
         if key not in state:
             raise ImportError_(f"{path}: key {key!r} is missing; expected shape {_shape(want[target])}")
         t = state[key].to(torch.float32)
-        if target == "halt.weight" and cfg.halt_logits == 1:
-            t = t[:1]
-        if target == "halt.bias" and cfg.halt_logits == 1:
-            t = t[:1]
+        if target in ("halt.weight", "halt.bias") and cfg.halt_logits == 1:
+            t = t[:1]                      # the halt row alone (module docstring)
         if list(t.shape) != list(want[target].shape):
             raise ImportError_(f"{path}: key {key!r} has shape {_shape(state[key])}; expected "
                                f"{_shape(want[target])} (as {target})")

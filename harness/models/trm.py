@@ -405,14 +405,13 @@ class TRM(nn.Module):
                     step_z.append(z)
             lg, q = self.readout(y, point)
             logits.append(lg)
-            qs.append(q.reshape(q.shape[0], -1))
+            qs.append(q)
             if carries:
                 ys.append(torch.stack(step_y))
                 zs.append(torch.stack(step_z))
-        q_logits = torch.stack(qs)
-        out = {"logits": torch.stack(logits), "q_logits": q_logits,
-               "q_halt": halt_score(q_logits.squeeze(-1) if self.cfg.halt_logits == 1 else q_logits,
-                                    self.cfg.halt_logits)}
+        q = torch.stack(qs)                      # [S, B] or [S, B, 2], as readout gives them
+        out = {"logits": torch.stack(logits), "q_logits": q.reshape(*q.shape[:2], -1),
+               "q_halt": halt_score(q, self.cfg.halt_logits)}
         if carries:
             out.update(y=torch.stack(ys), z=torch.stack(zs))
         return out
