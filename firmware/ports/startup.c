@@ -1,5 +1,6 @@
 /* Start-up for every Cortex-M target: vector table, .data/.bss initialisation, coprocessor enable,
- * and fault handlers that report over the UART before resetting (a fault is never silent). */
+ * the interrupts that wake an idle board, and fault handlers that report over the UART before
+ * resetting (a fault is never silent). */
 #include <string.h>
 
 #include "../core/protocol.h"
@@ -12,6 +13,12 @@ void Reset_Handler(void);
 void Fault_Handler(void);
 void SysTick_Handler(void);
 
+/* External interrupts: every line of the table is enabled and served by the UART's handler. Only the
+ * UART's receive interrupt is ever armed at its source (port.h), so only it can fire; the line it
+ * arrives on differs per board and emulator (QEMU and Renode number them differently), and with every
+ * line enabled no target file has to name it. */
+enum { EXTERNAL_IRQS = 96 };
+
 __attribute__((noreturn)) void Reset_Handler(void)
 {
     memcpy(&__data_start, &__data_load, (size_t)((uint8_t *)&__data_end - (uint8_t *)&__data_start));
@@ -21,6 +28,8 @@ __attribute__((noreturn)) void Reset_Handler(void)
     *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
     __asm volatile("dsb\n\tisb" ::: "memory");
 #endif
+    for (uint32_t i = 0; i < EXTERNAL_IRQS / 32u; ++i)
+        ((volatile uint32_t *)0xE000E100u)[i] = 0xFFFFFFFFu;   /* NVIC ISER */
     main();
     for (;;) {
     }
@@ -65,7 +74,7 @@ static void Default_Handler(void)
     }
 }
 
-__attribute__((section(".vectors"), used)) static void (*const vectors[16 + 96])(void) = {
+__attribute__((section(".vectors"), used)) static void (*const vectors[16 + EXTERNAL_IRQS])(void) = {
     (void (*)(void))(&__stack_top),
     Reset_Handler,
     Default_Handler, /* NMI */
@@ -76,4 +85,5 @@ __attribute__((section(".vectors"), used)) static void (*const vectors[16 + 96])
     [11] = Default_Handler, /* SVCall */
     [14] = Default_Handler, /* PendSV */
     [15] = SysTick_Handler,
+    [16 ... 16 + EXTERNAL_IRQS - 1] = uart_irq,
 };
