@@ -13,9 +13,11 @@ journal, no torch.
                 in latency_basis)
   energy_uj     V x I x t with I = active current per MHz x MHz (the target's coefficients, their source
                 in energy_model); none for host-ns
-  fits          flash: blob <= blob region and firmware image <= firmware region; RAM: static RAM
-                (data, bss, stack reservation) <= RAM and the measured stack high-water mark <= the
-                stack reservation. ``does_not_fit`` says what overflows by how much.
+  fits          flash: blob <= blob region and firmware image <= firmware region (both of the build
+                in use: a blob that shares the code memory takes what the image leaves); RAM: static RAM
+                (data, bss, stack reservation) <= RAM, the measured stack high-water mark <= the stack
+                reservation, and the arena a run used (or asked for) <= the arena region (the RAM the
+                image leaves, or the target's own arena region). ``does_not_fit`` says what overflows by how much.
 """
 from __future__ import annotations
 
@@ -134,12 +136,17 @@ def ram_theoretical_min(header: dict) -> int:
     return 2 * carry_rows(header) * header["hidden"] + header["seq_len"] + working_buffer_bytes(header)
 
 
-def fit(target: Target, blob_bytes: int, sections: dict | None, stack_bytes_max: int | None = None) -> dict[str, Any]:
+def fit(target: Target, blob_bytes: int, sections: dict | None, stack_bytes_max: int | None = None,
+        arena_bytes: int | None = None) -> dict[str, Any]:
     """Flash and RAM of a firmware image (``sections`` of its manifest: flash, ram; None when unknown)
-    holding a blob of ``blob_bytes``, against ``target``; the rule is the module docstring's."""
+    holding a blob of ``blob_bytes``, against ``target`` (the regions of the build in use:
+    ``Target.blob``, ``Target.arena``), with the arena a run used (``arena_bytes``, when known); the rule
+    is the module docstring's."""
+    arena = target.arena
+    ram_limit = target.ram.size + (arena.size if target.arena_fixed is not None else 0)
     out: dict[str, Any] = {"blob_bytes": blob_bytes, "blob_region": target.blob.size, "flash_limit": target.flash.size,
-                           "ram_limit": target.ram.size, "stack_reservation": target.stack_bytes,
-                           "stack_bytes_max": stack_bytes_max}
+                           "ram_limit": ram_limit, "arena_region": arena.size, "stack_reservation": target.stack_bytes,
+                           "stack_bytes_max": stack_bytes_max, "board_class": target.board_class}
     over_flash, over_ram = [], []
     if blob_bytes > target.blob.size:
         over_flash.append(f"blob {blob_bytes:,} B > blob region {target.blob.size:,} B")
@@ -153,6 +160,8 @@ def fit(target: Target, blob_bytes: int, sections: dict | None, stack_bytes_max:
             over_ram.append(f"static RAM {ram_static:,} B > RAM {target.ram.size:,} B")
     if stack_bytes_max is not None and stack_bytes_max > target.stack_bytes:
         over_ram.append(f"stack high-water mark {stack_bytes_max:,} B > stack reservation {target.stack_bytes:,} B")
+    if arena_bytes is not None and arena_bytes > arena.size:
+        over_ram.append(f"arena {arena_bytes:,} B > arena region {arena.size:,} B")
     out.update(firmware_flash=firmware_flash, flash_total=(firmware_flash or 0) + blob_bytes, ram_static=ram_static,
                fits_flash=not over_flash, fits_ram=not over_ram, fits=not (over_flash or over_ram),
                does_not_fit=(f"does not fit {target.name}: " + "; ".join(over_flash + over_ram))

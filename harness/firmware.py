@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .targets import Target, load_target, target_names
+from .targets import Target, load_target, read_layout, target_names
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
@@ -78,9 +78,21 @@ def source_hash(target: Target) -> str:
 
 def defines(target: Target, build_id: str) -> list[str]:
     return [f'-DTRM_TARGET="{target.name}"', f'-DTRM_BUILD_ID="{build_id}"', f"-DCORE_HZ={target.clock_hz}u",
-            f"-DUART_BASE={target.uart_base:#x}u", f"-DBLOB_ADDR={target.blob.origin:#x}u",
-            f"-DBLOB_REGION={target.blob.size:#x}u", f"-DARENA_CAPACITY={target.arena_capacity}",
-            f"-DRX_BYTES={target.rx_bytes}", f"-DTX_BYTES={target.tx_bytes}"]
+            f"-DUART_BASE={target.uart_base:#x}u", f"-DRX_BYTES={target.rx_bytes}", f"-DTX_BYTES={target.tx_bytes}"]
+
+
+def memory_defines(target: Target) -> list[str]:
+    """The linker script's definitions: code memory, RAM, stack, the blob's rule and the arena's region."""
+    out = [f"-DFLASH_ORIGIN={target.flash.origin:#x}", f"-DFLASH_SIZE={target.flash.size:#x}",
+           f"-DRAM_ORIGIN={target.ram.origin:#x}", f"-DRAM_SIZE={target.ram.size:#x}",
+           f"-DSTACK_BYTES={target.stack_bytes:#x}"]
+    if target.blob_after_firmware:
+        out.append(f"-DBLOB_ALIGN={target.blob_align:#x}")
+    else:
+        out += [f"-DBLOB_ORIGIN={target.blob_fixed.origin:#x}", f"-DBLOB_SIZE={target.blob_fixed.size:#x}"]
+    if target.arena_fixed is not None:
+        out += [f"-DARENA_ORIGIN={target.arena_fixed.origin:#x}", f"-DARENA_SIZE={target.arena_fixed.size:#x}"]
+    return out
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -119,13 +131,12 @@ def build(target: Target | str, out: Path | None = None, portable: bool = False)
             # the scratch folder is the compilation directory recorded in the debug info: map it away
             _run([CC, *cflags, f"-ffile-prefix-map={work}=build", *defs, "-c", str(src), "-o", obj], work)
             objs.append(obj)
-        mem = [f"-DFLASH_ORIGIN={target.flash.origin:#x}", f"-DFLASH_SIZE={target.firmware_flash:#x}",
-               f"-DRAM_ORIGIN={target.ram.origin:#x}", f"-DRAM_SIZE={target.ram.size:#x}",
-               f"-DSTACK_BYTES={target.stack_bytes:#x}"]
-        _run([CC, "-E", "-P", "-x", "c", *mem, str(FIRMWARE / "ports" / "cortexm.ld"), "-o", "link.ld"], work)
+        _run([CC, "-E", "-P", "-x", "c", *memory_defines(target), str(FIRMWARE / "ports" / "cortexm.ld"), "-o",
+              "link.ld"], work)
         _run([CC, *target.cflags, *ldflags, *objs, "-o", "firmware.elf"], work)
         _run(["arm-none-eabi-objcopy", "-O", "binary", "firmware.elf", "firmware.bin"], work)
         sizes = _section_sizes(work / "firmware.elf")
+        lay = read_layout(work / "firmware.elf")
         out.mkdir(parents=True, exist_ok=True)
         files = {}
         for name in OUTPUTS:
@@ -142,6 +153,8 @@ def build(target: Target | str, out: Path | None = None, portable: bool = False)
         "source_hash": digest,
         "build_id": build_id,
         "sections": sizes,
+        "layout": {"blob": {"origin": lay.blob.origin, "size": lay.blob.size},
+                   "arena": {"origin": lay.arena.origin, "size": lay.arena.size}},
         "files": files,
         "rebuild": f"harness firmware build --target {target.name}" + (" --portable" if portable else ""),
     }

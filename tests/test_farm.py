@@ -413,11 +413,11 @@ def test_a_blob_too_big_for_the_target_is_reported_as_not_fitting(tmp_path, monk
     import dataclasses
 
     import harness.farm.scheduler as S
-    from harness.targets import Region, load_target
+    from harness.targets import Layout, Region, load_target
 
     def small(name):
         t = load_target(name)
-        return dataclasses.replace(t, blob=Region(t.blob.origin, 30_000))   # int8 (36 KB) no, int4 (22 KB) yes
+        return dataclasses.replace(t, layout=Layout(Region(t.blob.origin, 30_000), t.arena))   # int8 (36 KB) no, int4 (22 KB) yes
 
     monkeypatch.setattr(S, "load_target", small)
     out = tmp_path / "run"

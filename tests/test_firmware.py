@@ -18,6 +18,7 @@ import pytest
 from harness.boards import protocol as P
 from harness.boards.base import RunRequest
 from harness.export import blob as B
+from harness.targets import Region
 from harness.tasks import stack
 
 # arc1x12-mlp: hidden 64 and an 11-row int16 head, the odd last pair of rows the DSP path computes
@@ -263,7 +264,7 @@ def test_host_server_refuses_work_beyond_the_bounds_with_the_numbers(blobs, zoo_
     # the arena too small for the model: needed vs available bytes
     with NativeServer(blob, arena_capacity=2048) as s:
         ws = P.parse_info(P.unframe(s.feed(P.frame(P.INFO, 1))[:-1])[2]).workspace_bytes
-        for embed_ram, what in ((False, "model workspace"), (True, "model with EMBED_RAM (workspace + embedding table)")):
+        for embed_ram, what in ((False, "model workspace"), (True, "model with EMBED_RAM (workspace + embedding tables)")):
             wire = P.frame(P.RUN, 2, P.run_payload(x[0], 1, 1, 1, embed_ram=embed_ram))
             kind, _, body = P.unframe(s.feed(wire)[:-1])
             need = ws + (B.read_header(blob)["vocab_size"] * 32 if embed_ram else 0)
@@ -425,8 +426,43 @@ def test_targets_describe_what_the_issue_requires():
         assert t.clock_hz > 0 and t.flash.size > 0 and t.ram.size > 0 and t.blob.size > 0
         assert t.qemu_machine and t.renode_platform and t.pyocd_target
         assert t.energy["active_ua_per_mhz"] > 0 and t.energy["source"]
-        static = t.arena_capacity + t.rx_bytes + t.tx_bytes + t.stack_bytes
+        assert t.board_class and t.limits_source, f"{name}: its class and where its limits come from"
+        static = t.rx_bytes + t.tx_bytes + t.stack_bytes
         assert static < t.ram.size, f"{name}: the firmware's buffers do not fit its RAM"
+
+
+def test_blob_and_arena_take_what_the_image_leaves():
+    """Per build, from the ELF: a blob sharing the code memory starts at the first aligned address after
+    the image (text + data load) and runs to the end of that memory; the arena is the RAM after the
+    stack (or the target's own arena region); the manifest records the same regions."""
+    import json
+    from elftools.elf.elffile import ELFFile
+    from harness.firmware import BIN
+    from harness.targets import load_target, target_names
+    for name in target_names():
+        t = load_target(name)
+        with open(BIN / name / "firmware.elf", "rb") as f:
+            elf = ELFFile(f)
+            # the image in flash: every loaded segment's bytes at its load (physical) address
+            image_end = max(g["p_paddr"] + g["p_filesz"] for g in elf.iter_segments()
+                            if g["p_type"] == "PT_LOAD" and g["p_filesz"])
+            stack = elf.get_section_by_name(".stack")
+            stack_top = stack["sh_addr"] + stack["sh_size"]
+        if t.blob_after_firmware:
+            start = -(-image_end // t.blob_align) * t.blob_align
+            assert (t.blob.origin, t.blob.end) == (start, t.flash.end), name
+            assert t.firmware_region == Region(t.flash.origin, start - t.flash.origin)
+        else:
+            assert t.blob == t.blob_fixed, name
+        if t.arena_fixed is None:
+            assert (t.arena.origin, t.arena.end) == (-(-stack_top // 8) * 8, t.ram.end), name
+        else:
+            assert t.arena == t.arena_fixed, name
+        m = json.loads((BIN / name / "manifest.json").read_text())["layout"]
+        assert (m["blob"]["origin"], m["blob"]["size"], m["arena"]["origin"], m["arena"]["size"]) == \
+            (t.blob.origin, t.blob.size, t.arena.origin, t.arena.size)
+    an386 = load_target("mps2-an386")
+    assert an386.blob.size > 4_000_000 and an386.arena.size > 4_000_000   # the 4 MB microcontroller's own
 
 
 # --- the run command ---------------------------------------------------------------------------------------------
@@ -502,4 +538,6 @@ def test_run_command_refuses_a_blob_that_does_not_fit(monkeypatch):
     import json
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert r.exit_code == 2 and out["fits"] is False and out["rows"] == []
-    assert out["summary"]["does_not_fit"] == "does not fit netduinoplus2: blob 2,097,152 B > blob region 917,504 B"
+    from harness.targets import load_target
+    region = load_target("netduinoplus2").blob.size       # what the committed image leaves of the 1 MB flash
+    assert out["summary"]["does_not_fit"] == f"does not fit netduinoplus2: blob 2,097,152 B > blob region {region:,} B"

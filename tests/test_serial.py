@@ -190,7 +190,8 @@ def test_pyocd_flasher_writes_the_elf_then_the_blob_at_its_origin_and_resets(mon
     t, elf = load_target("netduinoplus2"), firmware_elf("netduinoplus2")
     assert PyocdFlasher("0669FF").flash(t, elf, b"BLOB", io.StringIO()) is None
     assert calls == [("connect", "0669FF", "stm32f405rg"), "open", ("program", str(elf), "elf", {}),
-                     ("program", b"BLOB", "bin", {"base_address": 0x08020000}), "reset", "close"]
+                     ("program", b"BLOB", "bin", {"base_address": t.blob.origin}), "reset", "close"]
+    assert t.blob.origin == 0x0800C000      # the committed image ends below 48 KB: the next 16 KB sector
     with pytest.raises(RuntimeError, match="no debug probe found with id nope"):
         PyocdFlasher("nope").flash(t, elf, None, io.StringIO())
 

@@ -201,11 +201,28 @@ static size_t info(const trm_server *s, uint32_t seq, uint8_t *rsp, size_t cap)
 
 enum { PROFILE_ENTRY = 12 };   /* RESULT's profile section: per operation calls u32, counts u64 */
 
-/* The arena a RUN uses: the workspace, the embedding table (EMBED_RAM), at an 8-byte boundary the
+/* The embedding tables EMBED_RAM copies: the token table (V x D) and the puzzle-embedding table
+ * (puzzle_ids x P x D) of a model with a prefix. */
+static uint64_t token_table_bytes(const trm_model *m) { return (uint64_t)m->vocab * m->hidden; }
+
+static uint64_t puzzle_table_bytes(const trm_model *m)
+{
+    return m->prefix ? (uint64_t)m->puzzle_ids * m->prefix * m->hidden : 0u;
+}
+
+/* The RUN's flags with the blob's say: a blob exported with its embeddings in RAM (blob flag
+ * EMBED_RAM, a recipe's choice) runs every puzzle as RUN flag EMBED_RAM does. */
+static unsigned run_flags(const trm_model *m, unsigned flags)
+{
+    return flags | ((m->flags & TRM_BLOB_FLAG_EMBED_RAM) ? (unsigned)TRM_RUN_EMBED_RAM : 0u);
+}
+
+/* The arena a RUN uses: the workspace, the embedding tables (EMBED_RAM), at an 8-byte boundary the
  * profile (PROFILE). 64-bit: the parser bounds every term, their sum may pass a 32-bit size_t. */
 static uint64_t embed_end(const trm_model *m, unsigned flags)
 {
-    return (uint64_t)trm_workspace_bytes(m) + ((flags & TRM_RUN_EMBED_RAM) ? (uint64_t)m->vocab * m->hidden : 0u);
+    return (uint64_t)trm_workspace_bytes(m) +
+           ((flags & TRM_RUN_EMBED_RAM) ? token_table_bytes(m) + puzzle_table_bytes(m) : 0u);
 }
 
 static uint64_t run_arena_bytes(const trm_model *m, unsigned flags)
@@ -278,11 +295,12 @@ static TRM_NOINLINE size_t run_refused(const trm_server *s, uint32_t seq, const 
                           ((flags & TRM_RUN_PROFILE) ? PROFILE_ENTRY * (uint64_t)TRM_OP_COUNT : 0u);
     if (need > cap)
         return too_big(seq, TRM_PERR_RESPONSE, 0, "RESULT", need, "the transmit buffer", cap, rsp, cap);
-    /* working memory: the workspace, then (EMBED_RAM) the embedding table, then (PROFILE) the profile */
-    const uint64_t used = run_arena_bytes(m, flags);
+    /* working memory: the workspace, then (EMBED_RAM) the embedding tables, then (PROFILE) the profile */
+    const unsigned mode = run_flags(m, flags);
+    const uint64_t used = run_arena_bytes(m, mode);
     if (used > s->arena_size)
         return too_big(seq, TRM_PERR_RUN, TRM_ERR_WORKSPACE,
-                       (flags & TRM_RUN_EMBED_RAM) ? "model with EMBED_RAM (workspace + embedding table)" : "model workspace",
+                       (mode & TRM_RUN_EMBED_RAM) ? "model with EMBED_RAM (workspace + embedding tables)" : "model workspace",
                        used, "the arena", s->arena_size, rsp, cap);
     return 0;
 }
@@ -295,17 +313,21 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     /* checked by run_refused: every size below fits the response, the arena and a size_t */
     trm_model *m = &s->model;
     const int T = req[0], nz = req[1], steps = req[2];
-    const unsigned flags = req[3];
+    const unsigned flags = run_flags(m, req[3]);
     const size_t L = trm_get16(req + 4), LD = (size_t)m->carry_len * m->hidden;
     const uint8_t *tokens = req + 6;
     const int puzzle_id = n == 8u + L ? (int)trm_get16(req + 6 + L) : 0;
     const size_t ws_bytes = trm_workspace_bytes(m);
-    const size_t embed_bytes = (size_t)m->vocab * m->hidden;
+    const size_t token_bytes = (size_t)token_table_bytes(m), puzzle_bytes = (size_t)puzzle_table_bytes(m);
     const size_t used = (size_t)run_arena_bytes(m, flags);
-    const int8_t *flash_embed = m->embed;
+    const int8_t *flash_embed = m->embed, *flash_puzzle_emb = m->puzzle_emb;
     if (flags & TRM_RUN_EMBED_RAM) {
-        memcpy(s->arena + ws_bytes, m->embed, embed_bytes);
+        memcpy(s->arena + ws_bytes, m->embed, token_bytes);
         m->embed = (const int8_t *)(s->arena + ws_bytes);
+        if (puzzle_bytes) {
+            memcpy(s->arena + ws_bytes + token_bytes, m->puzzle_emb, puzzle_bytes);
+            m->puzzle_emb = (const int8_t *)(s->arena + ws_bytes + token_bytes);
+        }
     }
 
     uint8_t *p = rsp + TRM_FRAME_HEADER;
@@ -342,6 +364,7 @@ static size_t run(trm_server *s, uint32_t seq, const uint8_t *req, size_t n, uin
     }
     const uint32_t stack = port->stack_high_water ? port->stack_high_water() : 0u;
     m->embed = flash_embed;
+    m->puzzle_emb = flash_puzzle_emb;
     if (st != TRM_OK)
         return error_frame(seq, TRM_PERR_RUN, (uint8_t)st, trm_status_name(st), rsp, cap);
     s->arena_used = (uint32_t)used;

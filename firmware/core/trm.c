@@ -105,6 +105,12 @@ static uint64_t mat_bytes(const trm_mat *W)
 }
 
 /* Blob bytes one evaluation of a network reads: every kernel call reads its whole matrix. */
+/* Whether a table is read from the blob (flash) or from a copy in RAM (EMBED_RAM). */
+static int in_blob(const trm_model *m, const void *table)
+{
+    return (const uint8_t *)table >= m->blob && (const uint8_t *)table < m->blob + m->blob_size;
+}
+
 static uint64_t net_flash_bytes(const trm_model *m, const trm_block *blocks, int layers)
 {
     const uint64_t L = m->carry_len, D = m->hidden;
@@ -203,12 +209,13 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int puzzle_id, int
     }
     out->steps_run = 0;
     out->flash_bytes = 0;
-    const int embed_in_blob = (const uint8_t *)m->embed >= m->blob && (const uint8_t *)m->embed < m->blob + m->blob_size;
-    /* per z-update: the z network plus L embedding rows and the P prefix rows; per y-update: the y
-     * network */
+    const int embed_in_blob = in_blob(m, m->embed), prefix_in_blob = P && in_blob(m, m->puzzle_emb);
+    /* per z-update: the z network plus the L embedding rows and the P prefix rows read from flash (none
+     * of a table copied to RAM); per y-update: the y network */
     const uint64_t per_cycle = (uint64_t)n * net_flash_bytes(m, m->blocks, m->layers) +
                                net_flash_bytes(m, y_blocks, y_layers) +
-                               (uint64_t)n * ((embed_in_blob ? (uint64_t)L * (uint64_t)D : 0u) + (uint64_t)P * (uint64_t)D);
+                               (uint64_t)n * ((embed_in_blob ? (uint64_t)L * (uint64_t)D : 0u) +
+                                              (prefix_in_blob ? (uint64_t)P * (uint64_t)D : 0u));
     /* the head reads the L sequence rows; the halting weights one row (first) or all R */
     const int halt_rows = (m->flags & TRM_BLOB_FLAG_HALT_FIRST) ? 1 : R;
     const uint64_t per_readout = (uint64_t)L * mat_bytes(&m->head) + (uint64_t)halt_rows * (uint64_t)D;

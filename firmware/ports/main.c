@@ -7,7 +7,9 @@
 
 static uint8_t rx[RX_BYTES];
 static uint8_t tx[TX_BYTES] __attribute__((aligned(8)));
-static uint8_t arena[ARENA_CAPACITY] __attribute__((aligned(8)));
+/* the linker's (ports/cortexm.ld): the blob region and the arena, whatever the image leaves */
+extern const uint8_t __blob_start[], __blob_end[];
+extern uint8_t __arena_start[], __arena_end[];
 static trm_server server;
 
 static uint64_t counter(void) { return counter_read(); }
@@ -28,7 +30,8 @@ int main(void)
     port.counter_unit = counter_unit();
     if (port.counter_unit == TRM_UNIT_CYCLES)
         port.counter_hz = CORE_HZ;
-    trm_server_init(&server, &port, (const uint8_t *)BLOB_ADDR, BLOB_REGION, arena, sizeof arena);
+    trm_server_init(&server, &port, __blob_start, (size_t)(__blob_end - __blob_start), __arena_start,
+                    (size_t)(__arena_end - __arena_start));
 
     trm_link link = {rx, sizeof rx, 0, 0};
     for (;;) {

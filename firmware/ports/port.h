@@ -1,6 +1,6 @@
 /* What a Cortex-M port provides to main.c. The target's values come from targets/<name>.toml as -D
- * definitions (harness/firmware.py): TRM_TARGET, TRM_BUILD_ID, CORE_HZ, UART_BASE, BLOB_ADDR,
- * BLOB_REGION, ARENA_CAPACITY, RX_BYTES, TX_BYTES. */
+ * definitions (harness/firmware.py): TRM_TARGET, TRM_BUILD_ID, CORE_HZ, UART_BASE, RX_BYTES, TX_BYTES;
+ * the blob region and the arena come from the linker script's symbols (cortexm.ld). */
 #ifndef TRM_PORT_H
 #define TRM_PORT_H
 

@@ -322,12 +322,13 @@ class EmulatorProcess:
     def _emulator_init(self, blob: bytes | None, firmware: Path | None, log_dir: Path | None,
                        gdb_port: int | None) -> None:
         from ..firmware import firmware_elf
-        check_blob_fits(self.target, blob)
         self.blob = blob
         self.firmware = Path(firmware) if firmware else firmware_elf(self.target.name)
         if not self.firmware.is_file():
             raise BoardUnavailable(f"{self.describe()}: no firmware at {self.firmware} (the inventory's `firmware`, "
                                    f"or build it: `harness firmware build --target {self.target.name}`)")
+        self.target = self.target.built_as(self.firmware)   # the blob goes where this image's linker put it
+        check_blob_fits(self.target, blob)
         self.log_dir = Path(log_dir) if log_dir else None
         self.gdb_port = gdb_port            # the emulator's GDB server (the probe), when given
         self.proc: subprocess.Popen | None = None

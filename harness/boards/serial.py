@@ -132,6 +132,9 @@ class SerialBoard(Board):
         self.port = port
         self.baud = int(baud)
         self.firmware = Path(firmware) if firmware else firmware_elf(target.name)
+        if self.firmware.is_file():
+            self.target = self.target.built_as(self.firmware)   # flash the blob where this image expects it
+            check_blob_fits(self.target, blob)
         self.flasher = flasher if flasher is not None else PyocdFlasher(probe_id)
         self.log_dir = Path(log_dir) if log_dir else None
         self.log_path: Path | None = None

@@ -28,6 +28,9 @@ KINDS = ("float", "weights", "integer")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+EMBEDDINGS = ("flash", "ram")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -42,6 +45,8 @@ class Recipe:
     prune: float = 0.0                # fraction of linear weights removed (by magnitude)
     prune_structured: bool = False    # remove whole SwiGLU inner units: the matrices shrink
     train: dict[str, Any] = field(default_factory=dict)  # training recipes (distill, linattn, qat)
+    embeddings: str = "flash"         # integer kind, on the board: "flash" (streamed from the blob) or
+                                      # "ram" (the blob's EMBED_RAM flag: the tables copied to the arena)
     description: str = ""
 
     def __post_init__(self):
@@ -53,6 +58,9 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r}: weight_bits must be 4 or 8 for kind {self.kind}")
         if not 0.0 <= self.prune < 1.0:
             raise ValueError(f"recipe {self.name!r}: prune must be in [0, 1)")
+        if self.embeddings not in EMBEDDINGS:
+            raise ValueError(f"recipe {self.name!r}: embeddings = {self.embeddings!r}: expected one of "
+                             f"{', '.join(EMBEDDINGS)} (where the board keeps the embedding tables)")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":

@@ -21,6 +21,8 @@ BUILTIN: dict[str, Recipe] = {r.name: r for r in [
     Recipe("bf16", dtype="bf16", description="weights and activations in bfloat16"),
     Recipe("int8", "integer", weight_bits=8, per_channel=True,
            description="int8 per-channel weights, int8 activations (max calibration)"),
+    Recipe("int8-ram", "integer", weight_bits=8, per_channel=True, embeddings="ram",
+           description="int8 as above, the embedding tables copied to RAM on the board (not streamed from flash)"),
     Recipe("int8-pt", "integer", weight_bits=8, per_channel=False,
            description="int8 per-tensor weights, int8 activations"),
     Recipe("int4-naive", "integer", weight_bits=4, per_channel=False, weight_clip="minmax",

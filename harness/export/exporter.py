@@ -83,7 +83,7 @@ def export_blob(model: str, recipe_name: str, cache: bool = True, train: bool = 
     if compressed.int_model is None:
         raise ValueError(f"recipe {recipe_name!r} is not an integer recipe: only integer models run on the "
                          "firmware (try int8, int8-pt, int4-naive, int4-pc, qat-int4, or a pruned integer recipe)")
-    data = B.to_blob(compressed.int_model)
+    data = B.to_blob(compressed.int_model, embeddings_to_ram=recipe.embeddings == "ram")
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
