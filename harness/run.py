@@ -25,9 +25,9 @@ from .boards.base import Board, RunRequest
 from .boards.errors import BoardTimeout
 from .depth import Depth
 from .export import blob as B
-from .golden.fidelity import cosine_per_cycle
+from .golden.fidelity import carry_fidelity
 from .probe import attach
-from .probe.capture import HOOK, CarryRecord, capture, carries_array
+from .probe.capture import HOOK, CarryRecord, capture, carries_array, inject
 from .probe.elf import address
 from .tasks import score, stack
 
@@ -57,17 +57,22 @@ def check_blob(blob: bytes, seq_len: int, what: str = "the blob") -> dict:
 
 
 def open_probe(board: Board, timeout: float = 10.0):
-    """A probe attached to ``board``'s debug port, core running."""
+    """A probe attached to ``board``'s debug port, core running; a physical board's (``serial``) debug probe
+    through pyOCD's API (its probe id and pyOCD target type from the board: not yet run on hardware)."""
     port = board.debug_port()
+    if port is None and board.backend == "serial":
+        from .probe.pyocd_probe import PyOcdProbe
+        return PyOcdProbe.open(getattr(board.flasher, "probe_id", None), board.target.pyocd_target)
     if port is None:
         raise RuntimeError(f"{board.describe()}: no debug port (a QEMU or Renode board started with gdb_port)")
     return attach(port.kind, port.host, port.port, halts_on_attach=port.halts_on_attach, timeout=timeout)
 
 
-def run_traced(board: Board, probe, elf, request: RunRequest, timeout: float = 600.0, prefix: int = 0
-               ) -> tuple[P.Result, list[CarryRecord]]:
+def run_traced(board: Board, probe, elf, request: RunRequest, timeout: float = 600.0, prefix: int = 0,
+               start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[P.Result, list[CarryRecord]]:
     """Run one puzzle with a breakpoint at the cycle hook; returns the RESULT and the carry records
-    (``prefix`` + L rows each: the blob's prefix rows, then the sequence)."""
+    (``prefix`` + L rows each: the blob's prefix rows, then the sequence). ``start`` (y, z): written over
+    the carries at the first stop, so that the second cycle starts from them (``locate_update``)."""
     info = board.model_info or board.info()
     hook = address(elf, HOOK)
     if probe.running:
@@ -83,6 +88,8 @@ def run_traced(board: Board, probe, elf, request: RunRequest, timeout: float = 6
                 raise BoardTimeout(f"{board.describe()}: traced run did not finish in {timeout} s")
             if probe.wait_stop(0.02) is not None:
                 records.append(capture(probe, prefix + info.seq_len, info.hidden))
+                if start is not None and len(records) == 1:
+                    inject(probe, *start)
                 probe.cont_from_breakpoint(hook)
                 continue
             answer = board.poll(seq, 0.01)
@@ -111,6 +118,14 @@ def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: D
     """Run one puzzle (tokens ``x``, label ``y``) on ``board`` and return its row. ``im`` is the golden
     integer model of the board's blob (None: no check, no trace); ``golden``, when given, is its output
     for this puzzle already computed (``golden_batch``). Board failures (``boards.errors``) propagate."""
+    return _puzzle(board, im, task, p, x, y, depth, check, embed_ram, timeout, probe, fp32, golden)[0]
+
+
+def _puzzle(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: Depth, check: bool = True,
+            embed_ram: bool = False, timeout: float = 600.0, probe=None, fp32=None, golden=None
+            ) -> tuple[dict, list[CarryRecord] | None, dict | None]:
+    """``puzzle_row``, with the carry records read over the probe (None without one) and the golden
+    output it compared with (None without ``im``)."""
     request = RunRequest(x, depth.T, depth.n, depth.steps, depth.halting, carries=check, embed_ram=embed_ram)
     trace = None
     t0 = time.monotonic()
@@ -153,16 +168,115 @@ def puzzle_row(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: D
             len(trace["records"]) == k * depth.T and np.array_equal(g["y"][:k, :, 0], yd)
             and np.array_equal(g["z"][:k, :, 0], zd))
         if fp32 is not None:
-            scale = im.carry_scale
             ref = {"y": fp32["y"][:k], "z": fp32["z"][:k]}
-            dev = cosine_per_cycle(ref, {"y": yd[:, :, None].astype(np.float32) * scale,
-                                         "z": zd[:, :, None].astype(np.float32) * scale})[0]
-            gold = cosine_per_cycle(ref, {"y": g["y"][:k, :, :1].astype(np.float32) * scale,
-                                          "z": g["z"][:k, :, :1].astype(np.float32) * scale})[0]
+            dev = carry_fidelity(ref, yd[:, :, None], zd[:, :, None], im.carry_scale)[0]
+            gold = carry_fidelity(ref, g["y"][:k, :, :1], g["z"][:k, :, :1], im.carry_scale)[0]
             row["device_fidelity_per_cycle"] = [float(v) for v in dev]
             row["device_fidelity_final"] = float(dev[-1])
             row["device_fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
-    return row
+    return row, trace["records"] if trace is not None else None, g
+
+
+# what a divergence's location pins (its ``resolution``; docs/farm.md says why no finer)
+RESOLUTIONS = {
+    "update": "step, cycle and update (z1..zn: the cycle's z-updates; y: its y-update), and the element of that "
+              "update's output: the cycle replayed from golden's carry before it (the probe writes it at the cycle "
+              "hook) with 1..n z-updates; the block is not observable (no hook inside a network evaluation)",
+    "cycle": "step, cycle and the element of the carry after the cycle (z before y: the z-updates come first); the "
+             "replay from golden's carry did not give the device's carry after the cycle again, so the update is "
+             "not pinned; the block is not observable"}
+
+
+def trace_puzzle(board: Board, probe, im, task, p, x: np.ndarray, y: np.ndarray, depth: Depth, fp32: dict,
+                 timeout: float = 600.0, golden: dict | None = None) -> tuple[dict, list[dict], dict | None]:
+    """Puzzle ``p`` run over the probe: its row (``puzzle_row``'s, checked against golden, ``im``), one
+    entry per cycle run (``step``, ``cycle``; ``fidelity``: the device carry's to the fp32 carries ``fp32``
+    [S, T, 1, R, D]; ``golden_fidelity``: golden's at the same cycle, computed on the host; ``carry_sha256``
+    of the device carry, y then z as int8 bytes; ``equals_golden``; ``carry``: those bytes when they are not
+    golden's, else None), and where the device's carries first part from golden's (``first_divergence``,
+    the update pinned by ``locate_update``), None when they never do."""
+    row, records, g = _puzzle(board, im, task, p, x, y, depth, check=True, timeout=timeout, probe=probe, golden=golden)
+    k, T = row["steps"], depth.T
+    yd, zd = carries_array(records, k, T)
+    yg, zg = g["y"][:k, :, 0], g["z"][:k, :, 0]
+    ref = {"y": fp32["y"][:k], "z": fp32["z"][:k]}
+    dev = carry_fidelity(ref, yd[:, :, None], zd[:, :, None], im.carry_scale)[0]
+    gold = carry_fidelity(ref, yg[:, :, None], zg[:, :, None], im.carry_scale)[0]
+    cycles = []
+    for i in range(k * T):
+        s, c = divmod(i, T)
+        carry = yd[s, c].tobytes() + zd[s, c].tobytes()
+        same = bool(np.array_equal(yd[s, c], yg[s, c]) and np.array_equal(zd[s, c], zg[s, c]))
+        cycles.append({"step": s, "cycle": c, "fidelity": float(dev[i]), "golden_fidelity": float(gold[i]),
+                       "carry_sha256": hashlib.sha256(carry).hexdigest(), "equals_golden": same,
+                       "carry": None if same else carry})
+    where = first_divergence((yd, zd), (yg, zg))
+    if where is not None:
+        where = locate_update(board, probe, im, x, depth, where, (yd, zd), (yg, zg), timeout)
+    return row, cycles, where
+
+
+def first_divergence(device: tuple[np.ndarray, np.ndarray], golden: tuple[np.ndarray, np.ndarray]) -> dict | None:
+    """The first cycle where the device's carries (y, z [S, T, R, D]) differ from golden's, in the order
+    they are computed (cycle by cycle; within a cycle z, whose updates come first, then y), and the first
+    element (row, channel) of that carry that differs, with both values; None when they never differ."""
+    (yd, zd), (yg, zg) = device, golden
+    S, T = yd.shape[:2]
+    for i in range(S * T):
+        s, c = divmod(i, T)
+        for carry, a, b in (("z", zd[s, c], zg[s, c]), ("y", yd[s, c], yg[s, c])):
+            if (where := _first_element(a, b)) is not None:
+                return {"step": s, "cycle": c, "update_name": carry, "block": None, "carry": carry, **where,
+                        "resolution": "cycle"}
+    return None
+
+
+def _first_element(device: np.ndarray, golden: np.ndarray) -> dict | None:
+    """The first (row-major) element of [R, D] where ``device`` differs from ``golden``, with both values."""
+    diff = np.flatnonzero(device != golden)
+    if not diff.size:
+        return None
+    row, channel = divmod(int(diff[0]), device.shape[1])
+    return {"row": row, "channel": channel, "device": int(device[row, channel]), "golden": int(golden[row, channel])}
+
+
+def locate_update(board: Board, probe, im, x: np.ndarray, depth: Depth, where: dict,
+                  device: tuple[np.ndarray, np.ndarray], golden: tuple[np.ndarray, np.ndarray],
+                  timeout: float = 600.0) -> dict:
+    """Pin a divergence found in the carry after a cycle (``first_divergence``) to the update of that cycle
+    whose output first parts from golden's. The device shows its carry only after whole cycles, so the
+    cycle is replayed: the board runs 2 cycles of j z-updates (one step, no halting) and the probe writes,
+    at the first cycle's hook, the carry before the diverging cycle (golden's, which the device's equals
+    there) over the board's; the second cycle's z is then the device's z after j z-updates of the diverging
+    cycle, and with j = n its y is the y-update's. Compared with golden's updates (``IntModel.cycle``), the
+    first that differs names the update (z<j> or y) and the element of its output. The replay with j = n
+    must give the device's carry after the diverging cycle again; when it does not, the cycle-level
+    location stands (resolution "cycle", ``RESOLUTIONS``). The counts of these runs are not figures: they are thrown away."""
+    s, c, T, n = where["step"], where["cycle"], depth.T, depth.n
+    i = s * T + c
+    R, D = device[0].shape[2:]
+    if i == 0:
+        start = (np.broadcast_to(im.y_init, (R, D)), np.broadcast_to(im.z_init, (R, D)))
+    else:
+        ps, pc = divmod(i - 1, T)
+        start = (golden[0][ps, pc], golden[1][ps, pc])
+    start = tuple(np.ascontiguousarray(a, np.int8) for a in start)
+    rows = im.input_rows(np.asarray(x, np.int64)[None])
+    want = im.cycle(rows, start[0][None].astype(np.int64), start[1][None].astype(np.int64), n)
+
+    def replay(j: int) -> CarryRecord:
+        request = RunRequest(np.asarray(x), 2, j, 1, False)
+        return run_traced(board, probe, board.firmware, request, timeout=timeout, prefix=im.prefix, start=start)[1][1]
+
+    full = replay(n)
+    if not (np.array_equal(full.y, device[0][s, c]) and np.array_equal(full.z, device[1][s, c])):
+        return where
+    for j in range(1, n + 1):
+        got = full if j == n else replay(j)
+        if (el := _first_element(got.z, want[j - 1][1][0])) is not None:
+            return {**where, "update_name": f"z{j}", "carry": "z", **el, "resolution": "update"}
+    el = _first_element(full.y, want[-1][1][0])
+    return {**where, "update_name": "y", "carry": "y", **(el or {}), "resolution": "update"}
 
 
 def count_of(row: dict) -> float:
@@ -182,7 +296,7 @@ def run_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, progress
     if not (check or probe is not None):
         im = None                           # nothing to compare: no golden runs
     info = board.info()
-    fp32 = _fp32_carries(reference, x, depth) if (probe is not None and reference is not None) else None
+    fp32 = fp32_carries(reference, x, depth) if (probe is not None and reference is not None) else None
     rows = []
     for i, p in enumerate(puzzles):
         fp32_i = {"y": fp32["y"][:, :, i:i + 1], "z": fp32["z"][:, :, i:i + 1]} if fp32 is not None else None
@@ -258,7 +372,7 @@ def profile_puzzles(board: Board, blob: bytes, task, puzzles, depth: Depth, rows
     return out
 
 
-def _fp32_carries(reference, x: np.ndarray, depth: Depth) -> dict[str, np.ndarray]:
+def fp32_carries(reference, x: np.ndarray, depth: Depth) -> dict[str, np.ndarray]:
     """The fp32 model's carries [S, T, B, L, D] on the puzzles (no halting: every step)."""
     import torch
     with torch.no_grad():

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..depth import Depth
+from ..golden.fidelity import dequantize
 from ..models.evaluate import halt_steps
 from ..models.trm import TRM, macs_per_inference
 from ..tasks import Task
@@ -103,8 +104,8 @@ class Compressed:
             r = self.int_model.run(tokens, depth.T, depth.n, depth.steps, keep_carries)
             out = {"per_step": r["per_step"], "halt": r["halt"]}
             if keep_carries:
-                s = self.int_model.carry_scale
-                out["y"], out["z"] = r["y"].astype(np.float32) * s, r["z"].astype(np.float32) * s
+                s = self.int_model.carry_scale   # the fidelity's dequantization (device carries: the same)
+                out["y"], out["z"] = dequantize(r["y"], s), dequantize(r["z"], s)
             return out
         with torch.no_grad():
             r = self.torch_model.forward_trace(torch.as_tensor(tokens), depth.T, depth.n, depth.steps)

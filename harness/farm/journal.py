@@ -12,6 +12,12 @@ Tables:
            the plan's first ``[run] profile_puzzles`` puzzles): its calls, counter, counts and share,
            with the job's whole-profile facts on every row (``PROFILE_COLUMNS``); a job's rows land in
            one transaction, all or none, once per run
+  traces   (run, job, puzzle, step, cycle) → one cycle of a puzzle run over the board's probe (``[run]
+           trace``): the device's fidelity to fp32 and golden's at the same cycle (host), the sha256 of
+           the device carry, whether it equals golden's, and the carry's bytes only when it does not
+           (``TRACE_COLUMNS``); a puzzle's rows land in one transaction with its divergence, once per run
+  divergences (run, job, puzzle) → where a traced puzzle's device carry first parts from golden's
+           (``DIVERGENCE_COLUMNS``: step, cycle, update, block, element and both values)
   events   what happened to boards: failures, resets, quarantines, and the error that stopped a run
            (timing-dependent; never in the tables)
 
@@ -42,6 +48,17 @@ CREATE TABLE IF NOT EXISTS profiles (
     puzzles INTEGER NOT NULL, calls INTEGER NOT NULL, counter INTEGER NOT NULL, counts REAL NOT NULL,
     share REAL NOT NULL, macs INTEGER, counts_per_mac REAL, total REAL NOT NULL, total_counter INTEGER NOT NULL,
     plain_total REAL, marks_share REAL, top TEXT, PRIMARY KEY (run, job, op));
+CREATE TABLE IF NOT EXISTS traces (
+    run TEXT NOT NULL, job TEXT NOT NULL, puzzle TEXT NOT NULL, step INTEGER NOT NULL, cycle INTEGER NOT NULL,
+    model TEXT NOT NULL, recipe TEXT NOT NULL, depth TEXT NOT NULL, target TEXT NOT NULL, board TEXT NOT NULL,
+    backend TEXT NOT NULL, fidelity REAL, golden_fidelity REAL, carry_sha256 TEXT NOT NULL,
+    equals_golden INTEGER NOT NULL, carry BLOB, PRIMARY KEY (run, job, puzzle, step, cycle));
+CREATE TABLE IF NOT EXISTS divergences (
+    run TEXT NOT NULL, job TEXT NOT NULL, puzzle TEXT NOT NULL, model TEXT NOT NULL, recipe TEXT NOT NULL,
+    depth TEXT NOT NULL, target TEXT NOT NULL, board TEXT NOT NULL, step INTEGER NOT NULL,
+    cycle INTEGER NOT NULL, update_name TEXT NOT NULL, block INTEGER, carry TEXT NOT NULL, row INTEGER NOT NULL,
+    channel INTEGER NOT NULL, device INTEGER NOT NULL, golden INTEGER NOT NULL, resolution TEXT NOT NULL,
+    PRIMARY KEY (run, job, puzzle));
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, time REAL NOT NULL, board TEXT,
     job TEXT, kind TEXT NOT NULL, message TEXT);
@@ -55,6 +72,21 @@ CREATE TABLE IF NOT EXISTS events (
 PROFILE_COLUMNS = ("op", "position", "model", "recipe", "depth", "target", "board", "backend", "counts_kind",
                    "counter_unit", "puzzles", "calls", "counter", "counts", "share", "macs", "counts_per_mac",
                    "total", "total_counter", "plain_total", "marks_share", "top")
+
+# a traced cycle (``harness.run.trace_puzzle``): where it ran, the device carry's fidelity to fp32 and
+# golden's at the same cycle (computed on the host), the sha256 of the device carry (y then z, int8
+# bytes), whether it equals golden's, and those bytes only when it does not (else NULL)
+TRACE_COLUMNS = ("puzzle", "step", "cycle", "model", "recipe", "depth", "target", "board", "backend", "fidelity",
+                 "golden_fidelity", "carry_sha256", "equals_golden", "carry")
+# where a puzzle's device carry first parts from golden's (``harness.run.first_divergence``): the first
+# step and cycle, the update (z1..zn or y) and block (NULL: not observable), the carry (z or y) and the
+# element (row, channel) of that update's output, the device's and golden's values, and the resolution
+DIVERGENCE_COLUMNS = ("puzzle", "model", "recipe", "depth", "target", "board", "step", "cycle", "update_name",
+                      "block", "carry", "row", "channel", "device", "golden", "resolution")
+
+# PRAGMA user_version: 1 = no number (meta, results, host, profiles, events), 2 = traces and divergences
+# added. Opening an older journal adds the tables it lacks (CREATE ... IF NOT EXISTS) and its number.
+SCHEMA_VERSION = 2
 
 NAME = "journal.sqlite"
 # what a run's start writes, in one transaction: a journal holding some but not all of them was killed
@@ -80,11 +112,18 @@ class Journal:
             self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version <= SCHEMA_VERSION:
+                self.db.executescript(SCHEMA)
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.db.execute("SELECT count(*) FROM meta").fetchone()
         except sqlite3.Error as e:
             raise JournalError(f"{self.path} is not a journal this harness can open ({e}): move it away "
                                f"(or choose another --out) and start the run again") from None
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise JournalError(f"{self.path} is a journal of schema version {version}; this harness writes "
+                               f"version {SCHEMA_VERSION}: report or resume it with the harness that made it")
         self.lock = threading.Lock()
         self._drop_half_started_run()
 
@@ -120,13 +159,15 @@ class Journal:
     def set_meta(self, key: str, value: Any) -> None:
         self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
 
-    def _write_all(self, sql: str, rows: list[tuple]) -> None:
-        """``sql`` for every row, in one transaction: all of them land, or none."""
+    def _write_all(self, sql: str, rows: list[tuple], *more: tuple[str, list[tuple]]) -> None:
+        """``sql`` for every row (then each further (sql, rows) of ``more``), in one transaction: all of
+        them land, or none."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for args in rows:
-                    self.db.execute(sql, args)
+                for statement, args_list in ((sql, rows),) + more:
+                    for args in args_list:
+                        self.db.execute(statement, args)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -153,6 +194,18 @@ class Journal:
         cols = ("run", "job") + PROFILE_COLUMNS
         self._write_all(f"INSERT INTO profiles ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                         [(run, job) + tuple(r.get(c) for c in PROFILE_COLUMNS) for r in rows])
+
+    def record_trace(self, run: str, job: str, cycles: list[dict[str, Any]], divergence: dict[str, Any] | None) -> None:
+        """One puzzle's traced cycles (``TRACE_COLUMNS``) and, when its carries part from golden's, its
+        divergence (``DIVERGENCE_COLUMNS``), in one transaction. Once per puzzle and run: a second trace
+        of a puzzle is refused (the primary key), never mixed in."""
+        def insert(table, cols):
+            cols = ("run", "job") + cols
+            return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        self._write_all(insert("traces", TRACE_COLUMNS),
+                        [(run, job) + tuple(c.get(k) for k in TRACE_COLUMNS) for c in cycles],
+                        (insert("divergences", DIVERGENCE_COLUMNS),
+                         [(run, job) + tuple(divergence.get(k) for k in DIVERGENCE_COLUMNS)] if divergence else []))
 
     def event(self, run: str, kind: str, message: str, board: str | None = None, job: str | None = None) -> None:
         self._write("INSERT INTO events (run, time, board, job, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
@@ -197,6 +250,21 @@ class Journal:
     def profiled(self, run: str) -> set[str]:
         """Jobs whose profile is journalled."""
         return {j for (j,) in self._rows("SELECT DISTINCT job FROM profiles WHERE run = ?", (run,))}
+
+    def traces(self, run: str) -> list[dict[str, Any]]:
+        """Every traced cycle of the run, by job, puzzle, step and cycle (``TRACE_COLUMNS`` and job)."""
+        cols = ("job",) + TRACE_COLUMNS
+        return [dict(zip(cols, r)) for r in self._rows(
+            f"SELECT {', '.join(cols)} FROM traces WHERE run = ? ORDER BY job, puzzle, step, cycle", (run,))]
+
+    def traced(self, run: str, job: str) -> set[str]:
+        """Puzzles of ``job`` whose trace is journalled."""
+        return {p for (p,) in self._rows("SELECT DISTINCT puzzle FROM traces WHERE run = ? AND job = ?", (run, job))}
+
+    def divergences(self, run: str) -> list[dict[str, Any]]:
+        cols = ("job",) + DIVERGENCE_COLUMNS
+        return [dict(zip(cols, r)) for r in self._rows(
+            f"SELECT {', '.join(cols)} FROM divergences WHERE run = ? ORDER BY job, puzzle", (run,))]
 
     def host_rows(self, run: str) -> list[dict[str, Any]]:
         return [{**json.loads(row), "job": job}

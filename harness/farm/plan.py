@@ -4,7 +4,7 @@ them (timeouts, retries, quarantine) and what a deployable configuration must me
 A plan is a TOML file: top-level ``name``, ``models``, ``recipes`` (integer recipes, run on the boards),
 ``host_recipes`` (host only: the fp32 reference), ``depths`` ('T,n,steps[,halt]' or 'default') and
 ``targets``; tables ``[puzzles]`` (``count`` + ``seed`` of generated held-out puzzles, or ``file``),
-``[run]`` (timeouts, retries, quarantine, parallel cap, the puzzles of a job profiled), ``[budgets]`` (every target; a
+``[run]`` (timeouts, retries, quarantine, parallel cap, the puzzles of a job profiled and traced), ``[budgets]`` (every target; a
 ``[budgets.<target>]`` table overrides per target), ``[statistics]`` (the confidence of intervals and
 tests, how an accuracy budget is judged on an interval, the interval width asked for) and
 ``[regression]`` (what ``harness report --baseline`` calls a regression). ``VALUES`` below gives every key's type and range; docs/farm.md
@@ -50,6 +50,11 @@ class RunOptions:
     max_parallel: int = 0            # emulated boards running at once; 0 = the host's cores
     check: bool = True               # compare every puzzle with golden, bit for bit
     profile_puzzles: int = 2         # a job's first N puzzles run again with PROFILE after its plain runs; 0 = none
+    trace: str = "sample:2"          # "off", "all" or "sample:N": a job's first N puzzles run again over the probe
+
+    def traced(self, puzzles: int) -> int:
+        """How many of a job's ``puzzles`` (its first ones) the ``trace`` setting runs over the probe."""
+        return puzzles if self.trace == "all" else 0 if self.trace == "off" else min(puzzles, _sample(self.trace))
 
 
 @dataclass
@@ -125,7 +130,7 @@ VALUES: dict[str, dict[str, tuple[str, float | None, float | None]]] = {
     "run": {"puzzle_timeout_s": ("number>", 0, DAY_S), "retries": ("integer", 0, 100),
             "quarantine_after": ("integer", 1, 10_000), "start_timeout_s": ("number>", 0, DAY_S),
             "max_parallel": ("integer", 0, 1024), "check": ("boolean", None, None),
-            "profile_puzzles": ("integer", 0, MAX_PUZZLES)},
+            "profile_puzzles": ("integer", 0, MAX_PUZZLES), "trace": ("trace", 1, MAX_PUZZLES)},
     "budgets": {"latency_ms": ("number>", 0, None), "energy_uj": ("number>", 0, None),
                 "min_exact_accuracy": ("number", 0, 1)},
     "regression": {"exact_accuracy_drop": ("number", 0, 1), "cell_accuracy_drop": ("number", 0, 1),
@@ -140,8 +145,20 @@ VALUES: dict[str, dict[str, tuple[str, float | None, float | None]]] = {
 CHOICES: dict[str, tuple[str, ...]] = {"accuracy_budget": ACCURACY_BUDGET_RULES}
 
 
+def _sample(trace: str) -> int | None:
+    """N of a trace setting 'sample:N' (digits only), None for anything else."""
+    head, _, n = trace.partition(":")
+    return int(n) if head == "sample" and n.isascii() and n.isdigit() else None
+
+
 def _check_value(where: str, key: str, value: Any, rule: tuple[str, float | None, float | None]) -> None:
     kind, lo, hi = rule
+    if kind == "trace":
+        n = _sample(value) if isinstance(value, str) else None
+        if value not in ("off", "all") and (n is None or not lo <= n <= hi):
+            raise PlanError(f"{where}: {key} = {value!r}: expected 'off', 'all' or 'sample:N' with N an integer "
+                            f">= {lo:g} and <= {hi:g} (a job's first N puzzles traced)")
+        return
     if kind == "choice":
         allowed = CHOICES[key]
         if value not in allowed:

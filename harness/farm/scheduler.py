@@ -10,7 +10,11 @@ healthy board of a target is left, its remaining puzzles are journalled as ``boa
 wrong answers) and ``--resume`` tries them again. Once a job's puzzles all have rows, its first
 ``[run] profile_puzzles`` puzzles run again with the firmware's per-operation profile
 (``harness.run.profile_puzzles``) into the journal's profiles, once per job; a board failure there is an
-event, and the job goes without a profile until a resume. Anything else (a refused request, a bad
+event, and the job goes without a profile until a resume. Then, on a board with a probe, the puzzles
+``[run] trace`` names (and the first few whose row disagrees with golden) run again over the probe
+(``harness.run.trace_puzzle``): every cycle's carry is read, its fidelity journalled beside golden's,
+and where a carry parts from golden's the divergence is located; likewise an event on a board failure
+and traced by a resume. Anything else (a refused request, a bad
 input, a bug in the harness) is not a board's fault: the run stops, every board is closed, the journal keeps what
 was recorded, and the error reaches the caller.
 
@@ -36,10 +40,11 @@ from .. import profile as PR
 from ..boards.base import Board
 from ..boards.errors import BoardFailure
 from ..boards.inventory import BoardSpec
+from ..boards.renode import free_ports
 from ..depth import Depth
 from ..models.evaluate import default_depth
 from ..probe.gdb import ProbeError
-from ..run import golden_batch, prebuilt_sections, profile_puzzles, puzzle_row
+from ..run import fp32_carries, golden_batch, open_probe, prebuilt_sections, profile_puzzles, puzzle_row, trace_puzzle
 from ..targets import Target, load_target
 from .folder import FolderError, match_journal
 from .journal import Journal
@@ -50,6 +55,8 @@ from .provenance import collect_provenance
 BOARD_FAILURES = (BoardFailure, ProbeError)
 EMULATED = ("qemu", "renode")
 GOLDEN_BATCH = 32      # puzzles the golden reference runs at once for the bit-exactness check
+TRACEABLE = EMULATED + ("serial", "labgrid")   # backends with a probe: GDB servers, a physical board's pyOCD
+MISMATCH_TRACES = 4    # a job's puzzles that disagree with golden, traced beside [run] trace's (to locate why)
 
 
 def default_inventory(plan: Plan, backend: str = "qemu") -> list[BoardSpec]:
@@ -174,13 +181,14 @@ class Farm:
         self.targets: dict[str, Target] = {t: load_target(t) for t in plan.targets}
         sections = {name: prebuilt_sections(t) for name, t in self.targets.items()}   # one manifest read a target
         profiled = journal.profiled(run)
+        self.traceable = {s.target for s in inventory if s.backend in TRACEABLE}
         for job in plan.jobs():
             fit = F.fit(self.targets[job.target], len(prep.blobs[(job.model, job.recipe)].blob), sections[job.target])
             if not fit["fits_flash"]:
                 self.skipped.append((job, fit["does_not_fit"]))
                 continue
             if len(journal.done(run, job.key)) < len(prep.models[job.model].puzzles) or \
-                    (plan.run.profile_puzzles and job.key not in profiled):
+                    (plan.run.profile_puzzles and job.key not in profiled) or self._to_trace(job):
                 self.queues[job.target].append(job)
         self.states = [BoardState(s) for s in inventory if s.target in self.queues]
         self.stopping = threading.Event()      # set when a worker hit an error that is not a board's
@@ -296,6 +304,8 @@ class Farm:
         options = dict(st.spec.options)        # backend options, and a fault spec (boards/faults.py)
         if st.spec.backend in EMULATED:
             options["log_dir"] = self.log_dir
+            if self.plan.run.trace != "off":    # the emulator's GDB server, for the probe
+                options["gdb_port"] = free_ports(1)[0]
         board = self.make(st.spec.backend, self.targets[st.spec.target], blob, board_id=st.spec.id, **options)
         board.start(timeout=self.plan.run.start_timeout_s)
         return board
@@ -346,6 +356,8 @@ class Farm:
             st.busy_s += wall
         if self.plan.run.profile_puzzles and not self.stopping.is_set():
             board = self._profile(st, job, board)
+        if st.spec.backend in TRACEABLE and not self.stopping.is_set():
+            board = self._trace(st, job, board)
         return board
 
     def _failed(self, st: BoardState, job: Job, board: Board | None, e: BaseException, what: str) -> None:
@@ -394,6 +406,67 @@ class Farm:
              "position": PR.NAMES.index(r["op"])} for r in prof["ops"]])
         return board
 
+    def _to_trace(self, job: Job) -> list[int]:
+        """The job's puzzles (indices) to run over the probe that have their rows and no trace yet: the
+        first ones ``[run] trace`` names, and the first ``MISMATCH_TRACES`` others whose row disagrees with
+        golden. None where the plan says "off" or no board of the target has a probe."""
+        if self.plan.run.trace == "off" or job.target not in self.traceable:
+            return []
+        puzzles = self.prep.models[job.model].puzzles
+        first = self.plan.run.traced(len(puzzles))
+        rows = self.journal.job_results(self.run_id, job.key)
+        wrong = [i for i, p in enumerate(puzzles[first:], first) if rows.get(p.id, {}).get("golden_match") is False]
+        done = self.journal.traced(self.run_id, job.key)
+        return [i for i in list(range(first)) + wrong[:MISMATCH_TRACES]
+                if puzzles[i].id in rows and puzzles[i].id not in done]
+
+    def _trace(self, st: BoardState, job: Job, board: Board | None) -> Board | None:
+        """The job's puzzles ``_to_trace`` names, one by one over the board's probe (``trace_puzzle``),
+        each journalled in one transaction with its divergence. A traced answer or (emulated) count that
+        differs from the puzzle's plain row stops the run: tracing must change neither. A board failure
+        is an event: the board is reset, the puzzles left go untraced until ``--resume`` traces them."""
+        todo = self._to_trace(job)
+        if not todo:
+            return board
+        mi = self.prep.models[job.model]
+        bi = self.prep.blobs[(job.model, job.recipe)]
+        depth = self.prep.depth(job.model, job.depth)
+        plain = self.journal.job_results(self.run_id, job.key)
+        fp32 = fp32_carries(mi.net, mi.x[todo], depth)
+        gold = golden_batch(bi.golden, mi.x[todo], depth)
+        probe, p = None, mi.puzzles[todo[0]]
+        try:
+            if board is None:
+                board = self._start(st, job)
+            if board.debug_port() is None and board.backend != "serial":
+                return board            # this board has no probe after all: the job waits for one that has
+            probe = open_probe(board)
+            where = {"model": job.model, "recipe": job.recipe, "depth": depth.label(), "target": job.target,
+                     "board": st.spec.id, "backend": board.backend}
+            for k, i in enumerate(todo):
+                if self.stopping.is_set():
+                    break
+                p = mi.puzzles[i]
+                row, cycles, div = trace_puzzle(
+                    board, probe, bi.golden, mi.task, p, mi.x[i], mi.y[i], depth,
+                    {"y": fp32["y"][:, :, k:k + 1], "z": fp32["z"][:, :, k:k + 1]},
+                    timeout=self.plan.run.puzzle_timeout_s, golden=gold[k])
+                _same_as_plain(board, p.id, row, plain[p.id])
+                self.journal.record_trace(self.run_id, job.key, [{**where, "puzzle": p.id, **c} for c in cycles],
+                                          {**where, "puzzle": p.id, **div} if div else None)
+        except BOARD_FAILURES as e:
+            _close(probe)
+            self._failed(st, job, board, e, f"trace of puzzle {p.id} (the job's untraced puzzles wait; "
+                                            "--resume traces them)")
+            return None
+        except BaseException:
+            _close(probe)
+            if board is not None:
+                board.close()
+            raise
+        probe.close()
+        return board
+
     def _record_unrunnable(self) -> None:
         """Jobs left in a queue had no healthy board: their missing puzzles become board_failure rows."""
         for target, q in self.queues.items():
@@ -417,6 +490,23 @@ class Farm:
 
 class Quarantined(RuntimeError):
     pass
+
+
+def _same_as_plain(board: Board, puzzle: str, traced: dict, plain: dict) -> None:
+    """A traced run must answer as the puzzle's plain run did, and on an emulator count the same."""
+    keys = ("steps", "correct", "cell_accuracy") + (("counter",) if traced["counts_kind"] == "instructions" else ())
+    if any(traced[k] != plain[k] for k in keys):
+        raise RuntimeError(f"{board.describe()}: puzzle {puzzle} over the probe gave "
+                           f"{', '.join(f'{k} {traced[k]}' for k in keys)}; its plain run "
+                           f"{', '.join(f'{k} {plain[k]}' for k in keys)}: tracing must change neither")
+
+
+def _close(probe) -> None:
+    if probe is not None:
+        try:
+            probe.close()
+        except (OSError, ProbeError):
+            pass
 
 
 # --- the live view --------------------------------------------------------------------------------

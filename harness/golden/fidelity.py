@@ -3,6 +3,8 @@
 For each puzzle and each cycle (every cycle of every supervision step, in order), the cosine
 similarity between the compressed model's carry and the fp32 model's carry at the same cycle, the
 carry being y and z (dequantized to float) flattened into one vector. Label-free: no solution is used.
+The host (golden, from ``IntModel.run``) and the device (carries read over the probe) compute it with
+the same function, ``carry_fidelity``, from int8 carries; torch models go through ``cosine_per_cycle``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,17 @@ def carry_matrix(run: dict[str, np.ndarray]) -> np.ndarray:
     y, z = run["y"], run["z"]
     S, T, B = y.shape[:3]
     return np.concatenate([y.reshape(S * T, B, -1), z.reshape(S * T, B, -1)], axis=-1).astype(np.float64)
+
+
+def dequantize(q: np.ndarray, scale: float) -> np.ndarray:
+    """An int8 carry at the carry scale as the float32 values it stands for."""
+    return q.astype(np.float32) * scale
+
+
+def carry_fidelity(reference: dict[str, np.ndarray], y: np.ndarray, z: np.ndarray, scale: float) -> np.ndarray:
+    """Fidelity [B, C] of int8 carries y, z [S, T, B, R, D] (at the carry ``scale``) to the reference's
+    float carries: golden's on the host and a board's over the probe alike."""
+    return cosine_per_cycle(reference, {"y": dequantize(y, scale), "z": dequantize(z, scale)})
 
 
 def cosine_per_cycle(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> np.ndarray:

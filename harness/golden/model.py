@@ -167,6 +167,19 @@ class IntModel:
         a chunk's temporaries stay in the processor's cache): bit for bit what ``run_reference`` gives."""
         return _Plan(self).run(tokens, T, n, steps, keep_carries, chunk, puzzle_ids)
 
+    def cycle(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, n: int) -> list[tuple[str, np.ndarray]]:
+        """One cycle from the carry (y, z) [B, P + L, D] with input rows x (``input_rows``), operation by
+        operation: the output of every update in order, ("z1", z), ..., ("z<n>", z), ("y", y), as int64
+        arrays; the last z and the y are the carry after the cycle (``run_reference``'s cycle)."""
+        a_z, a_x, a_y = self.z_in
+        b_y, b_z = self.y_in
+        out = []
+        for j in range(n):
+            z = self.net(arith.weighted_add([(z, a_z), (x, a_x), (y, a_y)]))
+            out.append((f"z{j + 1}", z))
+        out.append(("y", self.net(arith.weighted_add([(y, b_y), (z, b_z)]), self.y_network())))
+        return out
+
     def run_reference(self, tokens: np.ndarray, T: int, n: int, steps: int,
                       keep_carries: bool = True, puzzle_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``run`` computed operation by operation on int64 arrays with the functions of ``arith`` (``net``,
@@ -177,15 +190,12 @@ class IntModel:
         B, R, D = x.shape
         y = np.broadcast_to(self.y_init.astype(np.int64), (B, R, D)).copy()
         z = np.broadcast_to(self.z_init.astype(np.int64), (B, R, D)).copy()
-        a_z, a_x, a_y = self.z_in
-        b_y, b_z = self.y_in
         preds, halts, ys, zs = [], [], [], []
         for _ in range(steps):
             step_y, step_z = [], []
             for _ in range(T):
-                for _ in range(n):
-                    z = self.net(arith.weighted_add([(z, a_z), (x, a_x), (y, a_y)]))
-                y = self.net(arith.weighted_add([(y, b_y), (z, b_z)]), self.y_network())
+                updates = self.cycle(x, y, z, n)
+                y, z = updates[-1][1], (updates[-2][1] if n else z)
                 if keep_carries:
                     step_y.append(y.astype(np.int8))
                     step_z.append(z.astype(np.int8))

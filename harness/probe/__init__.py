@@ -35,6 +35,8 @@ class Probe(Protocol):
 
     def read_memory(self, addr: int, length: int) -> bytes: ...
 
+    def write_memory(self, addr: int, data: bytes) -> None: ...
+
     def registers(self) -> list[int]:
         """r0..r15 (then whatever else the probe gives), as unsigned 32-bit values."""
 

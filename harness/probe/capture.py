@@ -32,6 +32,14 @@ def capture(probe, L: int, D: int) -> CarryRecord:
     return CarryRecord(int(np.int32(r[2])), int(np.int32(r[3])), y.copy(), z.copy())
 
 
+def inject(probe, y: np.ndarray, z: np.ndarray) -> None:
+    """Overwrite the carries of the cycle the core is stopped at (at ``HOOK``): the next cycle starts
+    from (y, z). For locating a divergence only: a run fed a carry answers for that carry, not its puzzle."""
+    r = probe.registers()
+    probe.write_memory(r[0], np.ascontiguousarray(y, np.int8).tobytes())
+    probe.write_memory(r[1], np.ascontiguousarray(z, np.int8).tobytes())
+
+
 def carries_array(records: list[CarryRecord], steps: int, T: int) -> tuple[np.ndarray, np.ndarray]:
     """Records as y, z arrays [steps, T, L, D] (the golden reference's layout for one puzzle)."""
     L, D = records[0].y.shape

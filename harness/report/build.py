@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import figures as F
 from .. import stats as S
+from ..run import RESOLUTIONS
 from .baseline import Change, changes_frame, changes_markdown, compare
 from .decide import FLAG_RULE, TargetDecision, accuracy_text, decide, decisions_json, energy_text, label
 from .html import to_html
@@ -235,6 +236,65 @@ def _profile_blocks(doc: Doc, t: dict[str, pd.DataFrame], rd, dest: Path) -> Non
             f"profile-{kind}", ("model", "recipe", "target", "operation"))
 
 
+DEVICE = "device, over the probe"
+HOST = "host, golden"
+
+
+def _device_fidelity_blocks(doc: Doc, t: dict[str, pd.DataFrame], rd) -> None:
+    """Fidelity measured on the device (carries read over the probe at every cycle of the traced puzzles)
+    beside the host's (golden), each labelled with where it was measured, and where a device's carries
+    first part from golden's. A plan with ``[run] trace = "off"`` (or a journal from before traces) has
+    no such section."""
+    trace = (rd.plan.get("run") or {}).get("trace", "off")
+    if trace == "off":
+        return
+    fid, configs, div = t["device_fidelity"], t["configs"], t["divergences"]
+    doc.h(2, "Fidelity on the device, beside the host's")
+    doc.p(f"Each job's traced puzzles (the plan's [run] trace = {trace!r}, and up to a few more whose row "
+          "disagrees with golden) ran again with the probe stopping the board at the cycle hook after every "
+          f"cycle and reading the carry (y, z); the counts and answers of those runs equal the plain runs'. "
+          f"\"{DEVICE}\": the fidelity to fp32 of the carries read off the board; \"{HOST}\": the golden "
+          "reference's carries of the same puzzles and cycles, computed on the host; both by the same formula "
+          "(cosine of the dequantized carry to fp32's at each cycle, golden/fidelity.py), the final figure "
+          "being each puzzle's last cycle run, averaged. They are equal exactly when every carry is golden's. "
+          f"The last column is the host's figure over all the plan's puzzles at every step ({HOST}, the "
+          "configurations table's fidelity_final).")
+    keyed = {tuple(r[k] for k in KEY): r for r in configs.to_dict("records")} if len(configs) else {}
+    if len(fid):
+        doc.table(pd.DataFrame({
+            "model": fid.model, "recipe": fid.recipe, "depth": fid.depth, "target": fid.target,
+            "traced puzzles": fid.traced_puzzles, "cycles": fid.traced_cycles,
+            "cycles equal to golden": fid.cycles_equal_golden,
+            f"fidelity_final ({DEVICE})": fid.device_fidelity_final,
+            f"fidelity_final ({HOST}, same puzzles)": fid.golden_fidelity_final,
+            f"fidelity_final ({HOST}, all puzzles)": [keyed.get(tuple(r[k] for k in KEY), {}).get("fidelity_final")
+                                                     for r in fid.to_dict("records")]}),
+            "device-fidelity", ("model", "recipe", "target"))
+    have = set(map(tuple, fid[KEY].values)) if len(fid) else set()
+    missing = [f"{r.model} {r.recipe} {r.depth} on {r.target}" for r in configs.itertuples()
+               if pd.notna(getattr(r, "counts_kind", None)) and (r.model, r.recipe, r.depth, r.target) not in have]
+    if missing:
+        doc.p(f"Without traces ({len(missing)}: a board with no probe, such as the host build, ran them, or a board "
+              "failure or stop came first; `harness farm run --resume` traces them on a board with one): "
+              + ", ".join(missing) + ".")
+    if len(div):
+        doc.h(3, "First divergence from golden")
+        doc.p("Where a traced puzzle's device carry first parts from golden's: the step and cycle (the first carry "
+              "read at the cycle hook that differs), the update of that cycle (z1..zn its z-updates, y its y-update: "
+              "the cycle replayed from golden's carry before it, written by the probe, with 1..n z-updates) and the "
+              "element (row, channel) of that update's output where the device's value and golden's differ. The "
+              "block is not observable: the firmware stops for the probe only between cycles. Each row's "
+              "resolution says what was pinned:")
+        doc.table(pd.DataFrame({
+            "model": div.model, "recipe": div.recipe, "depth": div.depth, "target": div.target,
+            "puzzle": div.puzzle_id, "step": div.step, "cycle": div.cycle, "update": div.update_name,
+            "block": ["not observable" if pd.isna(b) else int(b) for b in div.block],
+            "element": [f"{c}[{r}, {ch}]" for c, r, ch in zip(div.carry, div.row, div.channel)],
+            f"value ({DEVICE})": div.device, f"value ({HOST})": div.golden,
+            "resolution": div.resolution}), "divergences", ("model", "recipe", "target"))
+        doc.ul([f"resolution {r}: {RESOLUTIONS[r]}" for r in sorted(set(div.resolution))])
+
+
 def build_report(out: Path, baseline: Path | None = None, thresholds: dict | None = None) -> Report:
     rd = load_run(out)
     t = tables(rd)
@@ -296,6 +356,7 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
     doc.h(2, "Host figures (every recipe, including host-only ones)")
     h = t["host"]
     doc.table(shown(h, HOST_COLUMNS) if len(h) else h, "host", ("model", "recipe"))
+    _device_fidelity_blocks(doc, t, rd)
     plots = all_plots(t, ds)
     if plots:
         doc.h(2, "Plots")
@@ -310,7 +371,8 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
                + ([f"… {len(failures) - 50} more in the journal"] if len(failures) > 50 else []))
     _provenance_blocks(doc, rd, c)
     doc.h(2, "Files")
-    doc.ul(["configs / puzzles / host / host_puzzles / profiles .csv and .parquet: the tidy tables",
+    doc.ul(["configs / puzzles / host / host_puzzles / profiles / traces / divergences / device_fidelity .csv and "
+            ".parquet: the tidy tables",
             "decisions.json, provenance.json",
             "journal.sqlite: every row as it arrived, and the board events", "logs/: one log per board start"])
     (dest / "report.md").write_text(to_markdown(doc))

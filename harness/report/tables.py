@@ -8,6 +8,13 @@
            against the target's limits, joined with the host figures and the fp32 reference
   profiles one row per (model, recipe, depth, target, operation): the per-operation profile of the
            job's first puzzles (the journal's profiles, ``farm.journal.PROFILE_COLUMNS``)
+  traces   one row per (model, recipe, depth, target, puzzle, step, cycle) traced over the probe: the
+           device's fidelity (measured on the device, over the probe) beside golden's (host) at the same
+           cycle, the device carry's sha256 and whether it equals golden's (the journal's traces, its
+           carry bytes left there)
+  divergences  one row per traced puzzle whose device carry parts from golden's: where (the journal's)
+  device_fidelity  one row per configuration with traces: its traced puzzles and cycles, the cycles
+           equal to golden's, the final fidelity measured on the device beside golden's on the host
 
 Every accuracy has its interval beside it (``<name>_lo`` and ``<name>_hi``, at the plan's
 [statistics] confidence; ``harness.stats`` says which interval).
@@ -26,7 +33,7 @@ import pandas as pd
 
 from .. import figures as F
 from .. import stats as S
-from ..farm.journal import NAME, PROFILE_COLUMNS, Journal
+from ..farm.journal import DIVERGENCE_COLUMNS, NAME, PROFILE_COLUMNS, TRACE_COLUMNS, Journal
 from ..targets import load_target
 
 KEY = ["model", "recipe", "depth", "target"]
@@ -46,6 +53,8 @@ class RunData:
     finished: str | None
     command: str | None = None
     profiles: list[dict[str, Any]] = field(default_factory=list)
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    divergences: list[dict[str, Any]] = field(default_factory=list)
 
 
 def cell_text(v) -> str:
@@ -66,7 +75,8 @@ def load_run(out: Path) -> RunData:
         if run is None:
             raise ValueError(f"{out / NAME} holds no run")
         return RunData(out, run, j.meta("plan", {}), j.meta("provenance", {}), j.results(run), j.host_rows(run),
-                       j.events(run), j.meta("finished"), j.meta("command"), j.profiles(run))
+                       j.events(run), j.meta("finished"), j.meta("command"), j.profiles(run), j.traces(run),
+                       j.divergences(run))
 
 
 def puzzle_table(rd: RunData) -> pd.DataFrame:
@@ -175,7 +185,37 @@ def profile_table(rd: RunData) -> pd.DataFrame:
     return df.sort_values(KEY + ["position"]).reset_index(drop=True)
 
 
+def trace_table(rd: RunData) -> pd.DataFrame:
+    """The journal's traced cycles, config key first, without the carry bytes (they stay in the journal)."""
+    cols = KEY + [c for c in TRACE_COLUMNS if c not in KEY and c not in ("carry", "board")]
+    df = pd.DataFrame([{k: r[k] for k in cols} for r in rd.traces], columns=cols).rename(columns={"puzzle": "puzzle_id"})
+    df["equals_golden"] = df["equals_golden"].astype(bool)
+    return df.sort_values(KEY + ["puzzle_id", "step", "cycle"]).reset_index(drop=True)
+
+
+def divergence_table(rd: RunData) -> pd.DataFrame:
+    cols = KEY + [c for c in DIVERGENCE_COLUMNS if c not in KEY and c != "board"]
+    df = pd.DataFrame([{k: r[k] for k in cols} for r in rd.divergences], columns=cols).rename(columns={"puzzle": "puzzle_id"})
+    return df.sort_values(KEY + ["puzzle_id"]).reset_index(drop=True)
+
+
+def device_fidelity_table(traces: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration with traces: traced puzzles and cycles, cycles whose device carry equals golden's,
+    and the final fidelity (each traced puzzle's last cycle run, averaged) measured on the device over the
+    probe beside golden's on the host, on the same puzzles and cycles."""
+    rows = []
+    for key, g in traces.groupby(KEY, sort=True):
+        last = g.groupby("puzzle_id").tail(1)
+        rows.append({**dict(zip(KEY, key)), "traced_puzzles": len(last), "traced_cycles": len(g),
+                     "cycles_equal_golden": int(g.equals_golden.sum()),
+                     "device_fidelity_final": float(last.fidelity.mean()),
+                     "golden_fidelity_final": float(last.golden_fidelity.mean())})
+    return pd.DataFrame(rows, columns=KEY + ["traced_puzzles", "traced_cycles", "cycles_equal_golden",
+                                             "device_fidelity_final", "golden_fidelity_final"])
+
+
 def tables(rd: RunData) -> dict[str, pd.DataFrame]:
-    p, h = puzzle_table(rd), host_table(rd)
+    p, h, tr = puzzle_table(rd), host_table(rd), trace_table(rd)
     return {"puzzles": p, "host": h, "host_puzzles": host_puzzle_table(rd), "configs": config_table(rd, p, h),
-            "profiles": profile_table(rd)}
+            "profiles": profile_table(rd), "traces": tr, "divergences": divergence_table(rd),
+            "device_fidelity": device_fidelity_table(tr)}
