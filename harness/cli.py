@@ -554,6 +554,58 @@ def firmware_verify(target: Optional[list[str]] = typer.Option(None, help="Targe
     console.print("firmware-bin/ matches a fresh build byte for byte")
 
 
+board_app = typer.Typer(help="Boards on this host for other hosts (a labgrid lab host: docs/farm.md).",
+                        no_args_is_help=True)
+app.add_typer(board_app, name="board")
+
+
+@board_app.command("serve")
+def board_serve(
+    target: str = typer.Option(..., help="Target (targets/*.toml)."),
+    port: int = typer.Option(0, help="TCP port of the board's UART (0: a free one, printed)."),
+    gdb_port: Optional[int] = typer.Option(None, help="TCP port of the emulator's GDB server (the probe); none "
+                                                      "without it."),
+    listen: str = typer.Option("127.0.0.1", help="Address the ports listen on (0.0.0.0: every interface)."),
+    blob: Optional[Path] = typer.Option(None, help="Model blob to load (`harness export --out`): a remote board "
+                                                   "runs the blob its lab host loaded."),
+    log_dir: Optional[Path] = typer.Option(None, help="Keep the emulator's log here."),
+):
+    """Run an emulated board (QEMU) whose UART and GDB server listen on TCP, for a labgrid exporter to
+    export as NetworkSerialPort and NetworkService; runs until stopped (SIGTERM, Ctrl-C)."""
+    import signal
+    from .boards.errors import BoardFailure, BoardUnavailable
+    from .boards.qemu import QemuBoard, qemu_missing
+    t = _target(target)
+    if (msg := qemu_missing()):
+        _fail(msg)
+    try:
+        data = blob.read_bytes() if blob else None
+    except OSError as e:
+        _fail(f"--blob {blob}: cannot read it ({e.strerror})")
+    try:
+        board = QemuBoard(t, data, board_id=f"served-{t.name}", log_dir=log_dir, listen=listen,
+                          uart_port=port or _free_port(), gdb_port=gdb_port)
+    except (BoardUnavailable, ValueError) as e:
+        _fail(str(e))
+
+    def stop(signum, frame):       # SIGTERM ends the command through its `finally`: QEMU stopped, scratch removed
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        board.serve()
+        print(f"serving {t.name}: UART tcp {listen}:{board.uart_port}"
+              + (f", gdb tcp {listen}:{gdb_port}" if gdb_port else "")
+              + (f", blob {blob} ({len(data):,} bytes)" if data else ", no blob") + f"; log {board.log_path}", flush=True)
+        code = board.proc.wait()
+        _fail(f"QEMU exited with {code}; log: {board.log_path}")
+    except BoardFailure as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.close()
+
+
 farm_app = typer.Typer(help="Run plans on a farm of boards (emulated or physical) into a journal.", no_args_is_help=True)
 app.add_typer(farm_app, name="farm")
 

@@ -8,7 +8,9 @@ the harness) stops the run with its message.
   ├─ BoardGarbage       bytes that do not form a valid frame came back, or the firmware saw a garbled
   │                     request (its COBS, TRUNCATED, CRC or OVERSIZE errors): noise on the link
   ├─ BoardFault         the firmware reported a hard fault (its FAULT error) and reset itself
-  └─ EmulatorDied       the emulator process exited under the board
+  ├─ EmulatorDied       the emulator process exited under the board
+  └─ PlaceBusy          a labgrid place stayed acquired by someone else for the board's acquire timeout:
+                        the farm skips the board (its jobs go to other boards) rather than retrying it
 
 ``BoardUnavailable`` is not a failure: the backend cannot run here at all (not installed, no firmware,
 a port that does not exist), and retrying will not change that.
@@ -38,6 +40,15 @@ class BoardFault(BoardFailure):
 
 class EmulatorDied(BoardFailure):
     pass
+
+
+class PlaceBusy(BoardFailure):
+    """A labgrid place held by another client (``holder``: labgrid's "host/user") for longer than the
+    board waits."""
+
+    def __init__(self, message: str, place: str, holder: str):
+        super().__init__(message)
+        self.place, self.holder = place, holder
 
 
 class BoardUnavailable(RuntimeError):

@@ -7,7 +7,7 @@ from ..targets import Target
 from .base import Board
 from .errors import BoardUnavailable
 
-BACKENDS = ("qemu", "host", "renode", "serial")
+BACKENDS = ("qemu", "host", "renode", "serial", "labgrid")
 
 
 def backend_missing(kind: str) -> str | None:
@@ -23,6 +23,9 @@ def backend_missing(kind: str) -> str | None:
     if kind == "serial":
         from .serial import serial_missing
         return serial_missing()
+    if kind == "labgrid":
+        from .labgrid import labgrid_missing
+        return labgrid_missing()
     return None
 
 
@@ -80,4 +83,7 @@ def _make(kind: str, target: Target, blob: bytes | None, board_id: str | None, l
             return RenodeBoard(target, blob, board_id=board_id, log_dir=log_dir, gdb_port=gdb_port, **options)
         except (FirmwareError, RenodeUnsupported) as e:
             raise BoardUnavailable(str(e)) from e
+    if kind == "labgrid":
+        from .labgrid import LabgridBoard  # options: place, coordinator, serves, acquire_timeout
+        return LabgridBoard(target, blob, board_id=board_id, log_dir=log_dir, **options)
     raise BoardUnavailable(f"backend {kind!r} has no constructor")  # pragma: no cover - backend_missing guards

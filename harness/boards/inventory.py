@@ -3,11 +3,15 @@
 
     [[board]]
     id = "f405-1"                 # unique; `--board serial:f405-1` picks it
-    backend = "serial"            # qemu | renode | host | serial
+    backend = "serial"            # qemu | renode | host | serial | labgrid
     target = "netduinoplus2"      # targets/<target>.toml
     port = "/dev/ttyACM0"         # serial: the UART (required)
     baud = 115200                 # serial: optional, 115200
     probe = "0669FF535155878281"  # serial: pyOCD probe unique id (`pyocd list`); optional with one probe
+    # place = "lab-a-an386"       # labgrid: the place (required)
+    # coordinator = "lab:20408"   # labgrid: the coordinator's address (else LG_COORDINATOR)
+    # serves = "qemu"             # labgrid: the backend at the place, qemu | renode | serial (default qemu)
+    # acquire_timeout = 60        # labgrid: seconds to wait for a place someone else holds, then skip it
     tags = ["nightly"]
     # start_timeout = 180         # any backend: seconds a start may take (default: the backend's, e.g. Renode 120)
     # inject = "hang@3"           # any backend: misbehave after 3 puzzles (testing the farm, boards/faults.py)
@@ -17,6 +21,7 @@ A ``BoardSpec``'s ``options`` are ``make_board``'s keyword arguments (``probe`` 
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +44,10 @@ class BoardSpec:
 
 
 # inventory key -> make_board keyword, per backend
-OPTIONS = {"serial": {"port": "port", "baud": "baud", "probe": "probe_id"}}
-REQUIRED = {"serial": ("port",)}
+OPTIONS = {"serial": {"port": "port", "baud": "baud", "probe": "probe_id"},
+           "labgrid": {"place": "place", "coordinator": "coordinator", "serves": "serves",
+                       "acquire_timeout": "acquire_timeout"}}
+REQUIRED = {"serial": ("port",), "labgrid": ("place",)}
 
 
 def load_inventory(path: str | Path) -> list[BoardSpec]:
@@ -82,17 +89,20 @@ def _spec(entry: dict, where: str) -> BoardSpec:
     for key in REQUIRED.get(backend, ()):
         if key not in entry:
             raise InventoryError(f"{where}: backend {backend} needs `{key}`")
-    for key, kind in (("port", str), ("probe", str), ("baud", int)):
+    for key, kind in (("port", str), ("probe", str), ("baud", int), ("place", str), ("coordinator", str)):
         if key in entry and (not isinstance(entry[key], kind) or not entry[key] or isinstance(entry[key], bool)
                              or (kind is int and entry[key] <= 0)):
             raise InventoryError(f"{where}: `{key}` must be a {'positive integer' if kind is int else 'string'}, "
                                  f"not {entry[key]!r}")
-    if "start_timeout" in entry:
-        from .factory import check_start_timeout
-        try:
-            check_start_timeout(entry["start_timeout"], "`start_timeout`")
-        except ValueError as e:
-            raise InventoryError(f"{where}: {e}") from None
+    if backend == "labgrid":
+        _check_labgrid(entry, where)
+    for key in ("start_timeout", "acquire_timeout"):
+        if key in entry:
+            from .factory import check_start_timeout
+            try:
+                check_start_timeout(entry[key], f"`{key}`")
+            except ValueError as e:
+                raise InventoryError(f"{where}: {e}") from None
     tags = entry.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise InventoryError(f"{where}: `tags` must be a list of strings")
@@ -104,6 +114,16 @@ def _spec(entry: dict, where: str) -> BoardSpec:
             raise InventoryError(f"{where}: {e}") from None
     options = {keys.get(k, k): v for k, v in entry.items() if k in keys or k in ("inject", "start_timeout")}
     return BoardSpec(entry["id"], backend, target, options, list(tags))
+
+
+def _check_labgrid(entry: dict, where: str) -> None:
+    from .labgrid import SERVES
+    if entry.get("serves", "qemu") not in SERVES:
+        raise InventoryError(f"{where}: `serves` must be one of {', '.join(SERVES)} (the backend at the place), "
+                             f"not {entry['serves']!r}")
+    if "coordinator" not in entry and not os.environ.get("LG_COORDINATOR"):
+        raise InventoryError(f"{where}: backend labgrid needs the coordinator: `coordinator = \"host:port\"`, "
+                             "or LG_COORDINATOR in the environment")
 
 
 def find_board(specs: list[BoardSpec], board_id: str, where: str = "the inventory") -> BoardSpec:

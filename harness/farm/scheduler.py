@@ -38,7 +38,7 @@ import numpy as np
 from .. import figures as F
 from .. import profile as PR
 from ..boards.base import Board
-from ..boards.errors import BoardFailure
+from ..boards.errors import BoardFailure, PlaceBusy
 from ..boards.inventory import BoardSpec
 from ..boards.renode import free_ports
 from ..depth import Depth
@@ -275,8 +275,9 @@ class Farm:
                     blob_of = (job.model, job.recipe)
                 except Quarantined as q:
                     board, blob_of = None, None
-                    st.status, st.last_error = "quarantined", str(q)
-                    self.journal.event(self.run_id, "quarantine", str(q), st.spec.id, job.key)
+                    skipped = isinstance(q, Skipped)
+                    st.status, st.last_error = "skipped" if skipped else "quarantined", str(q)
+                    self.journal.event(self.run_id, "skipped" if skipped else "quarantine", str(q), st.spec.id, job.key)
                     self._finished(job, requeue=True)
                     return
                 except BaseException:
@@ -296,12 +297,14 @@ class Farm:
                 board.close()
             if holds_slot:
                 self.emulated_slots.release()
-            if st.status != "quarantined":
+            if st.status not in ("quarantined", "skipped"):
                 st.status = "done"
 
     def _start(self, st: BoardState, job: Job) -> Board:
         blob = self.prep.blobs[(job.model, job.recipe)].blob
         options = dict(st.spec.options)        # backend options, and a fault spec (boards/faults.py)
+        if st.spec.backend == "labgrid":       # its place record (boards/labgrid.py): a resume takes the place back
+            options["log_dir"] = self.log_dir
         if st.spec.backend in EMULATED:
             options["log_dir"] = self.log_dir
             if self.plan.run.trace != "off":    # the emulator's GDB server, for the probe
@@ -336,6 +339,8 @@ class Farm:
                                      golden=gold.get(i))
                     wall = time.monotonic() - t0
                     break
+                except PlaceBusy as e:         # held by someone else: not this board's fault, nor cured by a reset
+                    raise Skipped(f"{st.spec.id}: {e}") from None
                 except BOARD_FAILURES as e:
                     self._failed(st, job, board, e, f"puzzle {p.id}, attempt {attempts}")
                     board = None
@@ -350,7 +355,7 @@ class Farm:
                         board.close()
                     raise
             row.update(model=job.model, recipe=job.recipe, depth=depth.label(), depth_spec=job.depth,
-                       target=job.target, backend=st.spec.backend, blob_sha256=bi.sha256, wall_s=wall)
+                       target=job.target, backend=board.backend, blob_sha256=bi.sha256, wall_s=wall)
             self.journal.record(self.run_id, job.key, p.id, "ok", st.spec.id, attempts, row)
             st.puzzles += 1
             st.busy_s += wall
@@ -398,7 +403,7 @@ class Farm:
                 board.close()
             raise
         whole = {"model": job.model, "recipe": job.recipe, "depth": depth.label(), "target": job.target,
-                 "board": st.spec.id, "backend": st.spec.backend, "top": prof["top"],
+                 "board": st.spec.id, "backend": board.backend, "top": prof["top"],
                  **{k: prof.get(k) for k in ("counts_kind", "counter_unit", "puzzles", "total", "total_counter",
                                              "plain_total", "marks_share")}}
         self.journal.record_profile(self.run_id, job.key, [
@@ -490,6 +495,10 @@ class Farm:
 
 class Quarantined(RuntimeError):
     pass
+
+
+class Skipped(Quarantined):
+    """A board whose labgrid place someone else held (``PlaceBusy``): its job goes back to the queue."""
 
 
 def _same_as_plain(board: Board, puzzle: str, traced: dict, plain: dict) -> None:
