@@ -168,13 +168,20 @@ def _puzzle(board: Board, im, task, p, x: np.ndarray, y: np.ndarray, depth: Dept
             len(trace["records"]) == k * depth.T and np.array_equal(g["y"][:k, :, 0], yd)
             and np.array_equal(g["z"][:k, :, 0], zd))
         if fp32 is not None:
-            ref = {"y": fp32["y"][:k], "z": fp32["z"][:k]}
-            dev = carry_fidelity(ref, yd[:, :, None], zd[:, :, None], im.carry_scale)[0]
-            gold = carry_fidelity(ref, g["y"][:k, :, :1], g["z"][:k, :, :1], im.carry_scale)[0]
+            dev, gold = fidelities(fp32, (yd, zd), (g["y"][:k, :, 0], g["z"][:k, :, 0]), im.carry_scale)
             row["device_fidelity_per_cycle"] = [float(v) for v in dev]
             row["device_fidelity_final"] = float(dev[-1])
             row["device_fidelity_equals_golden"] = bool(np.array_equal(dev, gold))
     return row, trace["records"] if trace is not None else None, g
+
+
+def fidelities(fp32: dict, device: tuple[np.ndarray, np.ndarray], golden: tuple[np.ndarray, np.ndarray],
+               scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per cycle run, the fidelity to the fp32 carries (``fp32`` [S, T, 1, R, D]) of one puzzle's device
+    carries and of golden's (y, z [k, T, R, D] each, k the steps run): the one formula, ``carry_fidelity``."""
+    k = device[0].shape[0]
+    ref = {"y": fp32["y"][:k], "z": fp32["z"][:k]}
+    return tuple(carry_fidelity(ref, y[:, :, None], z[:, :, None], scale)[0] for y, z in (device, golden))
 
 
 # what a divergence's location pins (its ``resolution``; docs/farm.md says why no finer)
@@ -199,9 +206,7 @@ def trace_puzzle(board: Board, probe, im, task, p, x: np.ndarray, y: np.ndarray,
     k, T = row["steps"], depth.T
     yd, zd = carries_array(records, k, T)
     yg, zg = g["y"][:k, :, 0], g["z"][:k, :, 0]
-    ref = {"y": fp32["y"][:k], "z": fp32["z"][:k]}
-    dev = carry_fidelity(ref, yd[:, :, None], zd[:, :, None], im.carry_scale)[0]
-    gold = carry_fidelity(ref, yg[:, :, None], zg[:, :, None], im.carry_scale)[0]
+    dev, gold = fidelities(fp32, (yd, zd), (yg, zg), im.carry_scale)
     cycles = []
     for i in range(k * T):
         s, c = divmod(i, T)
@@ -251,7 +256,7 @@ def locate_update(board: Board, probe, im, x: np.ndarray, depth: Depth, where: d
     cycle, and with j = n its y is the y-update's. Compared with golden's updates (``IntModel.cycle``), the
     first that differs names the update (z<j> or y) and the element of its output. The replay with j = n
     must give the device's carry after the diverging cycle again; when it does not, the cycle-level
-    location stands (resolution "cycle", ``RESOLUTIONS``). The counts of these runs are not figures: they are thrown away."""
+    location stands (resolution "cycle", ``RESOLUTIONS``). The replays' counts are thrown away."""
     s, c, T, n = where["step"], where["cycle"], depth.T, depth.n
     i = s * T + c
     R, D = device[0].shape[2:]
