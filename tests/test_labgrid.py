@@ -3,6 +3,7 @@ per lab host a QEMU board served by `harness board serve` (UART and gdbstub on T
 `labgrid-exporter`; places created with `labgrid-client`. Nothing of labgrid is mocked."""
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.boards.inventory import BoardSpec
+from harness.boards.inventory import BoardSpec, InventoryError, load_inventory
 from harness.export.exporter import export_blob
 from harness.farm.journal import Journal
 from harness.farm.plan import plan_from_dict
@@ -189,6 +190,29 @@ def _cli_farm(out: Path, plan: Path, inventory: Path, resume: bool = False) -> s
     cmd = [sys.executable, "-m", "harness.cli", "farm", "run", "--plan", str(plan), "--inventory", str(inventory),
            "--out", str(out), "--no-report"] + (["--resume"] if resume else [])
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def test_one_distribution_provides_the_serial_package():
+    """labgrid's pyserial-labgrid and pyserial install the same `serial` files; the harness depends on the
+    first only (docs/farm.md): two owners would delete each other's files on uninstall."""
+    owners = sorted(d.metadata["Name"] for d in importlib.metadata.distributions()
+                    if any(str(f) == "serial/__init__.py" for f in d.files or ()))
+    assert owners == ["pyserial-labgrid"], owners
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('place = "p"\nserves = "fpga"', "`serves` must be one of qemu, renode, serial"),
+    ('coordinator = "127.0.0.1:1"', "backend labgrid needs `place`"),
+    ('place = "p"', "backend labgrid needs the coordinator"),
+    ('place = "p"\ncoordinator = "c:1"\nacquire_timeout = 0', "`acquire_timeout` must be a positive number"),
+    ('place = "p"\ncoordinator = "c:1"\nport = "/dev/ttyACM0"', "unknown key(s) port for backend labgrid"),
+])
+def test_an_inventory_labgrid_board_is_checked(tmp_path, monkeypatch, entry, message):
+    monkeypatch.delenv("LG_COORDINATOR", raising=False)
+    path = write_toml(tmp_path / "inv.toml", f'[[board]]\nid = "a"\nbackend = "labgrid"\ntarget = "{TARGET}"\n{entry}\n')
+    with pytest.raises(InventoryError) as e:
+        load_inventory(path)
+    assert message in str(e.value) and "board 1 (a)" in str(e.value), str(e.value)
 
 
 def test_a_farm_across_two_lab_hosts_gives_the_local_runs_tables(lab, two_hosts, local_run, tmp_path):
