@@ -63,7 +63,7 @@ def frame(out: Path, drop_board: bool = False) -> dict[str, pd.DataFrame]:
 
 
 def assert_same_tables(a: dict, b: dict) -> None:
-    for name in ("puzzles", "host", "configs", "profiles"):
+    for name in ("puzzles", "host", "configs", "profiles", "traces", "divergences", "device_fidelity"):
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
 
 

@@ -323,3 +323,18 @@ def test_a_board_fed_a_blob_one_weight_off_is_located_where_golden_says(tmp_path
     assert (f"| sudoku6-mlp | int8 | T2n3s2 | {TARGET} | {puzzles[1].id} | {d['step']} | {d['cycle']} | y | "
             f"not observable | y[{d['row']}, {d['channel']}] | {d['device']} | {d['golden']} | update |") in section
     assert "| value (device, over the probe) | value (host, golden) |" in section
+
+
+def test_a_physical_boards_probe_is_pyocds_with_the_boards_probe_and_target_type(monkeypatch):
+    """A serial board has no GDB port: its trace goes through pyOCD, on the probe that flashed it, for the
+    target's pyOCD type (no hardware here: the session is not opened, its arguments are checked)."""
+    from harness.boards.serial import SerialBoard
+    from harness.probe.pyocd_probe import PyOcdProbe
+    from harness.run import open_probe
+    from harness.targets import load_target
+    target = load_target("netduinoplus2")
+    board = SerialBoard(target, None, port="/dev/ttyACM9", probe_id="0669FF535155878281")
+    opened = []
+    monkeypatch.setattr(PyOcdProbe, "open", classmethod(lambda cls, *a, **kw: opened.append(a) or "probe"))
+    assert board.debug_port() is None and open_probe(board) == "probe"
+    assert opened == [("0669FF535155878281", target.pyocd_target)] and target.pyocd_target
