@@ -144,10 +144,10 @@ def test_the_first_divergence_is_the_first_cycle_z_before_y_and_its_first_elemen
 
 
 # --- on QEMU --------------------------------------------------------------------------------------
-def _run(plan: dict, out: Path, inject: str | None = None, resume: bool = False) -> None:
+def _run(plan: dict, out: Path, inject: str | None = None, resume: bool = False, log=quiet) -> None:
     from harness.farm.scheduler import farm_run
     farm_run(plan_from_dict(plan, "traced"), [BoardSpec("q1", "qemu", TARGET, {"inject": inject} if inject else {})],
-             out, resume=resume, log=quiet)
+             out, resume=resume, log=log)
 
 
 @needs_qemu
@@ -297,8 +297,10 @@ def test_a_board_fed_a_blob_one_weight_off_is_located_where_golden_says(tmp_path
     monkeypatch.setattr(S.Prepared, "export_all", export_all)
     plan = {**PLAN, "depths": ["2,3,2"], "puzzles": {"count": 3, "seed": 7},
             "run": {**PLAN["run"], "trace": "sample:1"}}
-    out = tmp_path / "run"
-    _run(plan, out)
+    out, said = tmp_path / "run", []
+    _run(plan, out, log=said.append)
+    assert said == ['3 traced puzzle(s) part from golden on the board: where, in the report\'s "First divergence '
+                    'from golden" (journal table divergences)']
     with Journal.in_dir(out) as j:
         run = j.meta("run")
         results, traces, divs = j.results(run), j.traces(run), {d["puzzle"]: d for d in j.divergences(run)}

@@ -580,6 +580,9 @@ def farm_run(plan: Plan, inventory: list[BoardSpec], out: Path, resume: bool = F
         with Live(LiveView(farm, total), console=console, refresh_per_second=2, transient=False):
             farm.run()
         journal.set_meta("finished", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if (parted := journal.divergences(run)):
+            log(f"{len(parted)} traced puzzle(s) part from golden on the board: where, in the report's "
+                "\"First divergence from golden\" (journal table divergences)")
         return run
     finally:
         journal.close()
