@@ -566,6 +566,9 @@ def board_serve(
     gdb_port: Optional[int] = typer.Option(None, help="TCP port of the emulator's GDB server (the probe); none "
                                                       "without it."),
     listen: str = typer.Option("127.0.0.1", help="Address the ports listen on (0.0.0.0: every interface)."),
+    power_port: Optional[int] = typer.Option(None, help="TCP port of a power switch over HTTP (labgrid's simplerest "
+                                                        "form: GET /power/0, /power/1): a NetworkPowerPort for it "
+                                                        "power-cycles the board."),
     blob: Optional[Path] = typer.Option(None, help="Model blob to load (`harness export --out`): a remote board "
                                                    "runs the blob its lab host loaded."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the emulator's log here."),
@@ -575,6 +578,7 @@ def board_serve(
     import signal
     from .boards.errors import BoardFailure, BoardUnavailable
     from .boards.qemu import QemuBoard, qemu_missing
+    from .boards.served import serve
     t = _target(target)
     if (msg := qemu_missing()):
         _fail(msg)
@@ -588,22 +592,16 @@ def board_serve(
     except (BoardUnavailable, ValueError) as e:
         _fail(str(e))
 
-    def stop(signum, frame):       # SIGTERM ends the command through its `finally`: QEMU stopped, scratch removed
+    def stop(signum, frame):       # SIGTERM ends the command through serve's `finally`: QEMU stopped
         raise SystemExit(0)
     signal.signal(signal.SIGTERM, stop)
     try:
-        board.serve()
-        print(f"serving {t.name}: UART tcp {listen}:{board.uart_port}"
-              + (f", gdb tcp {listen}:{gdb_port}" if gdb_port else "")
-              + (f", blob {blob} ({len(data):,} bytes)" if data else ", no blob") + f"; log {board.log_path}", flush=True)
-        code = board.proc.wait()
-        _fail(f"QEMU exited with {code}; log: {board.log_path}")
+        code = serve(board, power_port, listen, say=lambda m: print(m, flush=True))
     except BoardFailure as e:
         _fail(str(e))
     except KeyboardInterrupt:
-        pass
-    finally:
-        board.close()
+        return
+    _fail(f"QEMU exited with {code}" + (f"; log: {board.log_path}" if log_dir else " (keep its log: --log-dir)"))
 
 
 farm_app = typer.Typer(help="Run plans on a farm of boards (emulated or physical) into a journal.", no_args_is_help=True)

@@ -23,7 +23,7 @@ from harness.farm.journal import Journal
 from harness.farm.plan import plan_from_dict
 from harness.farm.scheduler import farm_run
 from harness.report.tables import load_run
-from test_farm import assert_same_tables, frame, write_toml
+from test_farm import _cli_run, _rows_in, assert_same_tables, frame, write_toml
 
 TARGET = "mps2-an386"
 PLAN = {"name": "lab", "models": ["sudoku6-mlp"], "recipes": ["int8"], "depths": ["1,1,2", "2,2,2"],
@@ -104,17 +104,21 @@ class Lab:
         assert r.returncode == 0, f"labgrid-client {' '.join(args)}: {r.stdout}{r.stderr}"
         return r.stdout
 
-    def host(self) -> dict:
-        """A lab host: `harness board serve` with the blob, its exporter, and a place matching its board."""
+    def host(self, power: bool = False) -> dict:
+        """A lab host: `harness board serve` with the blob, its exporter, and a place matching its board;
+        with ``power``, the board's power switch exported as a NetworkPowerPort too."""
         n = next(self.names)
         name, place = f"lab-{n}", f"place-{n}"
-        port, gdb = free_port(), free_port()
+        port, gdb, switch = free_port(), free_port(), free_port()
         serve = self.start([sys.executable, "-m", "harness.cli", "board", "serve", "--target", TARGET, "--port",
-                            str(port), "--gdb-port", str(gdb), "--blob", str(self.blob)], f"{name}-serve.log")
+                            str(port), "--gdb-port", str(gdb), "--blob", str(self.blob)]
+                           + (["--power-port", str(switch)] if power else []), f"{name}-serve.log")
         serve.wait_for("serving")
         yaml = self.root / f"{name}.yaml"
         yaml.write_text(f"board:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {port}\n    protocol: raw\n"
-                        f"  NetworkService:\n    address: 127.0.0.1\n    port: {gdb}\n    username: gdb\n")
+                        f"  NetworkService:\n    address: 127.0.0.1\n    port: {gdb}\n    username: gdb\n"
+                        + (f"  NetworkPowerPort:\n    model: simplerest\n    host: 'http://127.0.0.1:{switch}/power/{{value}}'\n"
+                           "    index: 0\n" if power else ""))
         exporter = self.start(["labgrid-exporter", "-c", self.address, "-n", name, str(yaml)], f"{name}-exporter.log")
         exporter.wait_for("Exporter ready")
         self.client("-p", place, "create")
@@ -156,13 +160,25 @@ def lab(tmp_path_factory):
     lab.close()
 
 
+def _down(host: dict) -> None:
+    """The lab host goes down: its exporter and its board."""
+    host["exporter"].kill()
+    host["serve"].kill()
+
+
 @pytest.fixture
 def two_hosts(lab):
     hosts = [lab.host(), lab.host()]
     yield hosts
     for h in hosts:
-        h["exporter"].kill()
-        h["serve"].kill()
+        _down(h)
+
+
+@pytest.fixture
+def power_host(lab):
+    host = lab.host(power=True)
+    yield host
+    _down(host)
 
 
 @pytest.fixture(scope="module")
@@ -173,23 +189,16 @@ def local_run(tmp_path_factory):
     return out
 
 
-def _rows(out: Path, board: str | None = None) -> int:
+def _rows_of(out: Path, board: str) -> int:
+    """Rows the journal holds from ``board`` (0 while there is no journal)."""
     try:
         db = sqlite3.connect(f"file:{out / 'journal.sqlite'}?mode=ro", uri=True, timeout=0.1)
         try:
-            if board is None:
-                return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
             return db.execute("SELECT COUNT(*) FROM results WHERE board = ?", (board,)).fetchone()[0]
         finally:
             db.close()
     except sqlite3.Error:
         return 0
-
-
-def _cli_farm(out: Path, plan: Path, inventory: Path, resume: bool = False) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "harness.cli", "farm", "run", "--plan", str(plan), "--inventory", str(inventory),
-           "--out", str(out), "--no-report"] + (["--resume"] if resume else [])
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def test_one_distribution_provides_the_serial_package():
@@ -220,6 +229,7 @@ def test_a_farm_across_two_lab_hosts_gives_the_local_runs_tables(lab, two_hosts,
     assert_same_tables(frame(local_run, drop_board=True), frame(tmp_path, drop_board=True))
     boards = set(frame(tmp_path)["puzzles"].board)
     assert boards == {h["place"] for h in two_hosts}, "both places ran a job"
+    assert set(load_run(tmp_path).provenance["counts"]) == {"qemu"}, "counts are the served QEMU's"
     assert [lab.holder(h["place"]) for h in two_hosts] == [None, None], "every place released"
 
 
@@ -241,20 +251,19 @@ def test_a_lab_host_killed_mid_run_moves_its_job_to_the_other_place(lab, two_hos
     plan = write_toml(tmp_path / "lab.toml", PLAN_TOML)
     inventory = lab.inventory_toml(tmp_path / "inv.toml", two_hosts)
     out = tmp_path / "run"
-    proc = _cli_farm(out, plan, inventory)
+    proc = _cli_run(out, plan, inventory, resume=False)
     victim = two_hosts[0]
     deadline = time.monotonic() + 120
-    while _rows(out, victim["place"]) < 2:
+    while _rows_of(out, victim["place"]) < 2:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "the first place ran no puzzle"
         time.sleep(0.01)
-    victim["exporter"].kill()          # the lab host goes down: its exporter and its board
-    victim["serve"].kill()
+    _down(victim)
     assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()[-3000:]
     rd = load_run(out)
     kinds = [e["kind"] for e in rd.events if e["board"] == victim["place"]]
     assert "failure" in kinds and "quarantine" in kinds, rd.events
-    assert _rows(out, two_hosts[1]["place"]) > TOTAL // 2, "the other place finished the job"
+    assert _rows_of(out, two_hosts[1]["place"]) > TOTAL // 2, "the other place finished the job"
     with Journal.in_dir(out) as j:
         assert len(j.results(j.meta("run"))) == TOTAL
     assert_same_tables(frame(local_run, drop_board=True), frame(out, drop_board=True))
@@ -265,9 +274,9 @@ def test_a_killed_farm_resumes_to_the_same_tables_and_leaves_no_place_locked(lab
     plan = write_toml(tmp_path / "lab.toml", PLAN_TOML)
     inventory = lab.inventory_toml(tmp_path / "inv.toml", two_hosts)
     out = tmp_path / "run"
-    proc = _cli_farm(out, plan, inventory)
+    proc = _cli_run(out, plan, inventory, resume=False)
     deadline = time.monotonic() + 120
-    while _rows(out) < 3:
+    while _rows_in(out) < 3:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.monotonic() < deadline, "no puzzle ran"
         time.sleep(0.01)
@@ -275,9 +284,35 @@ def test_a_killed_farm_resumes_to_the_same_tables_and_leaves_no_place_locked(lab
     proc.wait()
     left = [h["place"] for h in two_hosts if lab.holder(h["place"])]
     assert left, "the killed run left its places locked"
-    proc = _cli_farm(out, plan, inventory, resume=True)
+    proc = _cli_run(out, plan, inventory, resume=True)
     assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()[-3000:]
     with Journal.in_dir(out) as j:
         assert j.meta("finished") and len(j.results(j.meta("run"))) == TOTAL
     assert_same_tables(frame(local_run, drop_board=True), frame(out, drop_board=True))
     assert [lab.holder(h["place"]) for h in two_hosts] == [None, None]
+
+
+def test_a_wedged_board_is_power_cycled_through_labgrids_power_driver(lab, power_host, local_run, tmp_path):
+    """The board at the place freezes (its QEMU gets SIGSTOP): the puzzle times out, and the reset that
+    follows power-cycles it through labgrid's NetworkPowerDriver and the lab host's switch; the same
+    place finishes the plan, nothing lost."""
+    plan = write_toml(tmp_path / "lab.toml", PLAN_TOML.replace("puzzle_timeout_s = 10", "puzzle_timeout_s = 2"))
+    inventory = lab.inventory_toml(tmp_path / "inv.toml", [power_host])
+    out = tmp_path / "run"
+    proc = _cli_run(out, plan, inventory, resume=False)
+    deadline = time.monotonic() + 120
+    while _rows_in(out) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no puzzle ran"
+        time.sleep(0.01)
+    serve = power_host["serve"].p.pid
+    qemu = [int(c) for c in Path(f"/proc/{serve}/task/{serve}/children").read_text().split()]
+    assert len(qemu) == 1
+    os.kill(qemu[0], signal.SIGSTOP)
+    assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()[-3000:]
+    events = load_run(out).events
+    assert [e["kind"] for e in events] == ["failure"] and "BoardTimeout" in events[0]["message"], events
+    log = power_host["serve"].log.read_text()
+    assert log.count("power off") >= 2 and log.count("power on") >= 2, log   # the first start, and the reset
+    assert_same_tables(frame(local_run, drop_board=True), frame(out, drop_board=True))
+    assert lab.holder(power_host["place"]) is None

@@ -126,6 +126,11 @@ def _check_labgrid(entry: dict, where: str) -> None:
                              "or LG_COORDINATOR in the environment")
 
 
+def counts_backend(spec: BoardSpec) -> str:
+    """The backend whose counts ``spec``'s board gives: a labgrid board's `serves`, else its own."""
+    return spec.options.get("serves", "qemu") if spec.backend == "labgrid" else spec.backend
+
+
 def find_board(specs: list[BoardSpec], board_id: str, where: str = "the inventory") -> BoardSpec:
     for s in specs:
         if s.id == board_id:

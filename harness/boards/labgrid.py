@@ -4,7 +4,9 @@
 coordinator, connects the framed protocol to its ``NetworkSerialPort`` (raw TCP, as ``harness board
 serve`` serves an emulated board's UART) and checks that the board holds the firmware of
 ``firmware-bin/`` and the very blob it was given. ``close`` releases the place; a failed start releases
-it too. A ``NetworkService`` of the place is the board's GDB server (``debug_port``).
+it too. A ``NetworkService`` of the place is the board's GDB server (``debug_port``); where the place has a
+``NetworkPowerPort``, every start power-cycles the board through labgrid's ``NetworkPowerDriver`` (a reset:
+what cures a wedged board after a failure).
 
 The blob: a TCP serial port cannot carry one to the board, and the protocol has no upload, so the lab
 host loads it (``harness board serve --blob FILE``, or a physical board flashed there) and the board
@@ -36,6 +38,7 @@ from .errors import BoardLinkLost, BoardUnavailable, PlaceBusy
 
 SERVES = ("qemu", "renode", "serial")   # what runs at a place: its rows' counts mean what they mean there
 POLL_S = 0.5                            # between two looks at a busy place
+POWER_OFF_S = 0.5                       # how long a power cycle keeps the board off
 
 
 def labgrid_missing() -> str | None:
@@ -272,6 +275,8 @@ class LabgridBoard(Board):
         try:
             res = _on_loop(self._resources())
             host, port = self._serial(res)
+            if "NetworkPowerPort" in res:
+                self._power_cycle(res["NetworkPowerPort"]["params"])
             if "NetworkService" in res:
                 p = res["NetworkService"]["params"]
                 self.gdb = (p["address"], int(p.get("port", 22)))
@@ -289,6 +294,24 @@ class LabgridBoard(Board):
         except BaseException:
             self.close()
             raise
+
+    def _power_cycle(self, params: dict) -> None:
+        """Off, then on, through labgrid's ``NetworkPowerDriver``: every start begins from reset, as a
+        local emulator's does, and a wedged board is cured by the reset that follows its failure."""
+        from labgrid import Target
+        from labgrid.driver import NetworkPowerDriver
+        from labgrid.resource import NetworkPowerPort
+        target = Target(f"{self.place}-power")
+        NetworkPowerPort(target, None, **{k: params[k] for k in ("model", "host", "index")})
+        driver = NetworkPowerDriver(target, None, delay=POWER_OFF_S)
+        try:
+            target.activate(driver)
+            driver.cycle()
+        except Exception as e:     # the switch's HTTP errors, a backend's own: the lab host is not answering
+            raise BoardLinkLost(f"{self.describe()}: its power switch ({params.get('model')} at "
+                                f"{params.get('host')}): {type(e).__name__}: {e}") from None
+        finally:
+            target.deactivate_all_drivers()
 
     def _serial(self, res: dict[str, dict]) -> tuple[str, int]:
         if "NetworkSerialPort" not in res:

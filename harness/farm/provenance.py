@@ -8,6 +8,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
+from ..boards.inventory import counts_backend
 from ..compress.recipes import get_recipe
 from ..figures import counts_note, ram_theoretical_min
 from ..firmware import BIN, REPO
@@ -61,7 +62,7 @@ def blob_facts(blob: bytes) -> dict[str, Any]:
 
 def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
     tools = {"python": platform.python_version(), "qemu": _version(["qemu-system-arm", "--version"])}
-    for pkg in ("harness", "torch", "numpy", "pandas"):
+    for pkg in ("harness", "torch", "numpy", "pandas", "labgrid"):
         try:
             tools[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -75,6 +76,6 @@ def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
         "seeds": {"puzzles": plan.puzzle_spec()[1],
                   "calibration": {r: get_recipe(r).calib_seed for r in plan.recipes}},
         "tools": tools,
-        "counts": {s.backend: counts_note(s.backend) for s in inventory},
+        "counts": {b: counts_note(b) for b in map(counts_backend, inventory)},
         "machine": platform.machine(),
     }
