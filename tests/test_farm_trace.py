@@ -340,3 +340,51 @@ def test_a_physical_boards_probe_is_pyocds_with_the_boards_probe_and_target_type
     monkeypatch.setattr(PyOcdProbe, "open", classmethod(lambda cls, *a, **kw: opened.append(a) or "probe"))
     assert board.debug_port() is None and open_probe(board) == "probe"
     assert opened == [("0669FF535155878281", target.pyocd_target)] and target.pyocd_target
+
+
+def test_the_replays_name_the_update_and_a_replay_that_disagrees_leaves_the_cycle(monkeypatch):
+    """locate_update without a board: the replays (``run_traced`` with a carry written at the first hook)
+    are answered by golden with the changed weight, as a board holding that blob answers them. The update
+    and element found equal ``host_divergence``'s; replays that do not give the board's carry after the
+    diverging cycle again leave the cycle-level location (resolution "cycle")."""
+    from types import SimpleNamespace
+
+    import harness.run as R
+    from harness.depth import Depth
+    from harness.export import blob as B
+    from harness.export.exporter import export_blob
+    from harness.models.checkpoint import load_checkpoint
+    from harness.probe.capture import CarryRecord
+    from harness.tasks import stack
+    from harness.tasks.puzzle_source import load_puzzle_source
+    good_blob = export_blob("sudoku6-mlp", "int8")
+    good, bad = B.from_blob(good_blob), B.from_blob(flip_weight(good_blob, "b1.ffn.down", 5, 7, 1))
+    x = stack(load_puzzle_source(load_checkpoint("sudoku6-mlp")[1], "3", 7)[1])[0]
+    depth = Depth.parse("2,3,2", None)
+    replays = []
+
+    def board_replay(board, probe, elf, request, timeout=600.0, prefix=0, start=None):
+        replays.append(request.n)
+        assert (request.T, request.steps, request.halting) == (2, 1, False) and start is not None
+        rows = bad.input_rows(np.asarray(request.tokens, np.int64)[None])
+        updates = bad.cycle(rows, start[0][None].astype(np.int64), start[1][None].astype(np.int64), request.n)
+        return None, [None, CarryRecord(0, 1, updates[-1][1][0].astype(np.int8), updates[-2][1][0].astype(np.int8))]
+
+    board = SimpleNamespace(firmware=None)
+    names, runs = [], []
+    for tokens in x:
+        replays.clear()
+        g, b = (m.run(tokens[None], depth.T, depth.n, depth.steps) for m in (good, bad))
+        device, golden = (b["y"][:, :, 0], b["z"][:, :, 0]), (g["y"][:, :, 0], g["z"][:, :, 0])
+        where = first_divergence(device, golden)
+        monkeypatch.setattr(R, "run_traced", board_replay)
+        got = R.locate_update(board, None, good, tokens, depth, where, device, golden)
+        want = host_divergence(good, bad, tokens, depth.T, depth.n, depth.steps)
+        assert {k: got[k] for k in want} == want and got["resolution"] == "update" and got["block"] is None
+        names.append(got["update_name"])
+        runs.append(list(replays))
+        wrong = CarryRecord(0, 1, np.zeros_like(device[0][0, 0]), np.zeros_like(device[1][0, 0]))
+        monkeypatch.setattr(R, "run_traced", lambda *a, **kw: (None, [None, wrong]))
+        assert R.locate_update(board, None, good, tokens, depth, where, device, golden) == where
+    assert names == ["z1", "y", "z3"] and where["resolution"] == "cycle"
+    assert runs == [[3, 1], [3, 1, 2], [3, 1, 2]]    # j = n first (it must give the board's carry again), then 1..
