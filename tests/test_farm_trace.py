@@ -183,6 +183,8 @@ def test_a_farm_run_with_trace_all_journals_every_cycle_of_every_puzzle_and_repo
     assert ("| traced puzzles | cycles | cycles equal to golden | fidelity_final (device, over the probe) | "
             "fidelity_final (host, golden, same puzzles) | fidelity_final (host, golden, all puzzles) |") in section
     assert "First divergence" not in section and "Without traces" not in section
+    assert "](plots/device_fidelity.png)" in section
+    assert (out / "plots" / "device_fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data-table='device-fidelity'" in (out / "report.html").read_text()
 
 

@@ -15,11 +15,12 @@ import pandas as pd
 
 from .. import figures as F
 from .. import stats as S
+from ..depth import Depth
 from ..run import RESOLUTIONS
 from .baseline import Change, changes_frame, changes_markdown, compare
 from .decide import FLAG_RULE, TargetDecision, accuracy_text, decide, decisions_json, energy_text, label
 from .html import to_html
-from .plots import all_plots, profile_shares
+from .plots import all_plots, device_fidelity_per_cycle, profile_shares
 from .tables import KEY, cell_text, confidence, load_run, tables
 
 CONFIG_COLUMNS = ["model", "recipe", "depth", "target", "puzzles", "board_failures", "golden_match",
@@ -240,7 +241,7 @@ DEVICE = "device, over the probe"
 HOST = "host, golden"
 
 
-def _device_fidelity_blocks(doc: Doc, t: dict[str, pd.DataFrame], rd) -> None:
+def _device_fidelity_blocks(doc: Doc, t: dict[str, pd.DataFrame], rd, dest: Path) -> None:
     """Fidelity measured on the device (carries read over the probe at every cycle of the traced puzzles)
     beside the host's (golden), each labelled with where it was measured, and where a device's carries
     first part from golden's. A plan with ``[run] trace = "off"`` (or a journal from before traces) has
@@ -270,6 +271,11 @@ def _device_fidelity_blocks(doc: Doc, t: dict[str, pd.DataFrame], rd) -> None:
             f"fidelity_final ({HOST}, all puzzles)": [keyed.get(tuple(r[k] for k in KEY), {}).get("fidelity_final")
                                                      for r in fid.to_dict("records")]}),
             "device-fidelity", ("model", "recipe", "target"))
+        png = device_fidelity_per_cycle(t["traces"], {d: Depth.from_label(d).T for d in set(t["traces"].depth)})
+        (dest / "plots").mkdir(exist_ok=True)
+        (dest / "plots" / "device_fidelity.png").write_bytes(png)
+        doc.image("device_fidelity", "Fidelity per cycle of the traced puzzles: device, over the probe (solid); "
+                  "host, golden (dashed)", png)
     have = set(map(tuple, fid[KEY].values)) if len(fid) else set()
     missing = [f"{r.model} {r.recipe} {r.depth} on {r.target}" for r in configs.itertuples()
                if pd.notna(getattr(r, "counts_kind", None)) and (r.model, r.recipe, r.depth, r.target) not in have]
@@ -349,14 +355,15 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
             doc.table(changes_frame(changes), "changes")
     doc.h(2, "Configurations on the boards")
     doc.p("Accuracy columns: exact/cell on the device; host_exact = the golden reference on the host (equal when "
-          "golden_match = puzzles); fp32_exact = the full-precision model on the same puzzles. latency_ms and "
+          "golden_match = puzzles); fp32_exact = the full-precision model on the same puzzles. fidelity_final: "
+          f"{HOST} (measured on the device: \"Fidelity on the device, beside the host's\"). latency_ms and "
           "energy_uj: see the counts note above; energy is a proxy from the target file's coefficients.")
     doc.table(shown(c, CONFIG_COLUMNS) if len(c) else c, "configs", ("model", "recipe", "target"),
               list(c["cell_kept_exact_lost"]) if len(c) else None, f"Highlighted rows: {FLAG_RULE[0].lower()}{FLAG_RULE[1:]}")
     doc.h(2, "Host figures (every recipe, including host-only ones)")
     h = t["host"]
     doc.table(shown(h, HOST_COLUMNS) if len(h) else h, "host", ("model", "recipe"))
-    _device_fidelity_blocks(doc, t, rd)
+    _device_fidelity_blocks(doc, t, rd, dest)
     plots = all_plots(t, ds)
     if plots:
         doc.h(2, "Plots")

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from ..profile import NAMES  # noqa: E402
 
@@ -81,6 +81,28 @@ def fidelity_per_cycle(host: pd.DataFrame) -> bytes:
             ys = [float(v) for v in str(row.fidelity_per_cycle).split()]
             ax.plot(range(1, len(ys) + 1), ys, marker=".", label=row.recipe)
         ax.set_title(f"{m} {depth}", fontsize=8)
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("cosine to fp32 carry")
+        ax.legend(fontsize=6)
+    return _png(fig)
+
+
+def device_fidelity_per_cycle(traces: pd.DataFrame, T: dict[str, int]) -> bytes:
+    """Fidelity per cycle of the traced puzzles, measured on the device over the probe (solid) beside
+    golden's on the host (dashed), the mean over the puzzles that ran the cycle; per model its first depth
+    and target, one colour per recipe. ``T``: cycles per step of each depth label."""
+    models = list(dict.fromkeys(traces.model))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.8 * len(models), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        sub = traces[traces.model == m]
+        sub = sub[(sub.depth == sub.depth.iloc[0]) & (sub.target == sub.target.iloc[0])]
+        colours = _styles(list(sub.recipe))
+        for r, g in sub.groupby("recipe", sort=False):
+            mean = g.assign(at=g.step * T[g.depth.iloc[0]] + g.cycle + 1).groupby("at")[["fidelity", "golden_fidelity"]].mean()
+            ax.plot(mean.index, mean.fidelity, marker=".", color=colours[r], label=f"{r} (device, over the probe)")
+            ax.plot(mean.index, mean.golden_fidelity, ls="--", color=colours[r], label=f"{r} (host, golden)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{m} {sub.depth.iloc[0]} on {sub.target.iloc[0]}", fontsize=8)
         ax.set_xlabel("cycle")
         ax.set_ylabel("cosine to fp32 carry")
         ax.legend(fontsize=6)
