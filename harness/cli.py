@@ -562,6 +562,7 @@ app.add_typer(board_app, name="board")
 @board_app.command("serve")
 def board_serve(
     target: str = typer.Option(..., help="Target (targets/*.toml)."),
+    emulator: str = typer.Option("qemu", help="qemu, or renode (on PATH; it listens on every interface)."),
     port: int = typer.Option(0, help="TCP port of the board's UART (0: a free one, printed)."),
     gdb_port: Optional[int] = typer.Option(None, help="TCP port of the emulator's GDB server (the probe); none "
                                                       "without it."),
@@ -573,22 +574,25 @@ def board_serve(
                                                    "runs the blob its lab host loaded."),
     log_dir: Optional[Path] = typer.Option(None, help="Keep the emulator's log here."),
 ):
-    """Run an emulated board (QEMU) whose UART and GDB server listen on TCP, for a labgrid exporter to
+    """Run an emulated board (QEMU or Renode) whose UART and GDB server listen on TCP, for a labgrid exporter to
     export as NetworkSerialPort and NetworkService; runs until stopped (SIGTERM, Ctrl-C)."""
     import signal
     from .boards.errors import BoardFailure, BoardUnavailable
-    from .boards.qemu import QemuBoard, qemu_missing
+    from .boards.factory import backend_missing, make_board
     from .boards.served import serve
     t = _target(target)
-    if (msg := qemu_missing()):
+    if emulator not in ("qemu", "renode"):
+        _fail(f"--emulator {emulator!r}: expected qemu or renode")
+    if (msg := backend_missing(emulator)):
         _fail(msg)
     try:
         data = blob.read_bytes() if blob else None
     except OSError as e:
         _fail(f"--blob {blob}: cannot read it ({e.strerror})")
+    options = {"listen": listen} if emulator == "qemu" else {}
     try:
-        board = QemuBoard(t, data, board_id=f"served-{t.name}", log_dir=log_dir, listen=listen,
-                          uart_port=port or _free_port(), gdb_port=gdb_port)
+        board = make_board(emulator, t, data, board_id=f"served-{t.name}", log_dir=log_dir, gdb_port=gdb_port,
+                           uart_port=port or _free_port(), **options)
     except (BoardUnavailable, ValueError) as e:
         _fail(str(e))
 

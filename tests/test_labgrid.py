@@ -316,3 +316,21 @@ def test_a_wedged_board_is_power_cycled_through_labgrids_power_driver(lab, power
     assert log.count("power off") >= 2 and log.count("power on") >= 2, log   # the first start, and the reset
     assert_same_tables(frame(local_run, drop_board=True), frame(out, drop_board=True))
     assert lab.holder(power_host["place"]) is None
+
+
+@pytest.mark.skipif(shutil.which("renode") is None, reason="renode not on PATH")
+def test_a_renode_board_is_served_on_tcp(tmp_path, lab):
+    """`harness board serve --emulator renode`: the firmware answers over the TCP UART, client after client."""
+    from harness.boards import protocol as P
+    from harness.boards.base import Session
+    port = free_port()
+    serve = Proc([sys.executable, "-m", "harness.cli", "board", "serve", "--target", TARGET, "--emulator", "renode",
+                  "--port", str(port), "--blob", str(lab.blob)], tmp_path / "serve.log")
+    try:
+        serve.wait_for("serving", timeout=180)
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                session = Session(sock, "served renode")
+                assert session.poll(session.send(P.PING, b"lab"), 30.0) == (P.PONG, b"lab")
+    finally:
+        serve.kill()

@@ -130,12 +130,14 @@ class RenodeBoard(EmulatorProcess, Board):
 
     def __init__(self, target: Target, blob: bytes | None, board_id: str | None = None,
                  firmware: Path | None = None, log_dir: Path | None = None, gdb_port: int | None = None,
-                 allow_standin: bool = False):
+                 allow_standin: bool = False, uart_port: int | None = None):
         if target.core in UNSUPPORTED_CORES and not allow_standin:
             raise RenodeUnsupported(f"{target.name}: {UNSUPPORTED_CORES[target.core]}")
         super().__init__(target, board_id)
         self._emulator_init(blob, firmware, log_dir, gdb_port)
-        self.uart_port: int | None = None
+        self.uart_port = uart_port          # the UART's TCP port; None: a free one at every start
+        self.fixed_uart = uart_port is not None
+        self.listen = "0.0.0.0"             # Renode's server socket terminal and GDB server listen on every interface
         self.monitor_port: int | None = None
 
     def script(self, blob_path: Path | None, uart_port: int) -> str:
@@ -178,7 +180,10 @@ class RenodeBoard(EmulatorProcess, Board):
         if (msg := renode_missing()):
             raise BoardUnavailable(msg)
         work, blob_path = self._workspace("trm-renode")
-        self.uart_port, self.monitor_port = free_ports(2)
+        ports = free_ports(2)
+        self.monitor_port = ports[1]
+        if not self.fixed_uart:
+            self.uart_port = ports[0]
         script_path = self.log_path.with_suffix(".resc")   # kept with the log: rerun it with `renode FILE`
         script_path.write_text(self.script(blob_path, self.uart_port))
         self._spawn(self.command(script_path, self.monitor_port), cwd=work, own_group=True,
@@ -201,6 +206,12 @@ class RenodeBoard(EmulatorProcess, Board):
                 time.sleep(0.1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._serve(sock, deadline, min_wait=5.0)
+
+    def serve(self, timeout: float | None = None) -> None:
+        """Start the board for clients elsewhere (``harness board serve``): started, the firmware answered,
+        then the connection let go; Renode's server socket terminal takes the next client."""
+        self.start(timeout)
+        self._drop_session()
 
     def close(self) -> None:
         self._stop(ask=self._quit)   # without a log_dir the log and the script go with the scratch folder

@@ -1,6 +1,6 @@
 """``harness board serve``: an emulated board on this host for clients on others (a labgrid lab host).
 
-QEMU runs with its UART and gdbstub on TCP (``QemuBoard.serve``). With a power port, an HTTP server in the
+The emulator runs with its UART and GDB server on TCP (``QemuBoard.serve``, ``RenodeBoard.serve``). With a power port, an HTTP server in the
 form of labgrid's ``simplerest`` power backend switches the board: ``GET /power/0`` stops the emulator,
 ``GET /power/1`` starts it afresh (firmware and blob from reset, as a power cycle would), ``GET /power``
 answers ``1`` or ``0``. Exported as a ``NetworkPowerPort`` (``model: simplerest``,
@@ -14,12 +14,12 @@ from __future__ import annotations
 import http.server
 from typing import Callable
 
-from .qemu import QemuBoard
+from .base import Board
 
 
 class _Switch(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        board: QemuBoard = self.server.board
+        board: Board = self.server.board
         path = self.path.rstrip("/")
         if path in ("/power/0", "/power/1"):
             on = path.endswith("1")
@@ -43,7 +43,7 @@ class _Switch(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def serve(board: QemuBoard, power_port: int | None = None, listen: str = "127.0.0.1",
+def serve(board: Board, power_port: int | None = None, listen: str = "127.0.0.1",
           say: Callable[[str], None] = print) -> int:
     """Serve ``board`` until its emulator exits while powered (its exit status) or the caller is stopped."""
     board.serve()
