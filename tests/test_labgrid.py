@@ -201,6 +201,17 @@ def _rows_of(out: Path, board: str) -> int:
         return 0
 
 
+def _farm_until(out: Path, plan: Path, inventory: Path, ready, what: str) -> subprocess.Popen:
+    """`harness farm run` into ``out``, returned (still running) once ``ready()`` holds."""
+    proc = _cli_run(out, plan, inventory, resume=False)
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+    return proc
+
+
 def test_one_distribution_provides_the_serial_package():
     """labgrid's pyserial-labgrid and pyserial install the same `serial` files; the harness depends on the
     first only (docs/farm.md): two owners would delete each other's files on uninstall."""
@@ -251,13 +262,8 @@ def test_a_lab_host_killed_mid_run_moves_its_job_to_the_other_place(lab, two_hos
     plan = write_toml(tmp_path / "lab.toml", PLAN_TOML)
     inventory = lab.inventory_toml(tmp_path / "inv.toml", two_hosts)
     out = tmp_path / "run"
-    proc = _cli_run(out, plan, inventory, resume=False)
     victim = two_hosts[0]
-    deadline = time.monotonic() + 120
-    while _rows_of(out, victim["place"]) < 2:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "the first place ran no puzzle"
-        time.sleep(0.01)
+    proc = _farm_until(out, plan, inventory, lambda: _rows_of(out, victim["place"]) >= 2, "the first place ran no puzzle")
     _down(victim)
     assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()[-3000:]
     rd = load_run(out)
@@ -274,12 +280,7 @@ def test_a_killed_farm_resumes_to_the_same_tables_and_leaves_no_place_locked(lab
     plan = write_toml(tmp_path / "lab.toml", PLAN_TOML)
     inventory = lab.inventory_toml(tmp_path / "inv.toml", two_hosts)
     out = tmp_path / "run"
-    proc = _cli_run(out, plan, inventory, resume=False)
-    deadline = time.monotonic() + 120
-    while _rows_in(out) < 3:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no puzzle ran"
-        time.sleep(0.01)
+    proc = _farm_until(out, plan, inventory, lambda: _rows_in(out) >= 3, "no puzzle ran")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     left = [h["place"] for h in two_hosts if lab.holder(h["place"])]
@@ -299,12 +300,7 @@ def test_a_wedged_board_is_power_cycled_through_labgrids_power_driver(lab, power
     plan = write_toml(tmp_path / "lab.toml", PLAN_TOML.replace("puzzle_timeout_s = 10", "puzzle_timeout_s = 2"))
     inventory = lab.inventory_toml(tmp_path / "inv.toml", [power_host])
     out = tmp_path / "run"
-    proc = _cli_run(out, plan, inventory, resume=False)
-    deadline = time.monotonic() + 120
-    while _rows_in(out) < 2:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no puzzle ran"
-        time.sleep(0.01)
+    proc = _farm_until(out, plan, inventory, lambda: _rows_in(out) >= 2, "no puzzle ran")
     serve = power_host["serve"].p.pid
     qemu = [int(c) for c in Path(f"/proc/{serve}/task/{serve}/children").read_text().split()]
     assert len(qemu) == 1
