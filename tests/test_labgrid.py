@@ -21,7 +21,7 @@ from harness.boards.inventory import BoardSpec, InventoryError, load_inventory
 from harness.export.exporter import export_blob
 from harness.farm.journal import Journal
 from harness.farm.plan import plan_from_dict
-from harness.farm.scheduler import farm_run
+from harness.farm.scheduler import FarmStopped, farm_run
 from harness.report.tables import load_run
 from test_farm import _cli_run, _rows_in, assert_same_tables, frame, write_toml
 
@@ -104,14 +104,14 @@ class Lab:
         assert r.returncode == 0, f"labgrid-client {' '.join(args)}: {r.stdout}{r.stderr}"
         return r.stdout
 
-    def host(self, power: bool = False) -> dict:
-        """A lab host: `harness board serve` with the blob, its exporter, and a place matching its board;
-        with ``power``, the board's power switch exported as a NetworkPowerPort too."""
+    def host(self, power: bool = False, blob: bool = True) -> dict:
+        """A lab host: `harness board serve` with the blob (none without ``blob``), its exporter, and a place
+        matching its board; with ``power``, the board's power switch exported as a NetworkPowerPort too."""
         n = next(self.names)
         name, place = f"lab-{n}", f"place-{n}"
         port, gdb, switch = free_port(), free_port(), free_port()
         serve = self.start([sys.executable, "-m", "harness.cli", "board", "serve", "--target", TARGET, "--port",
-                            str(port), "--gdb-port", str(gdb), "--blob", str(self.blob)]
+                            str(port), "--gdb-port", str(gdb)] + (["--blob", str(self.blob)] if blob else [])
                            + (["--power-port", str(switch)] if power else []), f"{name}-serve.log")
         serve.wait_for("serving")
         yaml = self.root / f"{name}.yaml"
@@ -167,18 +167,26 @@ def _down(host: dict) -> None:
 
 
 @pytest.fixture
-def two_hosts(lab):
-    hosts = [lab.host(), lab.host()]
-    yield hosts
-    for h in hosts:
+def new_host(lab):
+    """Makes lab hosts (``Lab.host``'s options) that go down when the test ends."""
+    made = []
+
+    def make(**options) -> dict:
+        made.append(lab.host(**options))
+        return made[-1]
+    yield make
+    for h in made:
         _down(h)
 
 
 @pytest.fixture
-def power_host(lab):
-    host = lab.host(power=True)
-    yield host
-    _down(host)
+def two_hosts(new_host):
+    return [new_host(), new_host()]
+
+
+@pytest.fixture
+def power_host(new_host):
+    return new_host(power=True)
 
 
 @pytest.fixture(scope="module")
@@ -330,3 +338,14 @@ def test_a_renode_board_is_served_on_tcp(tmp_path, lab):
                 assert session.poll(session.send(P.PING, b"lab"), 30.0) == (P.PONG, b"lab")
     finally:
         serve.kill()
+
+
+def test_a_run_that_stops_releases_the_place(lab, new_host, tmp_path):
+    """A board holding another blob than the job's is a set-up error, not a board failure: the run stops
+    naming both blobs and the fix, and the place it had acquired is released."""
+    host = new_host(blob=False)
+    with pytest.raises(FarmStopped) as e:
+        farm_run(plan_from_dict(PLAN, "lab"), lab.inventory([host]), tmp_path, log=lambda m: None)
+    assert f"labgrid place {host['place']}" in str(e.value) and "holds another blob" in str(e.value), str(e.value)
+    assert "harness board serve --blob" in str(e.value)
+    assert lab.holder(host["place"]) is None
