@@ -144,7 +144,9 @@ def fit(target: Target, blob_bytes: int, sections: dict | None, stack_bytes_max:
     is the module docstring's."""
     arena = target.arena
     ram_limit = target.ram.size + (arena.size if target.arena_fixed is not None else 0)
-    out: dict[str, Any] = {"blob_bytes": blob_bytes, "blob_region": target.blob.size, "flash_limit": target.flash.size,
+    # flash: the code memory, plus the blob's own memory where it has one (the M55's QSPI flash)
+    flash_limit = target.flash.size + (0 if target.blob_after_firmware else target.blob.size)
+    out: dict[str, Any] = {"blob_bytes": blob_bytes, "blob_region": target.blob.size, "flash_limit": flash_limit,
                            "ram_limit": ram_limit, "arena_region": arena.size, "stack_reservation": target.stack_bytes,
                            "stack_bytes_max": stack_bytes_max, "board_class": target.board_class}
     over_flash, over_ram = [], []
@@ -205,3 +207,33 @@ def outcome(correct: Iterable[bool], cell_accuracy: Iterable[float], steps: Iter
     return {"puzzles": n, "exact_accuracy": sum(correct) / n, "cell_accuracy": fsum(cells) / n,
             "mean_steps": fsum(steps) / n, "arena_bytes_max": max(int(a) for a in arena_bytes),
             "flash_bytes_read_mean": fsum(flash) / n}
+
+
+# --- counts at a depth the emulator cannot afford --------------------------------------------------------
+DEPTH_TERMS = ("fixed", "per step", "per z-update", "per y-update")
+
+
+def depth_count_model(points: Iterable[tuple[int, int, int, float]]) -> dict[str, Any] | None:
+    """A run's count as a function of its depth, from counts measured at several depths without halting
+    (``points``: T, n, steps, count): count = fixed + steps · (per step + T · (n · per z-update +
+    per y-update)), the firmware's loop structure (``trm_run``: every step runs T cycles of n z-updates
+    and one y-update, then the readout). Least squares over the points; None unless they pin all four
+    terms. ``residual_max`` is the largest misfit over the measured points (0 when exactly four; with
+    more it checks the model: counts are deterministic, so only the counter's rounding is left)."""
+    import numpy as np
+    pts = [(int(T), int(n), int(s), float(c)) for T, n, s, c in points]
+    if len(pts) < 4:
+        return None
+    A = np.array([[1.0, s, s * T * n, s * T] for T, n, s, _ in pts])
+    b = np.array([c for *_, c in pts])
+    if np.linalg.matrix_rank(A) < 4:
+        return None
+    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
+    return {"terms": dict(zip(DEPTH_TERMS, (float(v) for v in coef))),
+            "residual_max": float(np.max(np.abs(A @ coef - b))), "points": len(pts)}
+
+
+def count_at_depth(model: dict[str, Any], T: int, n: int, steps: int) -> float:
+    """``depth_count_model``'s count at depth (T, n, steps), all steps run."""
+    t = model["terms"]
+    return t["fixed"] + steps * (t["per step"] + T * (n * t["per z-update"] + t["per y-update"]))

@@ -89,3 +89,36 @@ def test_streaming_saves_the_tables_ram_measured(open_board, int_model, tokens):
     assert flagged.arena_bytes == ram.arena_bytes and flagged.flags & P.RUN_EMBED_RAM
     n = DEPTH[1]
     assert streamed.flash_bytes_read - ram.flash_bytes_read == n * (PREFIX + TASK.seq_len) * HIDDEN
+
+
+@pytest.mark.board
+def test_the_farm_journals_ram_mode_as_does_not_fit_and_streamed_as_run(tmp_path, board_kind, int_model):
+    """A farm run of the same model at int8 (streamed) and int8-ram (embeddings = "ram") on netduinoplus2:
+    the streamed job's puzzles are ok and bit-exact with golden; the RAM-mode job is refused by the board
+    (WORKSPACE) and journalled does_not_fit, RAM over, which the report's configs table shows as not fitting
+    RAM (never as a failure)."""
+    if board_kind != "qemu":
+        pytest.skip("the farm test starts its own QEMU boards")
+    from harness.boards.inventory import BoardSpec
+    from harness.farm.plan import plan_from_dict
+    from harness.farm.scheduler import farm_run
+    from harness.models.checkpoint import save_checkpoint
+    from harness.report.tables import load_run, tables
+    torch.manual_seed(0)
+    net = TRM(TRMConfig(vocab_size=TASK.vocab_size, seq_len=TASK.seq_len, hidden=HIDDEN, layers=1, mixer="mlp",
+                        T=1, n=2, steps=1, puzzle_emb_len=PREFIX, puzzle_emb_ndim=PREFIX * HIDDEN, puzzle_ids=IDS))
+    save_checkpoint(tmp_path / "model", net, TASK, extra={"name": "streaming"})
+    plan = plan_from_dict({"name": "streaming", "models": [str(tmp_path / "model")], "recipes": ["int8", "int8-ram"],
+                           "depths": ["1,2,1"], "targets": ["netduinoplus2"], "puzzles": {"count": 2, "seed": 3},
+                           "run": {"puzzle_timeout_s": 60, "retries": 0, "profile_puzzles": 0, "trace": "off"}},
+                          "streaming")
+    out = tmp_path / "run"
+    farm_run(plan, [BoardSpec("q", "qemu", "netduinoplus2")], out, log=lambda m: None)
+    t = tables(load_run(out))
+    rows = t["puzzles"]
+    streamed, ram = rows[rows.recipe == "int8"], rows[rows.recipe == "int8-ram"]
+    assert list(streamed.status) == ["ok", "ok"] and streamed.golden_match.all()
+    assert list(ram.status) == ["does_not_fit", "does_not_fit"] and (ram.over == "ram").all()
+    assert ram.error.str.contains("WORKSPACE").all() and ram.error.str.contains("embedding tables").all()
+    c = t["configs"].set_index("recipe")
+    assert not c.loc["int8-ram", "fits_ram"] and c.loc["int8-ram", "fits_flash"] and c.loc["int8", "fits"]

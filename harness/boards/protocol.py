@@ -187,6 +187,7 @@ class FaultError(BoardError, BoardFault):
 
 
 LINK_ERRORS = {1, 2, 3, 5}     # COBS, TRUNCATED, CRC, OVERSIZE
+RUN_REFUSED, WORKSPACE = 10, 10  # ERROR RUN with detail TRM_ERR_WORKSPACE: the run needs more arena than there is
 FAULT = 12
 
 

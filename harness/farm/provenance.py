@@ -73,6 +73,7 @@ def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
         "firmware": {t: firmware(t) for t in plan.targets},
         "blobs": {f"{m}|{r}": blob_facts(b.blob) for (m, r), b in sorted(prep.blobs.items())},
         "puzzles": {m: {**mi.puzzle_set, "sha256": mi.puzzle_set_hash} for m, mi in prep.models.items()},
+        "models": {m: mi.record for m, mi in prep.models.items()},
         "seeds": {"puzzles": plan.puzzle_spec()[1],
                   "calibration": {r: get_recipe(r).calib_seed for r in plan.recipes}},
         "tools": tools,

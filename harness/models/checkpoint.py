@@ -45,7 +45,11 @@ def zoo_names() -> list[str]:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A zoo model name or a checkpoint folder → the folder."""
+    """A zoo model name, a checkpoint folder or a shape preset (``shape:NAME[@SEED]``, random weights:
+    cost only, ``shapes.py``) → the folder."""
+    from . import shapes
+    if shapes.is_shape(name_or_path):
+        return shapes.materialise(str(name_or_path))
     p = Path(name_or_path)
     if (p / WEIGHTS).exists():
         return p

@@ -126,7 +126,9 @@ def target_card(d: TargetDecision) -> dict[str, Any]:
                             "pareto": [{**line(r), "energy_uj": None if pd.isna(r["energy_uj"]) else float(r["energy_uj"]), "flash": int(r["flash_total"]),
                                         "ram_peak": int(r["ram_inference_peak"])} for r in d.pareto],
                             "flagged": [{"config": label(r), "text": _flag_text(d, r)} for r in d.flagged],
-                            "not_fitting": [{"config": label(r), "why": r["why"]} for r in d.not_fitting]}
+                            "not_fitting": [{"config": label(r), "why": r["why"]} for r in d.not_fitting],
+                            "cost_only": [{"config": label(r), "fits": bool(r.get("fits")),
+                                           "why": r.get("does_not_fit") or ""} for r in d.cost_only]}
     if rec:
         card.update(accuracy=accuracy_text(rec), cell=accuracy_text(rec, "cell_accuracy"), puzzles=int(rec["puzzles"]),
                     latency_ms=float(rec["latency_ms"]), latency_basis=rec["latency_basis"],
@@ -167,6 +169,9 @@ def _card_markdown(c: dict[str, Any]) -> str:
         out += [f"- **{r['config']}**: {r['text']}" for r in c["flagged"]]
     if c["not_fitting"]:
         out += ["", "Excluded:", ""] + [f"- {r['config']}: {r['why']}" for r in c["not_fitting"]]
+    if c.get("cost_only"):
+        out += ["", "Untrained, cost only (no decision; see \"Paper scale\"):", ""]
+        out += [f"- {r['config']}: " + ("fits" if r["fits"] else r["why"] or "does not fit") for r in c["cost_only"]]
     return "\n".join(out)
 
 
@@ -174,6 +179,88 @@ def _decision_blocks(doc: Doc, ds: list[TargetDecision]) -> None:
     doc.h(2, "Decisions")
     doc.cards([target_card(d) for d in ds])
 
+
+
+def _cost_only_blocks(doc: Doc, c: pd.DataFrame, rd) -> None:
+    """Random-weight models (shape presets): fit, memory and counts at the paper's scale, labelled cost only;
+    the published depth's count extrapolated from the measured depths; RAM with and without streaming."""
+    if not len(c) or "cost_only" not in c or not c.cost_only.any():
+        return
+    from ..compress.recipes import get_recipe
+    from ..models.shapes import SHAPES, table_bytes
+    from ..targets import load_target
+    rows = c[c.cost_only]
+    models = rd.provenance.get("models") or {}
+    doc.h(2, "Paper scale: untrained, cost only")
+    doc.p("These configurations are models of the published shapes with random weights (harness/models/shapes.py): "
+          "every figure in this section is **untrained: cost only** (flash, RAM, counts, latency and energy at the "
+          "target clock, whether it fits). Their accuracy is chance: no table of this report shows it and no "
+          "decision uses it. A configuration that does not fit its target was journalled does_not_fit and never ran.")
+    out = []
+    for (model, recipe, target), g in rows.groupby(["model", "recipe", "target"], sort=True):
+        rec = models.get(model, {})
+        first = g.iloc[0]
+        r = {"model": model, "label": rec.get("label", "untrained: cost only"), "recipe": recipe, "target": target,
+             "class": first.get("board_class"), "params": rec.get("parameters"), "blob_bytes": first.get("blob_bytes"),
+             "blob_region": first.get("blob_region"), "fits": bool(first.get("fits")),
+             "does_not_fit": first.get("does_not_fit") or ""}
+        ran = g[g.counts_mean.notna()] if "counts_mean" in g else g.iloc[0:0]
+        if len(ran):
+            r.update(flash_total=int(ran.flash_total.max()), flash_limit=int(ran.flash_limit.max()),
+                     ram_inference_peak=int(ran.ram_inference_peak.max()), arena_region=int(ran.arena_region.max()),
+                     counts_kind=ran.counts_kind.iloc[0])
+            one = ran[ran.depth == "T1n1s1"]
+            if len(one):
+                r["counts_one_cycle"] = float(one.counts_mean.iloc[0])
+                r["latency_ms_one_cycle"] = float(one.latency_ms.iloc[0])
+            paper = (rec.get("shape") or {}).get("paper_depth")
+            points = [(d.T, d.n, d.steps, cnt) for d, cnt in
+                      ((Depth.from_label(dl), cnt) for dl, cnt in zip(ran.depth, ran.counts_mean)) if not d.halting]
+            fitted = F.depth_count_model(points)
+            if paper and fitted:
+                pd_ = Depth.parse(paper)
+                count = F.count_at_depth(fitted, pd_.T, pd_.n, pd_.steps)
+                t = load_target(target)
+                r.update(published_depth=pd_.label(), counts_published=count,
+                         latency_ms_published=F.latency_ms(t, r["counts_kind"], count),
+                         extrapolation=f"fitted to {fitted['points']} measured depths, largest misfit "
+                                       f"{fitted['residual_max']:,.0f} {r['counts_kind']}")
+        out.append(r)
+    doc.table(pd.DataFrame(out), "cost_only", ("model", "recipe", "target"))
+    doc.p("counts_one_cycle: measured at depth 1,1,1 (one z-update and one y-update), the mean over the plan's "
+          "puzzles. counts_published: the published depth's count, not run (an emulator cannot afford it): "
+          "extrapolated from the counts measured at the plan's depths with count = fixed + steps x (per step + T x "
+          "(n x per z-update + per y-update)) (harness.figures.depth_count_model, the firmware's loop), all steps "
+          "run; the largest misfit over the measured depths says how well that holds.")
+    # RAM with and without streaming: the same weights with embeddings = "ram" beside "flash"
+    pairs = []
+    for r in rows.to_dict("records"):
+        rr = get_recipe(r["recipe"])
+        if rr.embeddings != "ram" or pd.isna(r.get("arena_bytes_max")):
+            continue
+        for o in rows.to_dict("records"):
+            ro = get_recipe(o["recipe"])
+            same = {**ro.to_dict(), "name": "", "description": "", "embeddings": ""} == \
+                {**rr.to_dict(), "name": "", "description": "", "embeddings": ""}
+            if same and ro.embeddings == "flash" and (o["model"], o["depth"], o["target"]) == \
+                    (r["model"], r["depth"], r["target"]) and not pd.isna(o.get("arena_bytes_max")):
+                pairs.append({"model": r["model"], "target": r["target"], "depth": r["depth"],
+                              "streamed": o["recipe"], "in RAM": r["recipe"],
+                              "arena streamed": int(o["arena_bytes_max"]), "arena in RAM": int(r["arena_bytes_max"]),
+                              "RAM saved by streaming": int(r["arena_bytes_max"] - o["arena_bytes_max"]),
+                              "flash read streamed": o.get("flash_bytes_read_mean"),
+                              "flash read in RAM": r.get("flash_bytes_read_mean")})
+    if pairs:
+        doc.p("RAM with and without streaming, measured: the same weights exported with the embedding tables kept "
+              "in flash (streamed: a RUN reads only its puzzle identifier's rows) and copied to the arena "
+              "(embeddings = \"ram\"); the arena's peak on the board in each mode.")
+        doc.table(pd.DataFrame(pairs), "streaming")
+    tabled = [f"{name}: {s.paper_puzzle_ids or s.model.get('puzzle_ids', 0):,} puzzle identifiers x "
+              f"{s.model.get('puzzle_emb_ndim', 0)} channels = {table_bytes(s, 8):,} B at int8 "
+              f"({table_bytes(s, 32):,} B at fp32)" for name, s in sorted(SHAPES.items())]
+    doc.p("The puzzle-embedding tables of the published shapes, computed from their shapes (not run): "
+          + "; ".join(tabled) + ". A board streams only the rows of the identifier a RUN names, so the table costs "
+          "flash, not RAM; in RAM mode it would need the whole table in the arena.")
 
 def _provenance_blocks(doc: Doc, rd, configs: pd.DataFrame) -> None:
     prov = rd.provenance

@@ -17,6 +17,8 @@ For each target:
     against fp32 on the host says whether the loss is beyond chance on these puzzles.
 
 The tests and intervals are ``harness.stats``'s; their level is the plan's [statistics] confidence.
+Configurations of random-weight models (``cost_only``: shape presets) take no part in any of this: they
+are listed apart (``TargetDecision.cost_only``) with their cost and fit.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class TargetDecision:
     flagged: list[dict] = field(default_factory=list)
     against_fp32: dict[str, S.Comparison] = field(default_factory=dict)
     not_fitting: list[dict] = field(default_factory=list)
+    cost_only: list[dict] = field(default_factory=list)   # random-weight models: cost and fit, no decision
 
 
 def label(r: dict | pd.Series) -> str:
@@ -140,11 +143,15 @@ def decide(t: dict[str, pd.DataFrame], plan: dict[str, Any]) -> list[TargetDecis
     for target, g in configs.groupby("target", sort=True):
         d = TargetDecision(target, budgets_for(plan, target), conf, rule)
         for r in g.to_dict("records"):
+            if r.get("cost_only"):      # random weights: cost and fit only, never an accuracy decision
+                d.cost_only.append(r)
+                continue
             ran = r.get("exact_accuracy") is not None and not pd.isna(r.get("exact_accuracy"))
             if not ran or r["board_failures"] or not (r["fits_flash"] and r["fits_ram"]):
                 why = ("does not fit flash (blob larger than the blob region)" if not r["fits_flash"] else
-                       "board failures" if r["board_failures"] else "no device result" if not ran else
-                       "static RAM does not fit")
+                       "board failures" if r["board_failures"] else
+                       f"does not fit RAM ({r['does_not_fit']})" if not r["fits_ram"] and r.get("does_not_fit") else
+                       "no device result" if not ran else "static RAM does not fit")
                 d.not_fitting.append({**r, "why": why})
                 continue
             d.fitting.append(r)
@@ -238,4 +245,6 @@ def decisions_json(ds: list[TargetDecision]) -> list[dict[str, Any]]:
              "flagged_cell_kept_exact_lost": [
                  {"config": label(r), **(d.against_fp32[label(r)].as_dict() if label(r) in d.against_fp32 else {})}
                  for r in d.flagged],
-             "not_fitting": [{"config": label(r), "why": r["why"]} for r in d.not_fitting]} for d in ds]
+             "not_fitting": [{"config": label(r), "why": r["why"]} for r in d.not_fitting],
+             "cost_only": [{"config": label(r), "label": r.get("label"), "fits": bool(r.get("fits")),
+                            "does_not_fit": r.get("does_not_fit")} for r in d.cost_only]} for d in ds]

@@ -111,7 +111,7 @@ def host_table(rd: RunData) -> pd.DataFrame:
     if df.empty:
         return df
     df["fidelity_per_cycle"] = df["fidelity_per_cycle"].map(lambda v: " ".join(f"{x:.6f}" for x in v))
-    return df.sort_values(["model", "recipe", "depth"]).reset_index(drop=True)
+    return cost_only_rows(df, rd.provenance).sort_values(["model", "recipe", "depth"]).reset_index(drop=True)
 
 
 def host_puzzle_table(rd: RunData) -> pd.DataFrame:
@@ -159,8 +159,10 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
         else:
             r.update(F.fit(t, blob.get("bytes"), fw.get("sections")))
         refused = g[g.status == "does_not_fit"]
-        if len(refused):     # the farm judged it (figures.fit, with the target as it was then): its record stands
-            r.update(fits_flash=False, fits=False, does_not_fit=str(refused.error.iloc[0]))
+        if len(refused):     # the farm judged it (figures.fit, or the board's own refusal): its record stands
+            over = refused.over.iloc[0] if "over" in refused and isinstance(refused.over.iloc[0], str) else "flash"
+            r.update({"fits_ram" if over == "ram" else "fits_flash": False, "fits": False,
+                      "does_not_fit": str(refused.error.iloc[0])})
         rows.append(r)
     df = pd.DataFrame(rows)
     if not host.empty:
@@ -175,7 +177,33 @@ def config_table(rd: RunData, puzzles: pd.DataFrame, host: pd.DataFrame) -> pd.D
         ref = host[host.recipe == "fp32"][["model", "depth"] + [c for c in ref_cols if c in host]].rename(
             columns={c: f"fp32_{c}" for c in ref_cols})
         df = df.merge(ref, on=["model", "depth"], how="left")
-    return df.sort_values(KEY).reset_index(drop=True)
+    return cost_only_rows(df, prov).sort_values(KEY).reset_index(drop=True)
+
+
+ACCURACY_PREFIXES = ("exact_accuracy", "cell_accuracy", "host_exact_accuracy", "host_cell_accuracy",
+                     "fp32_exact_accuracy", "fp32_cell_accuracy")
+
+
+def cost_only(prov: dict[str, Any], model: str) -> bool:
+    return bool((prov.get("models") or {}).get(model, {}).get("cost_only"))
+
+
+def cost_only_rows(df: pd.DataFrame, prov: dict[str, Any]) -> pd.DataFrame:
+    """Mark the rows of random-weight models (shape presets) ``cost_only`` with their label, and blank
+    every accuracy of theirs (with its interval): such a model's accuracy is chance, and no table or
+    decision may show or use it. Their cost figures (counts, latency, energy, memory, fit) stay."""
+    if df.empty or "model" not in df:
+        return df
+    df = df.copy()
+    df["cost_only"] = [cost_only(prov, m) for m in df.model]
+    df["label"] = [(prov.get("models") or {}).get(m, {}).get("label", "") if c else ""
+                   for m, c in zip(df.model, df.cost_only)]
+    acc = [c for c in df.columns if c.startswith(ACCURACY_PREFIXES) or c in ("fidelity_final", "fidelity_auc",
+                                                                               "fidelity_per_cycle")]
+    for c in acc:
+        df[c] = df[c].astype(object)
+        df.loc[df.cost_only, c] = None
+    return df
 
 
 def profile_table(rd: RunData) -> pd.DataFrame:
