@@ -390,3 +390,20 @@ def test_the_replays_name_the_update_and_a_replay_that_disagrees_leaves_the_cycl
         assert R.locate_update(board, None, good, tokens, depth, where, device, golden) == where
     assert names == ["z1", "y", "z3"] and where["resolution"] == "cycle"
     assert runs == [[3, 1], [3, 1, 2], [3, 1, 2]]    # j = n first (it must give the board's carry again), then 1..
+
+
+def test_a_board_without_a_probe_traces_nothing_and_the_report_names_its_configurations(tmp_path):
+    """The host build has no debug port: its jobs run and profile, nothing is traced, and the report's
+    device-fidelity section says which configurations went without traces and why."""
+    from harness.farm.scheduler import farm_run
+    from harness.report.build import build_report
+    from harness.report.tables import load_run
+    out = tmp_path / "run"
+    farm_run(plan_from_dict({**PLAN, "puzzles": {"count": 2, "seed": 3}}, "traced"), [BoardSpec("h1", "host", TARGET)],
+             out, log=quiet)
+    rd = load_run(out)
+    assert len(rd.results) == 2 and not rd.traces and not rd.divergences
+    build_report(out)
+    section = (out / "report.md").read_text().split("## Fidelity on the device, beside the host's\n", 1)[1]
+    assert "Without traces (1: a board with no probe, such as the host build, ran them" in section
+    assert f"sudoku6-mlp int8 T2n2s2 on {TARGET}." in section and "| traced puzzles |" not in section
