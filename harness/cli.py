@@ -326,7 +326,8 @@ def zoo(markdown: bool = typer.Option(False, "--markdown", help="Print the zoo t
 
 @app.command()
 def export(
-    model: str = typer.Option(..., help="Zoo model name or checkpoint folder."),
+    model: str = typer.Option(..., help="Zoo model name, checkpoint folder, or shape:NAME[@SEED] (random weights: "
+                                        "cost only)."),
     recipe: str = typer.Option("int8", help="Integer recipe (int8, int8-pt, int4-naive, int4-pc, qat-int4, …)."),
     out: Path = typer.Option(..., help="Where to write the model blob."),
     target: Optional[str] = typer.Option(None, help="Check that the blob fits this target's blob region."),
@@ -346,7 +347,9 @@ def export(
         if len(data) > t.blob.size:
             _fail(f"the blob ({len(data):,} bytes) does not fit {t.name}'s blob region ({t.blob.size:,} bytes)")
     out.write_bytes(data)
-    console.print(f"wrote {out} ({len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}…)")
+    from .models.shapes import COST_ONLY, is_shape
+    console.print(f"wrote {out} ({len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}…)"
+                  + (f" [bold]{COST_ONLY}[/]: random weights" if is_shape(model) else ""))
 
 
 def _target(name: str):
@@ -383,7 +386,8 @@ def run(
     ctx: typer.Context,
     board: str = typer.Option("qemu", help="Backend: qemu, host, renode or serial (a physical board: --port)."),
     target: str = typer.Option("mps2-an386", help="Target (targets/*.toml)."),
-    model: str = typer.Option(..., help="Zoo model name or checkpoint folder."),
+    model: str = typer.Option(..., help="Zoo model name, checkpoint folder, or shape:NAME[@SEED] (random weights: "
+                                        "cost only, no accuracy shown)."),
     recipe: str = typer.Option("int8", help="Integer recipe."),
     puzzles: str = typer.Option("20", help="N held-out puzzles, or a puzzle file."),
     depth: Optional[str] = typer.Option(None, help="T,n,steps[,halt]; default: the model's."),
@@ -469,6 +473,13 @@ def run(
         result["profile"] = out["profile"]
     for r in result["rows"]:
         r.update(model=config["name"], recipe=recipe, depth=d.label(), target=t.name, board=b.id)
+    from .models.shapes import COST_ONLY
+    if config.get("cost_only"):     # random weights: cost and fit only; an accuracy here would be chance
+        for part in [result["summary"], *result["rows"]]:
+            for k in [k for k in part if k.startswith(("exact_accuracy", "cell_accuracy")) or k == "correct"]:
+                del part[k]
+            part["label"] = COST_ONLY
+        result["label"] = COST_ONLY
     if as_json:
         print(json.dumps(result))
         return
@@ -485,7 +496,11 @@ def run(
             table.add_row(k, text)
     Console().print(table)
     from .stats import CELL_INTERVAL, CONFIDENCE, INTERVAL
-    Console().print(f"accuracy intervals: {CONFIDENCE:.0%} (puzzle-exact: {INTERVAL}; cell: {CELL_INTERVAL})")
+    if config.get("cost_only"):
+        Console().print(f"[bold]{COST_ONLY}[/]: {config['name']} has random weights (harness/models/shapes.py); "
+                        "its figures are cost and fit, its accuracy is not shown")
+    else:
+        Console().print(f"accuracy intervals: {CONFIDENCE:.0%} (puzzle-exact: {INTERVAL}; cell: {CELL_INTERVAL})")
     Console().print(f"counts: {s['counts_kind']}, {s['counts_note']}; latency: {s['latency_basis']}")
     if s.get("firmware_flash") is not None:
         Console().print(f"memory on {t.name}: flash {s['firmware_flash']:,} B firmware + {s['blob_bytes']:,} B blob "

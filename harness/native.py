@@ -321,10 +321,12 @@ class NativeServer:
                                f"tx {tx_bytes} bytes (rx >= 16, tx >= 64, each <= 16 MiB) or ran out of memory")
         self._h = h
         self.blob_status = status.value
+        self.tx_bytes = tx_bytes
 
     def feed(self, wire: bytes) -> bytes:
         src = np.frombuffer(bytes(wire), dtype=np.uint8) if wire else np.zeros(1, np.uint8)
-        cap = 1 << 16
+        # room for two of the largest responses, COBS-encoded (one byte in 254 more, the delimiter)
+        cap = max(1 << 16, 2 * (self.tx_bytes + self.tx_bytes // 254 + 2))
         out = np.empty(cap, dtype=np.uint8)
         with self._lock:
             if self._h is None:

@@ -79,3 +79,25 @@ def test_cost_only_rows_lose_every_accuracy_and_take_no_part_in_decisions():
     assert [r["model"] for r in d.cost_only] == ["shape:x@0"]
     assert not d.fitting and not d.not_fitting and d.recommended is None
     json.dumps([r["label"] for r in d.cost_only])
+
+
+def test_harness_run_on_a_shape_shows_no_accuracy_and_says_cost_only(cache, monkeypatch):
+    """`harness run --json` on a shape preset (a tiny one here, so the test is quick): rows and summary carry
+    the label and no accuracy field; the costs are there; the blob runs bit-exact with golden."""
+    from typer.testing import CliRunner
+    from harness.cli import app
+    tiny = shapes.Shape("tiny-test", {"name": "sudoku", "size": 4},
+                        dict(vocab_size=6, seq_len=16, hidden=16, layers=1, mixer="mlp", T=1, n=1, steps=1,
+                             puzzle_emb_len=2, puzzle_emb_ndim=32, puzzle_ids=1), "a test shape", paper_depth="2,2,2")
+    monkeypatch.setitem(shapes.SHAPES, "tiny-test", tiny)
+    r = CliRunner().invoke(app, ["run", "--board", "host", "--target", "mps2-an386", "--model", "shape:tiny-test",
+                                 "--puzzles", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["label"] == shapes.COST_ONLY and out["summary"]["label"] == shapes.COST_ONLY
+    for part in [out["summary"], *out["rows"]]:
+        assert not [k for k in part if "accuracy" in k or k == "correct"], part
+    assert out["summary"]["golden_match"] == 2 and out["summary"]["counts_mean"] > 0
+    r = CliRunner().invoke(app, ["run", "--board", "host", "--target", "mps2-an386", "--model", "shape:tiny-test",
+                                 "--puzzles", "1"])
+    assert r.exit_code == 0 and "untrained: cost only" in r.output and "accuracy intervals" not in r.output
