@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import figures as F
 from .. import profile as PR
+from ..boards import protocol as P
 from ..boards.base import Board
 from ..boards.errors import BoardFailure, PlaceBusy
 from ..boards.inventory import BoardSpec
@@ -74,6 +75,22 @@ class ModelInputs:
     y: np.ndarray
     puzzle_set: dict[str, Any]
     puzzle_set_hash: str
+    record: dict[str, Any] = None    # what the report says of the model (``model_record``)
+
+
+def model_record(net, config: dict[str, Any]) -> dict[str, Any]:
+    """A model as the report names it: parameters, and for a shape preset (random weights) that it is
+    **untrained: cost only**, with the preset's source, published depth and paper-scale table."""
+    out = {"parameters": int(sum(p.numel() for p in net.parameters())), "cost_only": bool(config.get("cost_only"))}
+    if config.get("cost_only"):
+        from ..models.shapes import COST_ONLY, SHAPES, table_bytes
+        shape = config.get("shape") or {}
+        out.update(label=config.get("label", COST_ONLY), shape=shape)
+        if shape.get("preset") in SHAPES:
+            preset = SHAPES[shape["preset"]]
+            out.update(paper_table_bytes_int8=table_bytes(preset, 8), paper_table_bytes_fp32=table_bytes(preset, 32),
+                       paper_puzzle_ids=preset.paper_puzzle_ids or preset.model.get("puzzle_ids", 0))
+    return out
 
 
 @dataclass
@@ -96,7 +113,8 @@ class Prepared:
             net, task, config = load_checkpoint(m)
             source, puzzles = load_puzzle_source(task, spec, seed)
             x, y = stack(puzzles)
-            self.models[m] = ModelInputs(net, task, puzzles, x, y, source, puzzle_set_hash(puzzles))
+            self.models[m] = ModelInputs(net, task, puzzles, x, y, source, puzzle_set_hash(puzzles),
+                                         model_record(net, config))
         self.blobs: dict[tuple[str, str], BlobInfo] = {}
 
     def depth(self, job_model: str, depth: str) -> Depth:
@@ -341,6 +359,16 @@ class Farm:
                     break
                 except PlaceBusy as e:         # held by someone else: not this board's fault, nor cured by a reset
                     raise Skipped(f"{st.spec.id}: {e}") from None
+                except P.BoardError as e:
+                    if not (e.code == P.RUN_REFUSED and e.detail == P.WORKSPACE):
+                        if board is not None:  # as for any error that is not a board's (below)
+                            board.close()
+                        raise
+                    # the board measured that the run needs more arena than its image leaves (RAM mode's
+                    # embedding tables, or the workspace itself): a result about this configuration
+                    self._record_ram_refusal(job, mi, depth, todo[k:], f"does not fit {job.target}: RAM: "
+                                             f"{st.spec.id} refused the run ({P.BLOB_STATUS[e.detail]}): {e}")
+                    return board
                 except BOARD_FAILURES as e:
                     self._failed(st, job, board, e, f"puzzle {p.id}, attempt {attempts}")
                     board = None
@@ -364,6 +392,12 @@ class Farm:
         if st.spec.backend in TRACEABLE and not self.stopping.is_set():
             board = self._trace(st, job, board)
         return board
+
+    def _record_ram_refusal(self, job: Job, mi, depth, indices: list[int], why: str) -> None:
+        for i in indices:
+            self.journal.record(self.run_id, job.key, mi.puzzles[i].id, "does_not_fit", None, 0, {
+                "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
+                "target": job.target, "error": why, "over": "ram"})
 
     def _failed(self, st: BoardState, job: Job, board: Board | None, e: BaseException, what: str) -> None:
         """A board failure during ``what``: an event, and the board closed (the caller starts it again)."""
@@ -490,7 +524,7 @@ class Farm:
             for p in self.prep.models[job.model].puzzles:
                 self.journal.record(self.run_id, job.key, p.id, "does_not_fit", None, 0, {
                     "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
-                    "target": job.target, "error": why})
+                    "target": job.target, "error": why, "over": "flash"})
 
 
 class Quarantined(RuntimeError):
