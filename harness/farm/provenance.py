@@ -62,6 +62,9 @@ def blob_facts(blob: bytes) -> dict[str, Any]:
 
 def collect_provenance(plan, prep, inventory) -> dict[str, Any]:
     tools = {"python": platform.python_version(), "qemu": _version(["qemu-system-arm", "--version"])}
+    if any(s.backend == "renode" for s in inventory):   # its counts' resolution depends on it (docs/boards.md)
+        from ..boards.renode import renode_version
+        tools["renode"] = renode_version()
     for pkg in ("harness", "torch", "numpy", "pandas", "labgrid"):
         try:
             tools[pkg] = metadata.version(pkg)
