@@ -296,6 +296,51 @@ def test_a_host_board_journals_its_profile_as_host_ns(tmp_path):
     assert "no energy proxy" in report and "nan uJ" not in report
 
 
+def test_a_board_that_needs_longer_to_start_than_the_plan_gives_gets_its_own_start_timeout(tmp_path, monkeypatch):
+    """The plan's `[run] start_timeout_s` is a floor, the board's own start-up timeout (an inventory's
+    `start_timeout`, else its backend's default, as Renode's 120 s) counts where it is longer: the farm
+    used to start every board with the plan's alone. Seen at the board's `start`, on host boards."""
+    import harness.boards.factory as factory
+    from harness.boards.host import HostBoard
+    from harness.boards.inventory import load_inventory
+    inventory = write_toml(tmp_path / "boards.toml", """
+[[board]]
+id = "slow"
+backend = "host"
+target = "mps2-an386"
+start_timeout = 90
+[[board]]
+id = "quick"
+backend = "host"
+target = "mps2-an500"
+start_timeout = 5
+[[board]]
+id = "default"
+backend = "host"
+target = "netduinoplus2"
+""")
+    monkeypatch.setattr(HostBoard, "start_timeout", 60.0)     # a backend whose default is longer than the plan's
+    real, started = factory.make_board, {}
+
+    def make_board(*args, **kw):
+        board = real(*args, **kw)
+        start = board.start
+
+        def spy(timeout=None):
+            started[board.id] = timeout
+            start(timeout)
+        board.start = spy
+        return board
+
+    monkeypatch.setattr(factory, "make_board", make_board)
+    plan = plan_from_dict({**SMALL, "targets": ["mps2-an386", "mps2-an500", "netduinoplus2"],
+                           "puzzles": {"count": 1, "seed": 3},
+                           "run": {"start_timeout_s": 30, "profile_puzzles": 0, "trace": "off"}}, "small")
+    farm_run(plan, load_inventory(inventory), tmp_path / "run", log=lambda m: None)
+    assert started == {"slow": 90.0, "quick": 30, "default": 60.0}
+    assert {r["status"] for r in load_run(tmp_path / "run").results} == {"ok"}
+
+
 @needs_qemu
 def test_two_runs_of_a_plan_on_emulators_give_identical_tables(reference_run, tmp_path):
     farm_run(plan_from_dict(TINY, "tiny"), qemu_boards(("q1", None)), tmp_path, log=lambda m: None)

@@ -328,7 +328,9 @@ class Farm:
             if self.plan.run.trace != "off":    # the emulator's GDB server, for the probe
                 options["gdb_port"] = free_ports(1)[0]
         board = self.make(st.spec.backend, self.targets[st.spec.target], blob, board_id=st.spec.id, **options)
-        board.start(timeout=self.plan.run.start_timeout_s)
+        # the plan's start_timeout_s is a floor: a board that needs longer (its inventory `start_timeout`,
+        # else its backend's default, e.g. Renode's 120 s) gets its own
+        board.start(timeout=max(self.plan.run.start_timeout_s, board.start_timeout))
         return board
 
     def _run_job(self, st: BoardState, job: Job, board: Board | None) -> Board:
