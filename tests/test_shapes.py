@@ -101,3 +101,33 @@ def test_harness_run_on_a_shape_shows_no_accuracy_and_says_cost_only(cache, monk
     r = CliRunner().invoke(app, ["run", "--board", "host", "--target", "mps2-an386", "--model", "shape:tiny-test",
                                  "--puzzles", "1"])
     assert r.exit_code == 0 and "untrained: cost only" in r.output and "accuracy intervals" not in r.output
+
+
+def test_a_farm_run_of_a_shape_reports_cost_only_with_the_published_depth_extrapolated(cache, monkeypatch, tmp_path):
+    """A plan of a (tiny) shape preset on the host build at four depths: the report has the "Paper scale"
+    section with the count at the published depth extrapolated, the configs table has no accuracy for it,
+    and the target's card says no decision was made."""
+    from harness.boards.inventory import BoardSpec
+    from harness.farm.plan import plan_from_dict
+    from harness.farm.scheduler import farm_run
+    from harness.report.build import build_report
+    tiny = shapes.Shape("tiny-test", {"name": "sudoku", "size": 4},
+                        dict(vocab_size=6, seq_len=16, hidden=16, layers=1, mixer="mlp", T=1, n=1, steps=1,
+                             puzzle_emb_len=2, puzzle_emb_ndim=32, puzzle_ids=1), "a test shape", paper_depth="2,2,2")
+    monkeypatch.setitem(shapes.SHAPES, "tiny-test", tiny)
+    plan = plan_from_dict({"name": "tiny-shape", "models": ["shape:tiny-test"], "recipes": ["int8", "int8-ram"],
+                           "host_recipes": [], "depths": ["1,1,1", "1,2,1", "2,1,1", "1,1,2"],
+                           "targets": ["mps2-an386"], "puzzles": {"count": 2, "seed": 3},
+                           "run": {"profile_puzzles": 0, "trace": "off"}}, "tiny-shape")
+    out = tmp_path / "run"
+    farm_run(plan, [BoardSpec("h", "host", "mps2-an386")], out, log=lambda m: None)
+    rep = build_report(out)
+    c = rep.tables["configs"]
+    assert c.cost_only.all() and c.exact_accuracy.isna().all() and c.host_exact_accuracy.isna().all()
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Paper scale: untrained, cost only"):]
+    assert "| T2n2s2 |" in section and "fitted to 4 measured depths" in section
+    assert "RAM saved by streaming" in section          # int8-ram beside int8, measured
+    assert "every configuration on this target is untrained (cost only: 8)" in md
+    decisions = json.loads((out / "decisions.json").read_text())[0]
+    assert decisions["recommended"] is None and len(decisions["cost_only"]) == 8

@@ -181,6 +181,15 @@ def _decision_blocks(doc: Doc, ds: list[TargetDecision]) -> None:
 
 
 
+def _whole_numbers(df: pd.DataFrame) -> pd.DataFrame:
+    """Byte, count and millisecond columns as whole numbers with thousands separators (blank where none)."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype.kind in "fi":
+            out[col] = [f"{v:,.0f}" if not pd.isna(v) else "" for v in out[col]]
+    return out
+
+
 def _cost_only_blocks(doc: Doc, c: pd.DataFrame, rd) -> None:
     """Random-weight models (shape presets): fit, memory and counts at the paper's scale, labelled cost only;
     the published depth's count extrapolated from the measured depths; RAM with and without streaming."""
@@ -226,7 +235,7 @@ def _cost_only_blocks(doc: Doc, c: pd.DataFrame, rd) -> None:
                          extrapolation=f"fitted to {fitted['points']} measured depths, largest misfit "
                                        f"{fitted['residual_max']:,.0f} {r['counts_kind']}")
         out.append(r)
-    doc.table(pd.DataFrame(out), "cost_only", ("model", "recipe", "target"))
+    doc.table(_whole_numbers(pd.DataFrame(out)), "cost_only", ("model", "recipe", "target"))
     doc.p("counts_one_cycle: measured at depth 1,1,1 (one z-update and one y-update), the mean over the plan's "
           "puzzles. counts_published: the published depth's count, not run (an emulator cannot afford it): "
           "extrapolated from the counts measured at the plan's depths with count = fixed + steps x (per step + T x "
@@ -254,7 +263,7 @@ def _cost_only_blocks(doc: Doc, c: pd.DataFrame, rd) -> None:
         doc.p("RAM with and without streaming, measured: the same weights exported with the embedding tables kept "
               "in flash (streamed: a RUN reads only its puzzle identifier's rows) and copied to the arena "
               "(embeddings = \"ram\"); the arena's peak on the board in each mode.")
-        doc.table(pd.DataFrame(pairs), "streaming")
+        doc.table(_whole_numbers(pd.DataFrame(pairs)), "streaming")
     tabled = [f"{name}: {s.paper_puzzle_ids or s.model.get('puzzle_ids', 0):,} puzzle identifiers x "
               f"{s.model.get('puzzle_emb_ndim', 0)} channels = {table_bytes(s, 8):,} B at int8 "
               f"({table_bytes(s, 32):,} B at fp32)" for name, s in sorted(SHAPES.items())]
@@ -450,6 +459,7 @@ def build_report(out: Path, baseline: Path | None = None, thresholds: dict | Non
     doc.h(2, "Host figures (every recipe, including host-only ones)")
     h = t["host"]
     doc.table(shown(h, HOST_COLUMNS) if len(h) else h, "host", ("model", "recipe"))
+    _cost_only_blocks(doc, c, rd)
     _device_fidelity_blocks(doc, t, rd, dest)
     plots = all_plots(t, ds)
     if plots:

@@ -172,6 +172,10 @@ def decide(t: dict[str, pd.DataFrame], plan: dict[str, Any]) -> list[TargetDecis
 
 def _recommend(d: TargetDecision, device: dict[tuple, dict[str, bool]]) -> None:
     level = f"{d.confidence:.0%}"
+    if d.cost_only and not (d.fitting or d.not_fitting):
+        d.reasons.append(f"every configuration on this target is untrained (cost only: {len(d.cost_only)}): "
+                         "no accuracy decision is made")
+        return
     if not d.meeting:
         d.reasons.append("no configuration meets the budgets " + ", ".join(f"{k} {v:g}" for k, v in d.budgets.items())
                          + (f"; {len(d.fitting)} fit the board" if d.fitting else "; none fits the board"))

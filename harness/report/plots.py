@@ -311,11 +311,18 @@ def profile_shares(profiles: pd.DataFrame) -> bytes:
 def all_plots(tables: dict[str, pd.DataFrame], decisions: list | None = None) -> dict[str, tuple[str, bytes]]:
     host, configs = tables["host"], tables["configs"]
     out: dict[str, Any] = {}
+    every = configs          # memory against the limits is a cost: cost-only models belong on it
+    # accuracy plots never show a cost-only (random-weight) model
+    if "cost_only" in host:
+        host = host[~host.cost_only.astype(bool)]
+    if "cost_only" in configs:
+        configs = configs[~configs.cost_only.astype(bool)]
     if not host.empty:
         out["exact_vs_cell"] = ("Puzzle-exact vs cell accuracy per recipe", exact_vs_cell(host))
         out["fidelity"] = ("Carry-trajectory fidelity per cycle", fidelity_per_cycle(host))
         out["depth_macs"] = ("Accuracy vs depth and MACs", accuracy_vs_macs(host))
     if not configs.empty and "latency_ms" in configs and configs.latency_ms.notna().any():
         out["cost"] = ("Latency and energy vs accuracy per target", cost_vs_accuracy(configs, decisions))
-        out["memory"] = ("Flash and RAM against each target's limits", memory_vs_limits(configs))
+    if not every.empty and "latency_ms" in every and every.latency_ms.notna().any():
+        out["memory"] = ("Flash and RAM against each target's limits", memory_vs_limits(every))
     return out
