@@ -1,8 +1,11 @@
 """pytest plugin (entry point ``pytest11``): fixtures shared by the harness's own tests and by users'
-device suites: ``zoo_model``, ``blobs``, and the board options and fixtures below."""
+device suites: ``zoo_model``, ``blobs``, and the board options and fixtures below; and, at session end,
+the check that no emulator the session started is left running."""
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,3 +251,57 @@ def pytest_runtest_makereport(item, call):
                 boards.append(v)
     if boards:
         report.sections.append(("board", "\n".join(board_context(b) for b in boards)))
+
+
+# --- leftover emulators ------------------------------------------------------------------------------
+# An emulator (QEMU, Renode: any process a board started, tagged with base.OWNER_ENV = this pid) still
+# alive once the session's fixtures are torn down is a leftover: it would run on, at full CPU, after the
+# session. Each is killed and the session fails naming it. Those alive at session start are not this
+# session's (an in-process pytester run inside a session that holds boards).
+EMULATORS_AT_START = pytest.StashKey[set]()
+LEFTOVERS = pytest.StashKey[list]()
+
+
+def _emulators() -> list[tuple[int, str]]:
+    if not sys.platform.startswith("linux"):     # emulators_of reads /proc
+        return []
+    from harness.boards.base import emulators_of
+    return emulators_of()
+
+
+def pytest_sessionstart(session):
+    session.config.stash[EMULATORS_AT_START] = {pid for pid, _ in _emulators()}
+
+
+def _end(pids: list[int]) -> None:
+    """SIGKILL to each of ``pids``; collect those that are this process's children (no zombie left)."""
+    import signal
+    from harness.boards.group import signal_each
+    signal_each(pids, signal.SIGKILL)
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:             # not our child: its own parent collects it
+            pass
+
+
+@pytest.hookimpl(trylast=True)   # after pytest's own sessionfinish, which tears down the fixtures (their boards)
+def pytest_sessionfinish(session):
+    before = session.config.stash.get(EMULATORS_AT_START, set())
+    left = [(pid, cmd) for pid, cmd in _emulators() if pid not in before]
+    if not left:
+        return
+    _end([pid for pid, _ in left])
+    session.config.stash[LEFTOVERS] = left
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if (left := config.stash.get(LEFTOVERS, None)):
+        terminalreporter.section("leftover emulators", sep="=", red=True, bold=True)
+        terminalreporter.line(f"{len(left)} emulator process(es) this session started were still running at its "
+                              "end, killed now (a board not closed: use `with open_board(...)`, or close it in "
+                              "a finalizer):", red=True)
+        for pid, cmd in left:
+            terminalreporter.line(f"pid {pid}: {cmd}", red=True)

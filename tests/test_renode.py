@@ -1,10 +1,11 @@
 """The Renode backend. Always: the script and command line each target gets (platform, UART wiring,
 firmware, blob address, GDB server, the instruction clock), the platform files against the target files,
 the monitor's telnet answer before `quit`, the process group that ends with the board (a launcher
-script whose emulator is its child), the start-up timeout, the clear refusals (no Renode on PATH; the
-Cortex-M55 target). With `renode` on PATH (CI has none: these skip with the reason): the protocol
-bit-exact against golden on every target Renode models, the counts against QEMU's, reads and 50
-attaches in a row through Renode's GDB server, and no Renode process of ours left afterwards."""
+script whose emulator is its child), the plugin's end-of-session check for leftover emulators, the
+start-up timeout, the clear refusals (no Renode on PATH; the Cortex-M55 target). With `renode` on PATH
+(CI has none: these skip with the reason): the protocol bit-exact against golden on every target Renode
+models, the counts against QEMU's, reads and 50 attaches in a row through Renode's GDB server, and no
+Renode process of ours left afterwards."""
 from __future__ import annotations
 
 import re
@@ -17,6 +18,8 @@ from harness.boards import renode as R
 from harness.boards.factory import BoardUnavailable, backend_missing, make_board
 from harness.firmware import firmware_elf
 from harness.targets import load_target, target_names
+
+pytest_plugins = ["pytester"]
 
 SUPPORTED = ["mps2-an386", "mps2-an500", "netduinoplus2"]
 RENODE = shutil.which("renode")
@@ -280,6 +283,73 @@ time.sleep(300)
         harness.wait()
     _wait_for(lambda: not _alive(child))
     _wait_for(lambda: emulators_of(harness.pid) == [])
+
+
+LEAVES_EMULATORS = """
+import os, subprocess, sys, time
+from pathlib import Path
+from harness.boards.base import OWNER_ENV, EmulatorProcess
+from harness.boards.renode import RenodeBoard
+from harness.targets import load_target
+
+LAUNCHER = {launcher!r}
+PIDS = Path({pids!r})
+
+
+def _board(tmp_path):
+    board = RenodeBoard(load_target("mps2-an386"), None, log_dir=tmp_path)
+    board._workspace("trm-test")
+    board._spawn(LAUNCHER, own_group=True)        # a Renode board's group: supervisor, launcher, its child
+    child = Path(LAUNCHER[1])
+    while not (child.exists() and child.read_text().strip()):
+        time.sleep(0.05)
+    return board, int(child.read_text())
+
+
+def test_leaves_two_emulators_running(tmp_path):
+    # tagged as a board tags its emulator, in a session of its own: nothing but the check ends it
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True,
+                             env={{**os.environ, OWNER_ENV: str(os.getpid())}})
+    board, child = _board(tmp_path)
+    PIDS.write_text(f"{{plain.pid}} {{board.proc.pid}} {{child}}")
+
+
+def test_closes_its_board(tmp_path):
+    board, child = _board(tmp_path)
+    EmulatorProcess._stop(board)
+"""
+
+
+def test_the_session_fails_naming_each_emulator_it_left_running_and_kills_them(pytester, tmp_path):
+    """The plugin's check at session end: a pytest session (a subprocess) whose test leaves a tagged process
+    and a Renode board's process group running exits 1, its summary naming each pid with its command line,
+    and none of them is alive afterwards; a session that closes its board passes."""
+    import os
+    import signal
+    cmd, _ = _fake_launcher(tmp_path)
+    pids_file = tmp_path / "pids"
+    pytester.makepyfile(LEAVES_EMULATORS.format(launcher=cmd, pids=str(pids_file)))
+    r = pytester.runpytest_subprocess("-p", "no:labgrid", "-k", "leaves")
+    pids = [int(x) for x in pids_file.read_text().split()] if pids_file.exists() else []
+    try:
+        assert len(pids) == 3, r.outlines
+        out = r.stdout.str()
+        assert r.ret == pytest.ExitCode.TESTS_FAILED and "1 passed" in out, out
+        assert "leftover emulators" in out and "emulator process(es) this session started" in out, out
+        for pid in pids:
+            assert re.search(rf"^pid {pid}: \S", out, re.M), (pid, out)
+        assert re.search(rf"^pid {pids[0]}: .*python.* -c import time; time.sleep\(120\)$", out, re.M), out
+        assert re.search(rf"^pid {pids[1]}: .*-m harness.boards.group", out, re.M), out
+        assert re.search(rf"^pid {pids[2]}: sleep 300$", out, re.M), out    # the launcher's child, the "emulator"
+        assert len(re.findall(r"^pid \d+: ", out, re.M)) == 4, out         # and the launcher script itself
+        _wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=5)
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    (tmp_path / "child.pid").unlink()
+    r = pytester.runpytest_subprocess("-p", "no:labgrid", "-k", "closes")
+    assert r.ret == pytest.ExitCode.OK and "leftover emulators" not in r.stdout.str(), r.stdout.str()
 
 
 def test_renode_gets_the_boards_scratch_folder_as_its_tmpdir(tmp_path, monkeypatch):

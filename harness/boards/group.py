@@ -54,7 +54,8 @@ def members(pgid: int) -> list[int]:
     return out
 
 
-def _signal(pids: list[int], sig: int) -> None:
+def signal_each(pids: list[int], sig: int) -> None:
+    """``sig`` to each of ``pids`` that is still there."""
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -66,8 +67,8 @@ def end_group(child: subprocess.Popen | None) -> None:
     """SIGTERM (with SIGCONT: a stopped emulator acts on it), then SIGKILL, to every other process of
     this process's group."""
     pgid = os.getpgid(0)
-    _signal(members(pgid), signal.SIGTERM)
-    _signal(members(pgid), signal.SIGCONT)
+    signal_each(members(pgid), signal.SIGTERM)
+    signal_each(members(pgid), signal.SIGCONT)
     deadline = time.monotonic() + GRACE
     while time.monotonic() < deadline:
         if child is not None:
@@ -75,7 +76,7 @@ def end_group(child: subprocess.Popen | None) -> None:
         if not members(pgid):
             return
         time.sleep(0.05)
-    _signal(members(pgid), signal.SIGKILL)
+    signal_each(members(pgid), signal.SIGKILL)
 
 
 def _arm_parent_death_signal() -> None:
