@@ -13,7 +13,8 @@
     # serves = "qemu"             # labgrid: the backend at the place, qemu | renode | serial (default qemu)
     # acquire_timeout = 60        # labgrid: seconds to wait for a place someone else holds, then skip it
     tags = ["nightly"]
-    # start_timeout = 180         # any backend: seconds a start may take (default: the backend's, e.g. Renode 120)
+    # start_timeout = 180         # any backend: seconds a start may take (default: the backend's, e.g. Renode 120;
+    #                             # the farm gives the longer of it and the plan's [run] start_timeout_s)
     # inject = "hang@3"           # any backend: misbehave after 3 puzzles (testing the farm, boards/faults.py)
 
 A ``BoardSpec``'s ``options`` are ``make_board``'s keyword arguments (``probe`` becomes ``probe_id``):

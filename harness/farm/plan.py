@@ -46,7 +46,7 @@ class RunOptions:
     puzzle_timeout_s: float = 120.0
     retries: int = 1                 # resets and retries of one puzzle before the board is quarantined
     quarantine_after: int = 3        # board failures (over the run) that quarantine a board
-    start_timeout_s: float = 30.0
+    start_timeout_s: float = 30.0    # a floor: a board whose own start-up timeout is longer gets that
     max_parallel: int = 0            # emulated boards running at once; 0 = the host's cores
     check: bool = True               # compare every puzzle with golden, bit for bit
     profile_puzzles: int = 2         # a job's first N puzzles run again with PROFILE after its plain runs; 0 = none
