@@ -75,7 +75,6 @@ class Target:
     energy: dict = field(default_factory=dict)
     path: Path | None = None
     layout: Layout | None = None   # of the build in use (None: no build read yet)
-    layout_from: Path | None = None
 
     def _layout(self) -> Layout:
         if self.layout is None:
@@ -110,7 +109,7 @@ class Target:
 
     def built_as(self, elf: str | Path) -> "Target":
         """This target with the blob and arena regions of the firmware build ``elf``."""
-        return replace(self, layout=read_layout(Path(elf)), layout_from=Path(elf))
+        return replace(self, layout=read_layout(Path(elf)))
 
 
 def read_layout(elf: Path) -> Layout:
@@ -184,7 +183,7 @@ def load_target(name_or_path: str | Path) -> Target:
     fw = t.flash
     if fixed is not None and fw.origin < fixed.end and fixed.origin < fw.end:
         raise TargetError(f"{p}: the code memory {fw.origin:#x}+{fw.size:#x} overlaps the blob region: "
-                          "a blob that shares it is `blob = {{ after_firmware = true, align = ... }}`")
+                          "a blob that shares it is `blob = { after_firmware = true, align = ... }`")
     elf = BIN_DIR / t.name / "firmware.elf"
     try:
         return t.built_as(elf) if elf.is_file() else t
