@@ -89,7 +89,7 @@ def model_record(net, config: dict[str, Any]) -> dict[str, Any]:
         if shape.get("preset") in SHAPES:
             preset = SHAPES[shape["preset"]]
             out.update(paper_table_bytes_int8=table_bytes(preset, 8), paper_table_bytes_fp32=table_bytes(preset, 32),
-                       paper_puzzle_ids=preset.paper_puzzle_ids or preset.model.get("puzzle_ids", 0))
+                       paper_puzzle_ids=preset.table_ids)
     return out
 
 

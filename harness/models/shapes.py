@@ -27,7 +27,6 @@ The shapes (their sources: the official repositories' configs, ``config/arch/trm
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,11 @@ class Shape:
     paper_depth: str = ""              # the published depth "T,n,steps" (the config's default is one cycle)
     paper_puzzle_ids: int = 0          # the published table's identifiers where the preset exports fewer
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def table_ids(self) -> int:
+        """The puzzle identifiers of the published table (the exported model's where it has them all)."""
+        return self.paper_puzzle_ids or self.model.get("puzzle_ids", 0)
 
 
 def _official(**kw) -> dict[str, Any]:
@@ -108,9 +112,7 @@ def parse(name: str) -> tuple[Shape, int]:
 def table_bytes(shape: Shape, bits: int = 8) -> int:
     """The puzzle-embedding table at the paper's scale: identifiers × prefix rows × hidden, at ``bits``
     per element (the table is stored at the blob's 8-bit width; ``bits`` 32 gives the fp32 checkpoint)."""
-    m = shape.model
-    ids = shape.paper_puzzle_ids or m.get("puzzle_ids", 0)
-    return ids * m.get("puzzle_emb_ndim", 0) * bits // 8
+    return shape.table_ids * shape.model.get("puzzle_emb_ndim", 0) * bits // 8
 
 
 def _cache() -> Path:
@@ -139,16 +141,7 @@ def materialise(name: str) -> Path:
         "shape": {"preset": shape.name, "seed": seed, "source": shape.source, "paper_depth": shape.paper_depth,
                   "paper_puzzle_ids": shape.paper_puzzle_ids, "notes": list(shape.notes)},
         "parameters": sum(p.numel() for p in model.parameters())})
-    os.replace(tmp, folder) if not folder.exists() else None
+    if not folder.exists():
+        os.replace(tmp, folder)
     return folder
 
-
-def describe(name: str) -> dict[str, Any]:
-    """What a report says about a shape: preset, seed, source, parameters, the paper-scale table."""
-    shape, seed = parse(name)
-    cfg = json.loads((materialise(name) / "config.json").read_text())
-    return {"preset": shape.name, "seed": seed, "label": COST_ONLY, "source": shape.source,
-            "paper_depth": shape.paper_depth,
-            "parameters": cfg["parameters"], "paper_table_bytes_int8": table_bytes(shape, 8),
-            "paper_table_bytes_fp32": table_bytes(shape, 32), "paper_puzzle_ids": shape.paper_puzzle_ids or
-            shape.model.get("puzzle_ids", 0)}

@@ -264,7 +264,7 @@ def _cost_only_blocks(doc: Doc, c: pd.DataFrame, rd) -> None:
               "in flash (streamed: a RUN reads only its puzzle identifier's rows) and copied to the arena "
               "(embeddings = \"ram\"); the arena's peak on the board in each mode.")
         doc.table(_whole_numbers(pd.DataFrame(pairs)), "streaming")
-    tabled = [f"{name}: {s.paper_puzzle_ids or s.model.get('puzzle_ids', 0):,} puzzle identifiers x "
+    tabled = [f"{name}: {s.table_ids:,} puzzle identifiers x "
               f"{s.model.get('puzzle_emb_ndim', 0)} channels = {table_bytes(s, 8):,} B at int8 "
               f"({table_bytes(s, 32):,} B at fp32)" for name, s in sorted(SHAPES.items())]
     doc.p("The puzzle-embedding tables of the published shapes, computed from their shapes (not run): "
