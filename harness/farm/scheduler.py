@@ -368,8 +368,9 @@ class Farm:
                         raise
                     # the board measured that the run needs more arena than its image leaves (RAM mode's
                     # embedding tables, or the workspace itself): a result about this configuration
-                    self._record_ram_refusal(job, mi, depth, todo[k:], f"does not fit {job.target}: RAM: "
-                                             f"{st.spec.id} refused the run ({P.BLOB_STATUS[e.detail]}): {e}")
+                    self._record_unrun(job, [mi.puzzles[j].id for j in todo[k:]], "does_not_fit",
+                                       f"does not fit {job.target}: RAM: {st.spec.id} refused the run "
+                                       f"({P.BLOB_STATUS[e.detail]}): {e}", over="ram")
                     return board
                 except BOARD_FAILURES as e:
                     self._failed(st, job, board, e, f"puzzle {p.id}, attempt {attempts}")
@@ -395,11 +396,13 @@ class Farm:
             board = self._trace(st, job, board)
         return board
 
-    def _record_ram_refusal(self, job: Job, mi, depth, indices: list[int], why: str) -> None:
-        for i in indices:
-            self.journal.record(self.run_id, job.key, mi.puzzles[i].id, "does_not_fit", None, 0, {
+    def _record_unrun(self, job: Job, puzzle_ids, status: str, why: str, **extra) -> None:
+        """Rows for puzzles of ``job`` no board answered: ``board_failure`` or ``does_not_fit``, with why."""
+        depth = self.prep.depth(job.model, job.depth)
+        for pid in puzzle_ids:
+            self.journal.record(self.run_id, job.key, pid, status, None, 0, {
                 "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
-                "target": job.target, "error": why, "over": "ram"})
+                "target": job.target, "error": why, **extra})
 
     def _failed(self, st: BoardState, job: Job, board: Board | None, e: BaseException, what: str) -> None:
         """A board failure during ``what``: an event, and the board closed (the caller starts it again)."""
@@ -512,21 +515,12 @@ class Farm:
         """Jobs left in a queue had no healthy board: their missing puzzles become board_failure rows."""
         for target, q in self.queues.items():
             for job in q:
-                mi = self.prep.models[job.model]
                 done = self.journal.done(self.run_id, job.key)
-                why = f"no healthy {target} board left (see the events in the journal)"
-                depth = self.prep.depth(job.model, job.depth)
-                for p in mi.puzzles:
-                    if p.id not in done:
-                        self.journal.record(self.run_id, job.key, p.id, "board_failure", None, 0, {
-                            "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
-                            "target": job.target, "error": why})
+                self._record_unrun(job, [p.id for p in self.prep.models[job.model].puzzles if p.id not in done],
+                                   "board_failure", f"no healthy {target} board left (see the events in the journal)")
         for job, why in self.skipped:      # a result, not a failure: the report shows it as "does not fit"
-            depth = self.prep.depth(job.model, job.depth)
-            for p in self.prep.models[job.model].puzzles:
-                self.journal.record(self.run_id, job.key, p.id, "does_not_fit", None, 0, {
-                    "model": job.model, "recipe": job.recipe, "depth": depth.label(), "depth_spec": job.depth,
-                    "target": job.target, "error": why, "over": "flash"})
+            self._record_unrun(job, [p.id for p in self.prep.models[job.model].puzzles], "does_not_fit", why,
+                               over="flash")
 
 
 class Quarantined(RuntimeError):
