@@ -242,23 +242,23 @@ def _cost_only_blocks(doc: Doc, c: pd.DataFrame, rd) -> None:
           "(n x per z-update + per y-update)) (harness.figures.depth_count_model, the firmware's loop), all steps "
           "run; the largest misfit over the measured depths says how well that holds.")
     # RAM with and without streaming: the same weights with embeddings = "ram" beside "flash"
+    def weights(recipe: str) -> tuple[str, str]:    # a recipe's fields but its names and where embeddings go
+        d = get_recipe(recipe).to_dict()
+        where = d.pop("embeddings")
+        return repr(sorted((k, v) for k, v in d.items() if k not in ("name", "description"))), where
+
+    ran = [(r, *weights(r["recipe"])) for r in rows.to_dict("records") if not pd.isna(r.get("arena_bytes_max"))]
+    streamed = {(r["model"], r["depth"], r["target"], w): r for r, w, where in ran if where == "flash"}
     pairs = []
-    for r in rows.to_dict("records"):
-        rr = get_recipe(r["recipe"])
-        if rr.embeddings != "ram" or pd.isna(r.get("arena_bytes_max")):
-            continue
-        for o in rows.to_dict("records"):
-            ro = get_recipe(o["recipe"])
-            same = {**ro.to_dict(), "name": "", "description": "", "embeddings": ""} == \
-                {**rr.to_dict(), "name": "", "description": "", "embeddings": ""}
-            if same and ro.embeddings == "flash" and (o["model"], o["depth"], o["target"]) == \
-                    (r["model"], r["depth"], r["target"]) and not pd.isna(o.get("arena_bytes_max")):
-                pairs.append({"model": r["model"], "target": r["target"], "depth": r["depth"],
-                              "streamed": o["recipe"], "in RAM": r["recipe"],
-                              "arena streamed": int(o["arena_bytes_max"]), "arena in RAM": int(r["arena_bytes_max"]),
-                              "RAM saved by streaming": int(r["arena_bytes_max"] - o["arena_bytes_max"]),
-                              "flash read streamed": o.get("flash_bytes_read_mean"),
-                              "flash read in RAM": r.get("flash_bytes_read_mean")})
+    for r, w, where in ran:
+        o = streamed.get((r["model"], r["depth"], r["target"], w)) if where == "ram" else None
+        if o is not None:
+            pairs.append({"model": r["model"], "target": r["target"], "depth": r["depth"],
+                          "streamed": o["recipe"], "in RAM": r["recipe"],
+                          "arena streamed": int(o["arena_bytes_max"]), "arena in RAM": int(r["arena_bytes_max"]),
+                          "RAM saved by streaming": int(r["arena_bytes_max"] - o["arena_bytes_max"]),
+                          "flash read streamed": o.get("flash_bytes_read_mean"),
+                          "flash read in RAM": r.get("flash_bytes_read_mean")})
     if pairs:
         doc.p("RAM with and without streaming, measured: the same weights exported with the embedding tables kept "
               "in flash (streamed: a RUN reads only its puzzle identifier's rows) and copied to the arena "
