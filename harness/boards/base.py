@@ -57,7 +57,10 @@ class Session:
 
     def send_raw(self, data: bytes) -> None:
         """Bytes as they are, framed or not (tests of the firmware's decoder send garbage this way)."""
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except ConnectionError as e:         # reset or broken pipe: the board's end is gone
+            raise BoardLinkLost(f"{self.describe}: the connection was lost ({e})") from None
 
     def next_frame(self, timeout: float) -> bytes | None:
         """The next delimited frame's raw bytes (without the 0x00), or None when none came in time."""
@@ -78,6 +81,8 @@ class Session:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 continue
+            except ConnectionError as e:     # reset by the peer (a lab host or emulator gone): the same loss
+                raise BoardLinkLost(f"{self.describe}: the connection was lost ({e})") from None
             if not chunk:
                 raise BoardLinkLost(f"{self.describe}: the connection closed")
             self.buffer += chunk
