@@ -170,6 +170,9 @@ def eval_cmd(
                                                "FILE.toml:NAME); adds carry-trajectory fidelity to fp32."),
     depth: Optional[str] = typer.Option(None, help="T,n,steps[,halt]; default: the model's."),
     seed: int = typer.Option(1000, help="Seed of generated held-out puzzles."),
+    task_param: list[str] = typer.Option([], "--task-param", help="KEY=VALUE: generate the held-out puzzles "
+                                         "with this task parameter changed (e.g. min_givens=30: harder sudoku); "
+                                         "the model's sequence and vocabulary must stay the same."),
     threads: int = typer.Option(2, help="Torch CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     write_card: bool = typer.Option(False, help="Write card.json and card.md into the checkpoint folder."),
@@ -182,6 +185,7 @@ def eval_cmd(
     from .depth import Depth
     from .models.evaluate import default_depth, evaluate
     from .models.trm import macs_per_inference
+    from .tasks import difficulty_text, vary_task
     from .tasks.puzzle_source import load_puzzle_source
 
     torch.set_num_threads(threads)
@@ -193,9 +197,17 @@ def eval_cmd(
         _fail(f"model {model} solves {model_task.name!r}, not {task!r}")
     try:
         d = Depth.parse(depth, default_depth(net))
+        changes = {k: v for k, v in _task_spec(model_task.name, None, task_param).items() if k != "name"}
+        if changes:
+            model_task = vary_task(model_task, changes)
         source, items = load_puzzle_source(model_task, puzzles, seed)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
+    if changes:
+        if source["kind"] != "generated":
+            _fail(f"--task-param changes generated puzzles; {source['description']} are read as they are")
+        source["task_params"] = changes
+        source["description"] += ", " + ", ".join(f"{k}={v}" for k, v in changes.items())
     if not items:
         _fail(f"no puzzles to evaluate in {puzzles!r}")
     if recipe is None:
@@ -226,6 +238,7 @@ def eval_cmd(
     result.update({k: v for k, v in res.items() if k not in ("predictions", "exact", "cells", "cosine")})
     from .stats import CONFIDENCE, wilson
     result["exact_accuracy_lo"], result["exact_accuracy_hi"] = wilson(int(res["exact"].sum()), res["puzzles"])
+    result["difficulty"] = model_task.difficulty_summary(items)
     if write_card:
         write_model_card(Path(config["path"]), config, result, _command_line(ctx))
     if as_json:
@@ -241,6 +254,7 @@ def eval_cmd(
                     f"{result['exact_accuracy']:.2%} [{result['exact_accuracy_lo']:.2%}, {result['exact_accuracy_hi']:.2%}] "
                     f"({CONFIDENCE:.0%} Wilson interval), mean steps {result['mean_steps']:.2f}, "
                     f"{result['params']:,} params, {result['macs_per_inference']:,} MACs per puzzle")
+    Console().print(f"difficulty: {difficulty_text(result['difficulty'])}")
     if recipe is not None:
         Console().print(f"recipe {recipe} ({result['evaluated_by']}): {result['weight_bytes']:,} weight bytes, "
                         f"carry fidelity to fp32: final {result['fidelity_final']:.4f}, AUC {result['fidelity_auc']:.4f}")

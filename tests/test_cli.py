@@ -48,6 +48,35 @@ def test_eval_writes_a_model_card(tiny_checkpoint):
     assert "puzzle-exact accuracy" in (tiny_checkpoint / "card.md").read_text()
 
 
+def test_a_card_keeps_an_evaluation_at_another_difficulty_beside_its_own(tiny_checkpoint):
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", "12", "--write-card")
+    assert r.exit_code == 0, r.output
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", "12", "--task-param", "min_givens=10",
+               "--write-card", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["puzzle_set"]["task_params"] == {"min_givens": 10}
+    assert res["difficulty"]["givens"]["min"] >= 10 and res["difficulty"]["measure"] == "solver guesses"
+    card = json.loads((tiny_checkpoint / "card.json").read_text())
+    assert card["evaluation"]["puzzle_set"].get("task_params") is None    # its own difficulty stays the card's
+    assert card["evaluation"]["difficulty"]["givens"]["max"] < 10        # a 4x4 at min_givens 0 keeps few
+    other = card["other_evaluations"]["generated min_givens=10"]
+    assert other["exact_accuracy_lo"] <= other["exact_accuracy"] <= other["exact_accuracy_hi"]
+    md = (tiny_checkpoint / "card.md").read_text()
+    assert "| difficulty | givens" in md and "min_givens=10 (givens" in md and "Wilson" in md
+
+
+def test_eval_task_params_that_cannot_apply_are_refused(tiny_checkpoint, tmp_path):
+    r = invoke("eval", "--model", tiny_checkpoint, "--task-param", "givens=3")
+    assert r.exit_code == 2 and "'givens': sudoku has min_givens, size" in r.output
+    r = invoke("eval", "--model", tiny_checkpoint, "--task-param", "size=6")
+    assert r.exit_code == 2 and "change the vocab_size from 6 to 8" in r.output
+    csv = tmp_path / "theirs.csv"
+    csv.write_text("source,q,a,rating\nme,1030040220000001,,0\n")
+    r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", csv, "--task-param", "min_givens=10")
+    assert r.exit_code == 2 and "are read as they are" in r.output
+
+
 def test_puzzles_command_and_clear_errors(tiny_checkpoint, tmp_path):
     out = tmp_path / "mazes.jsonl"
     r = invoke("puzzles", "--task", "maze", "--size", "7", "--n", "4", "--out", out)

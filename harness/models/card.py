@@ -9,6 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ..tasks import difficulty_text
 from .checkpoint import atomic_write_text
 
 
@@ -22,15 +23,21 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         "puzzle_set": result["puzzle_set"],
         "cell_accuracy": result["cell_accuracy"],
         "exact_accuracy": result["exact_accuracy"],
+        "exact_accuracy_lo": result["exact_accuracy_lo"],
+        "exact_accuracy_hi": result["exact_accuracy_hi"],
+        "difficulty": result["difficulty"],
         "per_step": result["per_step"],
     }
     path = folder / "card.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     kind = result["puzzle_set"]["kind"]
-    if kind != "generated":
+    varied = result["puzzle_set"].get("task_params")
+    if kind != "generated" or varied:
+        # another set (a file, ARC-AGI-1, generated puzzles of another difficulty) joins the card's list
+        key = kind + "".join(f" {k}={v}" for k, v in (varied or {}).items())
         if not old:
-            raise ValueError(f"write the card from a generated held-out evaluation before adding {kind}")
-        old.setdefault("other_evaluations", {})[kind] = evaluation
+            raise ValueError(f"write the card from a generated held-out evaluation before adding {key}")
+        old.setdefault("other_evaluations", {})[key] = evaluation
         atomic_write_text(path, json.dumps(old, indent=2) + "\n")
         atomic_write_text(folder / "card.md", render_markdown(old))
         return old
@@ -105,6 +112,15 @@ def _inner_widths(m: dict[str, Any]) -> str:
     return (f"mixer {cfg.mix_width}, " if cfg.mixer == "mlp" else "") + f"channel {cfg.ffn_width}"
 
 
+def _interval(ev: dict[str, Any]) -> str:
+    """' [lo, hi] (95% Wilson)' where the evaluation recorded its interval (older cards did not)."""
+    if "exact_accuracy_lo" not in ev:
+        return ""
+    from ..stats import CONFIDENCE
+
+    return f" [{ev['exact_accuracy_lo']:.2%}, {ev['exact_accuracy_hi']:.2%}] ({CONFIDENCE:.0%} Wilson)"
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     m, t, ev = card["model"], card["task"], card["evaluation"]
     task_desc = ", ".join(f"{k}={v}" for k, v in t.items() if k != "name")
@@ -137,8 +153,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     else:
         lines += [
             f"| evaluated on | {ev['puzzle_set']['description']} |",
+            *([f"| difficulty | {difficulty_text(ev['difficulty'])} |"] if "difficulty" in ev else []),
             f"| cell accuracy | {ev['cell_accuracy']:.2%} |",
-            f"| puzzle-exact accuracy | {ev['exact_accuracy']:.2%} |",
+            f"| puzzle-exact accuracy | {ev['exact_accuracy']:.2%}{_interval(ev)} |",
             "",
             "Accuracy after each supervision step:",
             "",
@@ -153,8 +170,9 @@ def render_markdown(card: dict[str, Any]) -> str:
                   f"{a['canvas']} canvas" + (", so none can be evaluated with it." if not a["fitting"] else
                                              " (`harness eval --puzzles arc-agi-1`)."), ""]
     for other in card.get("other_evaluations", {}).values():
-        lines += [f"On {other['puzzle_set']['description']}: cell {other['cell_accuracy']:.2%}, "
-                  f"puzzle-exact {other['exact_accuracy']:.2%}.", ""]
+        hard = f" ({difficulty_text(other['difficulty'])})" if "difficulty" in other else ""
+        lines += [f"On {other['puzzle_set']['description']}{hard}: cell {other['cell_accuracy']:.2%}, "
+                  f"puzzle-exact {other['exact_accuracy']:.2%}{_interval(other)}.", ""]
     made = [origin["command"]] if origin else card["training"]["commands"] or ["(training command not recorded)"]
     commands = [*made, *([ev["command"]] if ev else [])]
     commands += [o["command"] for o in card.get("other_evaluations", {}).values()]

@@ -365,6 +365,8 @@ class Arc(Task):
         mask[..., -self.cells:] = True
         return mask
 
+    difficulty_measure = "answer cells that differ from the test input"
+
     def difficulty(self, p: Puzzle) -> float:
         """Answer cells whose token differs between the test input and output canvases."""
         n = self.cells

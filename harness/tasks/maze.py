@@ -136,6 +136,8 @@ class Maze(Task):
         inputs = np.asarray(inputs)
         return (inputs != WALL) & (inputs != 0)
 
+    difficulty_measure = "shortest-path cells"
+
     def difficulty(self, p: Puzzle) -> float:
         return float(len(shortest_path(np.asarray(p.inputs).reshape(self.size, self.size))))
 

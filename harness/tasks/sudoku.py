@@ -214,6 +214,14 @@ class Sudoku(Task):
     def difficulty(self, p: Puzzle) -> float:
         return float(difficulty_guesses(self._grid(p.inputs), self.size))
 
+    difficulty_measure = "solver guesses"
+
+    def difficulty_summary(self, puzzles: list[Puzzle]) -> dict[str, Any]:
+        """The solver's guesses (the base summary) and the givens: fewest, mean, most."""
+        givens = np.array([sum(1 for t in p.inputs if t > BLANK) for p in puzzles])
+        return {**super().difficulty_summary(puzzles),
+                "givens": {"min": int(givens.min()), "mean": float(givens.mean()), "max": int(givens.max())}}
+
     def exact(self, inputs: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
         """Per puzzle [...]: the givens with the predicted blanks make a grid whose every unit holds
         1..n once (what the model writes over a given is not scored, as in ``score``)."""
