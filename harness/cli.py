@@ -300,13 +300,17 @@ def puzzles(
     task: str = typer.Option(..., help="sudoku, maze or arc"),
     out: Path = typer.Option(..., help="File to write: .jsonl (any task) or .csv (sudoku)."),
     n: int = typer.Option(100), size: Optional[int] = typer.Option(None),
+    task_param: list[str] = typer.Option([], "--task-param", help="KEY=VALUE task parameter, e.g. min_givens=30."),
     split: str = typer.Option("test", help="train or test (held-out)."), seed: int = typer.Option(1000),
 ):
     """Generate a puzzle file."""
     from .tasks import make_task
     from .tasks.files import write_csv, write_jsonl
 
-    t = make_task(task, **({"size": size} if size else {}))
+    try:
+        t = make_task(**_task_spec(task, size, task_param))
+    except (TypeError, ValueError) as e:
+        _fail(f"--task {task} with {task_param}: {e}")
     with _progress_bar(f"generating {task}", n, False) as advance:
         items = []
         for p in t.iter_generate(n, seed, split):

@@ -84,6 +84,12 @@ def test_puzzles_command_and_clear_errors(tiny_checkpoint, tmp_path):
     assert len(out.read_text().splitlines()) == 4
     r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", out)
     assert r.exit_code != 0  # a maze file for a sudoku model
+    hard = tmp_path / "hard.jsonl"
+    r = invoke("puzzles", "--task", "sudoku", "--size", "4", "--task-param", "min_givens=9", "--n", "3", "--out", hard)
+    assert r.exit_code == 0, r.output
+    assert all(json.loads(line)["meta"]["givens"] >= 9 for line in hard.read_text().splitlines())
+    r = invoke("puzzles", "--task", "sudoku", "--task-param", "givens=3", "--out", hard)
+    assert r.exit_code == 2 and "unexpected keyword argument 'givens'" in r.output
     r = invoke("eval", "--model", "no-such-model")
     assert r.exit_code == 2 and "no checkpoint" in r.output
     r = invoke("eval", "--model", tiny_checkpoint, "--task", "maze")
