@@ -13,6 +13,9 @@ from harness.models.evaluate import evaluate
 from harness.models.trm import macs_per_inference
 
 REQUIRED = [f"{task}-{mixer}" for task in ("sudoku6", "maze7", "arc1x12") for mixer in ("mlp", "attention")]
+# The paper's grid size; sudoku9-attention joins when its training (training/sudoku9g36-attention) has
+# learnt something: at iteration 2000 it solved none of 256 held-out puzzles.
+REQUIRED += ["sudoku9-mlp"]
 LIMIT_PARAMS, LIMIT_MACS = 300_000, 400_000_000
 
 
@@ -20,7 +23,7 @@ def card(name):
     return json.loads((ZOO / name / "card.json").read_text())
 
 
-def test_the_six_required_models_ship_with_cards():
+def test_the_required_models_ship_with_cards():
     missing = [n for n in REQUIRED if n not in zoo_names() or not (ZOO / n / "card.json").exists()]
     assert not missing, f"zoo models without checkpoint or card: {missing}"
 

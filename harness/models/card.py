@@ -53,6 +53,7 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
             "commands": config.get("train_commands") or [config.get("train_command", "")],
             "seconds": config.get("train_seconds"),
             "iterations": config.get("iterations"),
+            "schedule": config.get("train", {}).get("iterations"),
             "seed": config.get("train", {}).get("seed"),
             "machine": f"{platform.machine()} CPU, torch {torch.__version__}, "
                        f"{config.get('train', {}).get('threads', '?')} thread(s)",
@@ -146,7 +147,10 @@ def render_markdown(card: dict[str, Any]) -> str:
     else:
         tr = card["training"]
         minutes = f"{tr['seconds'] / 60:.1f} min" if tr.get("seconds") else "unknown"
-        lines.append(f"| training | {tr['iterations']} iterations, {minutes} on {tr['machine']}, seed {tr['seed']} |")
+        stopped = (f" of a {tr['schedule']}-iteration schedule (stopped before its end)"
+                   if tr.get("schedule") and tr["iterations"] and tr["iterations"] < tr["schedule"] else "")
+        lines.append(f"| training | {tr['iterations']} iterations{stopped}, {minutes} on {tr['machine']}, "
+                     f"seed {tr['seed']} |")
     if ev is None:
         lines += ["", "Not evaluated yet: `harness eval --model FOLDER --write-card` measures its accuracy "
                       "(on the task's puzzles, identifier 0 for every puzzle).", ""]
@@ -187,6 +191,8 @@ def zoo_table(cards: list[dict[str, Any]]) -> str:
     for c in cards:
         t, ev = c["task"], c["evaluation"]
         task = f"{t['name']} {t.get('rows') or t['size']}×{t['size']}" if "size" in t else t["name"]
+        if t.get("min_givens"):
+            task += f", ≥{t['min_givens']} givens"
         minutes = f"{c['training']['seconds'] / 60:.0f} min" if c["training"].get("seconds") else "?"
         arch = f"{c['model'].get('arch', 'trm').upper()} {c['model']['mixer']}"
         rows.append(f"| {c['name']} | {task} | {arch} | {c['params']:,} | "
