@@ -37,6 +37,9 @@ def test_eval_json_on_generated_puzzles_and_a_foreign_file(tiny_checkpoint, tmp_
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["puzzle_set"]["count"] == 2 and res["puzzle_set"]["kind"] == "file"
+    # a file's puzzles are not solved for their difficulty (a large file would take hours); givens are counted
+    assert res["difficulty"]["rated"] == 0 and "mean" not in res["difficulty"]
+    assert res["difficulty"]["givens"] == {"min": 6, "mean": 7.5, "max": 9}
 
 
 def test_eval_writes_a_model_card(tiny_checkpoint):

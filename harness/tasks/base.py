@@ -106,12 +106,14 @@ class Task:
     difficulty_measure = "difficulty"   # what ``difficulty`` counts, in words (cards say it)
 
     def difficulty_summary(self, puzzles: list[Puzzle]) -> dict[str, Any]:
-        """How hard a puzzle set is, for a card: the mean and largest ``difficulty`` (the generator's
-        value when a puzzle carries one) and the share of puzzles at zero."""
-        d = np.array([p.meta["difficulty"] if "difficulty" in p.meta else self.difficulty(p) for p in puzzles],
-                     dtype=float)
-        return {"measure": self.difficulty_measure, "mean": float(d.mean()), "max": float(d.max()),
-                "zero_share": float((d == 0).mean())}
+        """How hard a puzzle set is, for a card: over the puzzles that carry their ``difficulty`` (the
+        generator records it; a file's puzzles are not solved here, which could take hours for a large
+        sudoku file), its mean, largest value and the share at zero."""
+        d = np.array([p.meta["difficulty"] for p in puzzles if "difficulty" in p.meta], dtype=float)
+        out = {"measure": self.difficulty_measure, "puzzles": len(puzzles), "rated": len(d)}
+        if len(d):
+            out.update(mean=float(d.mean()), max=float(d.max()), zero_share=float((d == 0).mean()))
+        return out
 
     def exact(self, inputs: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
         """Per puzzle [...]: whether the prediction solves it. Default: it equals the label on every
@@ -140,8 +142,13 @@ def difficulty_text(summary: dict[str, Any]) -> str:
         g = summary["givens"]
         parts.append(f"givens {g['min']}" if g["min"] == g["max"] else
                      f"givens {g['min']}-{g['max']} (mean {g['mean']:.1f})")
-    parts.append(f"{summary['measure']}: mean {summary['mean']:.2f}, max {summary['max']:g}, "
-                 f"{summary['zero_share']:.0%} at 0")
+    if "mean" not in summary:
+        parts.append(f"{summary['measure']}: not recorded for these puzzles")
+    else:
+        of = (f" (of the {summary['rated']} puzzles that record it)"
+              if summary.get("rated", summary.get("puzzles")) != summary.get("puzzles") else "")
+        parts.append(f"{summary['measure']}: mean {summary['mean']:.2f}, max {summary['max']:g}, "
+                     f"{summary['zero_share']:.0%} at 0{of}")
     return "; ".join(parts)
 
 
