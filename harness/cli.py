@@ -70,6 +70,20 @@ def _layout(arch: str, layers: int, y_layers: Optional[int], puzzle_emb_len: int
     return fields
 
 
+def _positions(rope_axes: str, rope_theta: float) -> dict:
+    """The model fields of --rope-axes and --rope-theta, only where they differ from the defaults (so that
+    a run saved before they existed resumes with the same config)."""
+    out: dict = {}
+    if rope_axes:
+        try:
+            out["rope_axes"] = [int(a) for a in rope_axes.lower().split("x")]
+        except ValueError:
+            _fail(f"--rope-axes {rope_axes!r}: give sizes joined by x, e.g. 9x9 or 3x3x3x3")
+    if rope_theta != 10000.0:
+        out["rope_theta"] = rope_theta
+    return out
+
+
 @app.command()
 def train(
     ctx: typer.Context,
@@ -85,6 +99,10 @@ def train(
     hidden: int = typer.Option(64), layers: int = typer.Option(2), expansion: float = typer.Option(2.0),
     heads: int = typer.Option(4), T: int = typer.Option(2, "--T"), n: int = typer.Option(3, "--n"),
     steps: int = typer.Option(8, "--steps", "--n-sup", help="Supervision steps (the official TRM's N_sup)."), halting: bool = typer.Option(True),
+    rope_axes: str = typer.Option("", help="Attention: rotary positions over these row-major axes of the "
+                                           "sequence, e.g. 9x9 (a 9x9 grid) or 3x3x3x3 (its boxes too); "
+                                           "empty: the flat position."),
+    rope_theta: float = typer.Option(10000.0, help="Attention: base of the rotary frequencies."),
     iterations: int = typer.Option(6000), batch: int = typer.Option(64), lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(0.1), warmup: int = typer.Option(200), ema: float = typer.Option(0.999),
     train_puzzles: int = typer.Option(3000, help="Base training puzzles (augmented on the fly)."),
@@ -100,7 +118,8 @@ def train(
     spec = _task_spec(task, size, task_param)
     cfg = TrainConfig(
         task=spec, model=dict(hidden=hidden, layers=layers, expansion=expansion, mixer=mixer, heads=heads,
-                              T=T, n=n, steps=steps, halting=halting, **_layout(arch, layers, y_layers, puzzle_emb_len, hidden)),
+                              T=T, n=n, steps=steps, halting=halting, **_layout(arch, layers, y_layers, puzzle_emb_len, hidden),
+                              **_positions(rope_axes, rope_theta)),
         seed=seed, train_puzzles=train_puzzles, batch=batch, lr=lr, weight_decay=weight_decay,
         warmup=warmup, iterations=iterations, ema=ema, eval_every=eval_every,
         eval_puzzles=eval_puzzles, threads=threads, max_minutes=max_minutes)

@@ -99,3 +99,22 @@ def test_puzzles_command_and_clear_errors(tiny_checkpoint, tmp_path):
     assert r.exit_code == 2 and "solves 'sudoku'" in r.output
     r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", "missing.jsonl")
     assert r.exit_code == 2 and "neither a count" in r.output
+
+
+def test_train_takes_rotary_axes_and_the_card_names_them(tmp_path):
+    out = tmp_path / "grid"
+    r = invoke("train", "--task", "sudoku", "--size", "4", "--out", out, "--mixer", "attention", "--hidden", "16",
+               "--heads", "2", "--layers", "1", "--T", "1", "--n", "1", "--n-sup", "1", "--iterations", "4",
+               "--train-puzzles", "16", "--eval-every", "4", "--eval-puzzles", "4", "--rope-axes", "4x4",
+               "--rope-theta", "100")
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["rope_axes"] == [4, 4] and config["model"]["rope_theta"] == 100.0
+    r = invoke("eval", "--model", out, "--puzzles", "4", "--write-card")
+    assert r.exit_code == 0, r.output
+    assert "rotary positions over 4x4 axes, theta 100" in (out / "card.md").read_text()
+    # sizes that do not make the sequence, or no sizes at all, are one line naming the option
+    for axes, says in (("4x3", "product is the sequence length 16"), ("4xfour", "--rope-axes '4xfour'")):
+        r = invoke("train", "--task", "sudoku", "--size", "4", "--out", tmp_path / axes, "--mixer", "attention",
+                   "--hidden", "16", "--heads", "2", "--iterations", "1", "--rope-axes", axes)
+        assert r.exit_code != 0 and says in r.output, r.output

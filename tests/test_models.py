@@ -63,6 +63,37 @@ def test_attention_is_not_causal_and_rotary_preserves_norm():
     assert not torch.allclose(m.blocks[0].mixer(h2)[0, 0], base[0, 0])
 
 
+def test_rotary_axes_lay_positions_out_on_a_grid():
+    from harness import rotary
+
+    # no axes: the usual rotary positions, coordinate p and exponent 2j / hd
+    coord, num, den = rotary.layout(10, 8)
+    assert (coord == np.arange(10)[:, None]).all() and np.allclose(num / den, np.arange(0, 8, 2) / 8)
+    # a 9x9 sudoku's boxes: (box row, row in box, box column, column in box), pairs taking turns
+    coord, num, den = rotary.layout(81, 12, (3, 3, 3, 3))
+    r, c = divmod(40, 9)
+    assert coord[40].tolist() == [r // 3, r % 3, c // 3, c % 3, r // 3, r % 3]
+    assert num.tolist() == [0, 0, 0, 0, 1, 1] and den.tolist() == [2, 2, 1, 1, 2, 2]
+    # the score of a q and a k depends only on their offset along each axis: same offset, same score
+    cos, sin = rotary_tables(49, 8, 100.0, (7, 7))
+    q = torch.randn(1, 1, 1, 8).expand(1, 1, 49, 8)
+    rq = apply_rotary(q, cos, sin)[0, 0]
+    at = lambda r, c: 7 * r + c
+    assert torch.allclose(rq[at(1, 2)] @ rq[at(2, 4)], rq[at(4, 0)] @ rq[at(5, 2)], atol=1e-4)
+    assert not torch.allclose(rq[at(1, 2)] @ rq[at(2, 4)], rq[at(1, 2)] @ rq[at(1, 5)], atol=1e-2)
+
+
+@pytest.mark.parametrize("fields, says", [
+    (dict(seq_len=36, rope_axes=(6, 5)), "product is the sequence length 36"),
+    (dict(seq_len=36, rope_axes=(36, 1)), "sizes of at least 2"),
+    (dict(seq_len=16, rope_axes=(2, 2, 2, 2), hidden=8, heads=2), "only 2 channel pairs"),
+    (dict(seq_len=36, rope_axes=(6, 6), puzzle_emb_len=2), "prefix has no place"),
+])
+def test_rotary_axes_are_checked(fields, says):
+    with pytest.raises(ValueError, match=says):
+        TRMConfig(**{"vocab_size": 8, "hidden": 16, "mixer": "attention", "heads": 2, **fields})
+
+
 def test_parameter_and_mac_counts():
     cfg = TRMConfig(vocab_size=8, seq_len=36, hidden=32, layers=1, expansion=2.0, mixer="mlp", T=2, n=3, steps=4)
     m = TRM(cfg)

@@ -374,6 +374,28 @@ def test_attention_models_are_bit_exact(attention_case):
         assert_same(im.run(x, T, n, steps), nm.run(x, T, n, steps))
 
 
+def test_attention_on_rotary_axes_is_bit_exact(attention_checkpoint):
+    """The same weights with rotary positions over a 4x4 grid (and another theta): the blob carries the
+    grid's tables, and firmware and golden agree on them bit for bit."""
+    from harness.models.hrm import build
+    from harness.models.trm import TRMConfig
+
+    model, task, _ = attention_checkpoint
+    grid = build(TRMConfig.from_dict({**model.cfg.to_dict(), "rope_axes": [4, 4], "rope_theta": 100.0}))
+    grid.load_state_dict(model.state_dict())
+    im = quantize(grid, task, "int8")
+    blob = B.to_blob(im)
+    hd = model.cfg.hidden // model.cfg.heads
+    want_cos, _ = arith.rope_tables(16, hd, 100.0, (4, 4))
+    flat_cos, _ = arith.rope_tables(16, hd, 100.0)
+    got_cos = im.blocks[0].mixer.rope_cos
+    assert np.array_equal(got_cos, want_cos) and not np.array_equal(got_cos, flat_cos)
+    x = puzzles(task, 32, seed=12)
+    nm = native.NativeModel(blob)
+    assert_same(im.run(x, 2, 2, 2), nm.run(x, 2, 2, 2))
+    assert_same(B.from_blob(blob).run(x, 2, 2, 2), nm.run(x, 2, 2, 2))
+
+
 def test_halting_stops_at_the_first_halting_step(zoo_case):
     im, task = zoo_case["im"], zoo_case["task"]
     c = im.config

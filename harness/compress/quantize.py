@@ -236,13 +236,13 @@ class IntegerOps:
                            _norm_const(h.shape[-1], self.scales[name]))
         return self._out(name, q, h, lambda: FLOAT_OPS.residual_norm(name, h, h_point, m, m_point, eps))
 
-    def rotary(self, name, t, cos, sin, theta):
+    def rotary(self, name, t, cos, sin, theta, axes=()):
         L, hd = t.shape[-2:]
-        key = (L, hd, float(theta))
+        key = (L, hd, float(theta), tuple(axes))
         if key not in self._rope:
-            self._rope[key] = arith.rope_tables(L, hd, theta)
+            self._rope[key] = arith.rope_tables(L, hd, theta, axes)
         q = arith.rope(self._int(name, t), *self._rope[key])
-        return self._out(name, q, t, lambda: FLOAT_OPS.rotary(name, t, cos, sin, theta))
+        return self._out(name, q, t, lambda: FLOAT_OPS.rotary(name, t, cos, sin, theta, axes))
 
     def attention(self, name, q, k, v, kernel):
         if kernel is not F.scaled_dot_product_attention:  # the integer model has softmax attention only
@@ -328,7 +328,7 @@ def _int_block(block, l: int, prefix: str, module: str, cfg, qw, bits: int, scal
         s_q, s_k, s_v, s_a = (scales[f"{pfx}.{k}"] for k in ("q", "k", "v", "attn"))
         q, s_w = qw[f"{module}.{l}.mixer.qkv"]
         qkv = _qlinear(q, s_w, bits, s_in, np.repeat([s_q, s_k, s_v], D))
-        cos, sin = arith.rope_tables(R, hd, cfg.rope_theta)
+        cos, sin = arith.rope_tables(R, hd, cfg.rope_theta, cfg.rope_axes)
         (sM, sn), (vM, vn) = _attention_multipliers(s_q, s_k, s_v, s_a, hd)
         qo, so = qw[f"{module}.{l}.mixer.out"]
         mixer = QAttention(qkv, cfg.heads, cos, sin, sM, sn, vM, vn,

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .. import rotary
+
 INT8_MIN, INT8_MAX = -128, 127
 INT16_MIN, INT16_MAX = -32768, 32767
 ADD_SHIFT = 12          # fixed-point bits of the coefficients of `weighted_add` and `residual`
@@ -175,10 +177,12 @@ def softmax(scores: np.ndarray, M: int, n: int) -> np.ndarray:
     return round_shift(e * rcp, PROB_BITS)
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Q14 cos and sin tables [L, head_dim/2], as the float model's rotary angles."""
-    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    ang = np.outer(np.arange(seq_len, dtype=np.float64), inv_freq)
+def rope_tables(seq_len: int, head_dim: int, theta: float, axes: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Q14 cos and sin tables [L, head_dim/2] of the rotary positions (``harness.rotary.layout``: the
+    float model's angles, here in float64)."""
+    coord, num, den = rotary.layout(seq_len, head_dim, axes)
+    inv_freq = 1.0 / theta ** (num.astype(np.float64) / den)
+    ang = coord.astype(np.float64) * inv_freq
     one = 1 << ROPE_SHIFT
     return np.round(np.cos(ang) * one).astype(np.int64), np.round(np.sin(ang) * one).astype(np.int64)
 

@@ -103,6 +103,9 @@ def _architecture(m: dict[str, Any]) -> str:
         parts.append(f"{m['puzzle_emb_len']}-row puzzle-embedding prefix ({m['puzzle_ids']} identifiers)")
     if m.get("halt_logits", 1) == 2:
         parts.append("two-logit halting head")
+    if m.get("rope_axes"):
+        parts.append(f"rotary positions over {'x'.join(map(str, m['rope_axes']))} axes, theta "
+                     f"{m.get('rope_theta', 10000.0):g}")
     return f"{name} ({', '.join(parts)})"
 
 
@@ -195,6 +198,8 @@ def zoo_table(cards: list[dict[str, Any]]) -> str:
             task += f", ≥{t['min_givens']} givens"
         minutes = f"{c['training']['seconds'] / 60:.0f} min" if c["training"].get("seconds") else "?"
         arch = f"{c['model'].get('arch', 'trm').upper()} {c['model']['mixer']}"
+        if c["model"].get("rope_axes"):
+            arch += f", {'x'.join(map(str, c['model']['rope_axes']))} rotary"
         rows.append(f"| {c['name']} | {task} | {arch} | {c['params']:,} | "
                     f"{c['macs_per_inference']:,} | {c['depth']['T']},{c['depth']['n']},{c['depth']['steps']} | "
                     f"{minutes} | {ev['cell_accuracy']:.1%} | {ev['exact_accuracy']:.1%} |")

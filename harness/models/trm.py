@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rotary
+
 MIXERS = ("mlp", "attention")
 # config keys and weight names of earlier checkpoints -> today's (docs/glossary.md: one word per idea)
 LEGACY = {"n_sup": "steps"}
@@ -77,6 +79,9 @@ class TRMConfig:
     ffn_inner: int = 0       # pruning, which shrinks them
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
+    rope_axes: tuple[int, ...] = ()  # rotary positions over these axes of the sequence (row-major, e.g.
+                             # (9, 9) for a 9x9 grid: each head's channel pairs take turns among the
+                             # axes); () : one axis, the flat position (the official TRM's)
     attention_kernel: str = "softmax"  # attention mixer: "softmax" | "linear"
     # the official layout (module docstring); the defaults are this harness's own TRM
     puzzle_emb_len: int = 0  # prefix rows before the sequence (the official TRM: 16)
@@ -106,6 +111,17 @@ class TRMConfig:
         if self.mix_norm not in MIX_NORMS or self.mix_norm == "sequence" and self.mixer != "mlp":
             raise ValueError(f"mix_norm must be one of {MIX_NORMS} ('sequence' with the mlp mixer only), "
                              f"got {self.mix_norm!r} with mixer {self.mixer!r}")
+        self.rope_axes = tuple(int(a) for a in self.rope_axes)
+        if self.rope_axes:
+            if math.prod(self.rope_axes) != self.seq_len or min(self.rope_axes) < 2:
+                raise ValueError(f"rope_axes {'x'.join(map(str, self.rope_axes))} must be sizes of at least 2 "
+                                 f"whose product is the sequence length {self.seq_len}")
+            if self.puzzle_emb_len:
+                raise ValueError("rope_axes lay the sequence out as a grid; a puzzle-embedding prefix has no "
+                                 "place on it: use rope_axes () with puzzle_emb_len")
+            if self.mixer == "attention" and len(self.rope_axes) > self.hidden // self.heads // 2:
+                raise ValueError(f"rope_axes has {len(self.rope_axes)} axes but a head has only "
+                                 f"{self.hidden // self.heads // 2} channel pairs: each axis needs one")
         if self.halt_read not in HALT_READS:
             raise ValueError(f"halt_read must be one of {HALT_READS}, got {self.halt_read!r}")
         if (self.puzzle_ids > 0) != (self.puzzle_emb_ndim > 0) or self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden:
@@ -160,7 +176,9 @@ class FloatOps:
         """Post-norm residual: rms_norm(h + m), h the block input, m the mixer or SwiGLU output."""
         return rms_norm(h + m, eps)
 
-    def rotary(self, name: str, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, theta: float) -> torch.Tensor:
+    def rotary(self, name: str, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, theta: float,
+               axes: tuple[int, ...] = ()) -> torch.Tensor:
+        """Rotary positions on q or k; ``theta`` and ``axes`` are those the tables were made with."""
         return apply_rotary(t, cos, sin)
 
     def attention(self, name: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: Callable) -> torch.Tensor:
@@ -201,9 +219,12 @@ class SequenceMLP(nn.Module):
         return self.swiglu(h.transpose(1, 2), point, name).transpose(1, 2)
 
 
-def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)  # [L, head_dim/2]
+def rotary_tables(seq_len: int, head_dim: int, theta: float,
+                  axes: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float cos and sin [L, head_dim/2] of the rotary positions (``harness.rotary.layout``)."""
+    coord, num, den = rotary.layout(seq_len, head_dim, axes)
+    inv_freq = 1.0 / theta ** (torch.as_tensor(num, dtype=torch.float32) / torch.as_tensor(den, dtype=torch.float32))
+    angles = torch.as_tensor(coord, dtype=torch.float32) * inv_freq  # [L, head_dim/2]
     return angles.cos(), angles.sin()
 
 
@@ -233,10 +254,10 @@ class Attention(nn.Module):
         self.head_dim = cfg.hidden // cfg.heads
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
         self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
-        cos, sin = rotary_tables(cfg.carry_len, self.head_dim, cfg.rope_theta)
+        cos, sin = rotary_tables(cfg.carry_len, self.head_dim, cfg.rope_theta, cfg.rope_axes)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.rope_theta = cfg.rope_theta
+        self.rope_theta, self.rope_axes = cfg.rope_theta, cfg.rope_axes
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
         B, L, D = h.shape
@@ -244,8 +265,8 @@ class Attention(nn.Module):
         q, k, v = self.qkv(h).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = point(f"{name}.q", q), point(f"{name}.k", k), point(f"{name}.v", v)
         # q and k keep their scale through the rotation (it preserves the norm of each pair)
-        q = point(f"{name}.q", ops.rotary(f"{name}.q", q, self.rope_cos, self.rope_sin, self.rope_theta))
-        k = point(f"{name}.k", ops.rotary(f"{name}.k", k, self.rope_cos, self.rope_sin, self.rope_theta))
+        q = point(f"{name}.q", ops.rotary(f"{name}.q", q, self.rope_cos, self.rope_sin, self.rope_theta, self.rope_axes))
+        k = point(f"{name}.k", ops.rotary(f"{name}.k", k, self.rope_cos, self.rope_sin, self.rope_theta, self.rope_axes))
         a = point(f"{name}.attn", ops.attention(name, q, k, v, self.kernel))  # [B, H, L, hd]
         return point(f"{name}.out", self.out(a.transpose(1, 2).reshape(B, L, D)))
 
