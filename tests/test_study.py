@@ -37,6 +37,22 @@ def test_an_interrupted_study_resumes_without_recomputing(tmp_path, monkeypatch)
     assert all(json.loads(line) for line in (tmp_path / "b" / S.ROWS).read_text().splitlines()[2:])
 
 
+def test_rows_of_a_replaced_checkpoint_are_computed_again(tmp_path, monkeypatch):
+    """A row records the digest of the model it measured; on resume, rows of another checkpoint of the
+    same name (or rows from before digests) are not reused."""
+    S.run_study(_plan(), log=lambda m: None, out=tmp_path)
+    rows = S.read_rows(tmp_path)
+    assert len({r["model_sha256"] for r in rows}) == 1 and len(rows[0]["model_sha256"]) == 64
+    lines = [json.dumps({**r, "model_sha256": "0" * 64}) if r["recipe"] == "int8" else json.dumps(r) for r in rows]
+    (tmp_path / S.ROWS).write_text("\n".join(lines) + "\n")
+    applied, logged = [], []
+    real_apply = S.apply
+    monkeypatch.setattr(S, "apply", lambda r, *a, **k: applied.append(r.name) or real_apply(r, *a, **k))
+    df = S.run_study(_plan(), log=logged.append, out=tmp_path)
+    assert applied == ["int8"] and len(df) == 3
+    assert any("1 rows" in m and "another checkpoint" in m for m in logged)
+
+
 def _row(model, arch, recipe, cell, exact, puzzles=300):
     r = {"model": model, "task": "sudoku", "mixer": "attention", "recipe": recipe, "depth": "T2n3s8",
          "cell_accuracy": cell, "exact_accuracy": exact, "puzzles": puzzles}

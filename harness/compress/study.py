@@ -71,8 +71,10 @@ class StudyPlan:
 ROWS = "rows.jsonl"
 
 
-def row_key(model: str, recipe: str, depth: str, puzzles: int, seed: int) -> tuple:
-    return (model, recipe, depth, puzzles, seed)
+def row_key(model: str, recipe: str, depth: str, puzzles: int, seed: int, model_sha256: str | None) -> tuple:
+    """What makes a row reusable on resume: the model's name and its digest (a checkpoint replaced under
+    the same name is studied again), the recipe, the depth and the puzzle set."""
+    return (model, model_sha256, recipe, depth, puzzles, seed)
 
 
 def read_rows(out: Path | None) -> list[dict[str, Any]]:
@@ -128,16 +130,22 @@ def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print
     """Run ``plan``. With ``out``, every row is appended to ``out/rows.jsonl`` (fsync) as it lands, and
     rows already there are kept rather than recomputed: an interrupted study resumes where it stopped
     (a training recipe's own training also resumes from its checkpoint cache)."""
-    from ..models.checkpoint import load_checkpoint
+    from ..models.checkpoint import load_checkpoint, model_digest
     from ..models.evaluate import default_depth
     from ..tasks.puzzle_source import puzzle_set_hash
 
-    done = {row_key(r["model"], r["recipe"], r["depth"], r["puzzles"], r["seed"]): r for r in read_rows(out)}
+    done = {row_key(r["model"], r["recipe"], r["depth"], r["puzzles"], r["seed"], r.get("model_sha256")): r
+            for r in read_rows(out)}
     if done:
         log(f"resuming: {len(done)} rows already in {out / ROWS}")
     rows = []
     for name in plan.models:
         model, task, _ = load_checkpoint(name)
+        digest = model_digest(model)
+        stale = sum(1 for k in done if k[0] == name and k[1] != digest)
+        if stale:
+            log(f"{name}: {stale} rows in {out / ROWS} were made with another checkpoint of that name "
+                f"(or before rows recorded it): they are computed again")
         puzzles = task.generate(plan.puzzles, seed=plan.seed, split="test")
         phash = puzzle_set_hash(puzzles)
         depths = [Depth.parse(d, default_depth(model)) for d in plan.depths]
@@ -146,7 +154,7 @@ def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print
             recipe = get_recipe(recipe_name)
             todo = []
             for depth in plan.depths_for(recipe_name, depths):
-                key = row_key(name, recipe_name, depth.label(), len(puzzles), plan.seed)
+                key = row_key(name, recipe_name, depth.label(), len(puzzles), plan.seed, digest)
                 if key in done:
                     rows.append(done[key])
                 else:
@@ -166,7 +174,7 @@ def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print
                                           progress=(lambda k, b=bar: progress.advance(b, k)) if progress else None)
                 if progress:
                     progress.remove_task(bar)
-                r = row(name, task, comp, res, depth, phash, plan.seed)
+                r = {**row(name, task, comp, res, depth, phash, plan.seed), "model_sha256": digest}
                 rows.append(r)
                 if out is not None:
                     _append_row(out, r)

@@ -36,7 +36,7 @@ from rich.progress import Progress
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..models.checkpoint import CONFIG, load_checkpoint
+from ..models.checkpoint import CONFIG, load_checkpoint, model_digest
 from ..models.hrm import build
 from ..models.train import TrainConfig
 from ..models.train import train as train_loop
@@ -75,14 +75,9 @@ def cache_root() -> Path:
 
 
 def cache_key(recipe: Recipe, model: TRM, task: Task) -> str:
-    """sha256 of the source model (weights and config), its task and the recipe."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    meta = {"model": model.cfg.to_dict(), "task": task.spec(), "recipe": recipe.to_dict()}
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    return h.hexdigest()
+    """sha256 of the source model (its `model_digest`), its task and the recipe."""
+    meta = {"model": model_digest(model), "task": task.spec(), "recipe": recipe.to_dict()}
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 # --- fake-quantized weights ---------------------------------------------------------------------

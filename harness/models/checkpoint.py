@@ -2,6 +2,7 @@
 record). A checkpoint is a folder; zoo models are checkpoints shipped in ``harness/models/zoo/``."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -38,6 +39,17 @@ def save_checkpoint(folder: Path, model: TRM, task: Task, extra: dict[str, Any] 
     os.replace(tmp, folder / WEIGHTS)
     config = {"model": model.cfg.to_dict(), "task": task.spec(), **(extra or {})}
     atomic_write_text(folder / CONFIG, json.dumps(config, indent=2) + "\n")
+
+
+def model_digest(model: TRM) -> str:
+    """sha256 of a model's weights (name and bytes of every tensor, in order) and its config: what a
+    cached result or a study row was made from."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def zoo_names() -> list[str]:
