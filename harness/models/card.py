@@ -187,10 +187,23 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _exact_interval(ev: dict[str, Any]) -> tuple[float, float]:
+    """The puzzle-exact Wilson interval of an evaluation: as recorded, or (cards from before intervals were
+    recorded) from its puzzle count and accuracy, which give the number solved."""
+    if "exact_accuracy_lo" in ev:
+        return ev["exact_accuracy_lo"], ev["exact_accuracy_hi"]
+    from ..stats import wilson
+
+    n = ev["puzzle_set"]["count"]
+    return wilson(round(ev["exact_accuracy"] * n), n)
+
+
 def zoo_table(cards: list[dict[str, Any]]) -> str:
     """Markdown table of the zoo, one row per card."""
+    from ..stats import CONFIDENCE
+
     rows = ["| model | task | architecture | params | MACs/inference | depth (T,n,steps) | training | "
-            "cell acc. | puzzle-exact |", "|---|---|---|---:|---:|---|---:|---:|---:|"]
+            f"cell acc. | puzzle-exact [{CONFIDENCE:.0%} Wilson] |", "|---|---|---|---:|---:|---|---:|---:|---:|"]
     for c in cards:
         t, ev = c["task"], c["evaluation"]
         task = f"{t['name']} {t.get('rows') or t['size']}×{t['size']}" if "size" in t else t["name"]
@@ -200,7 +213,8 @@ def zoo_table(cards: list[dict[str, Any]]) -> str:
         arch = f"{c['model'].get('arch', 'trm').upper()} {c['model']['mixer']}"
         if c["model"].get("rope_axes"):
             arch += f", {'x'.join(map(str, c['model']['rope_axes']))} rotary"
+        lo, hi = _exact_interval(ev)
         rows.append(f"| {c['name']} | {task} | {arch} | {c['params']:,} | "
                     f"{c['macs_per_inference']:,} | {c['depth']['T']},{c['depth']['n']},{c['depth']['steps']} | "
-                    f"{minutes} | {ev['cell_accuracy']:.1%} | {ev['exact_accuracy']:.1%} |")
+                    f"{minutes} | {ev['cell_accuracy']:.1%} | {ev['exact_accuracy']:.1%} [{lo:.1%}, {hi:.1%}] |")
     return "\n".join(rows) + "\n"
