@@ -9,6 +9,22 @@ from __future__ import annotations
 import numpy as np
 
 
+def spell(axes: tuple[int, ...]) -> str:
+    """Axes as the CLI, the cards and the errors write them: 3x3x3x3."""
+    return "x".join(map(str, axes))
+
+
+def check(length: int, axes: tuple[int, ...], pairs: int | None = None) -> None:
+    """Refuse axes that do not lay out ``length`` positions (sizes of at least 2, product ``length``) or,
+    given a head's ``pairs`` of channels, that leave an axis without a pair."""
+    if int(np.prod(axes)) != length or min(axes) < 2:
+        raise ValueError(f"rotary axes (rope_axes) {spell(axes)} must be sizes of at least 2 whose product is "
+                         f"the sequence length {length}")
+    if pairs is not None and len(axes) > pairs:
+        raise ValueError(f"rotary axes (rope_axes) {spell(axes)} has {len(axes)} axes but a head has only "
+                         f"{pairs} channel pairs: each axis needs one")
+
+
 def layout(length: int, head_dim: int, axes: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each channel pair of a head turns.
 
@@ -19,10 +35,9 @@ def layout(length: int, head_dim: int, axes: tuple[int, ...] = ()) -> tuple[np.n
     rotary positions.
     Returns coord [L, hd/2], num [hd/2], den [hd/2] (int64)."""
     pairs = head_dim // 2
+    if axes:
+        check(length, axes, pairs)
     axes = tuple(axes) or (length,)
-    if int(np.prod(axes)) != length or len(axes) > pairs:
-        raise ValueError(f"rotary axes {'x'.join(map(str, axes))} do not lay out {length} positions with "
-                         f"{pairs} channel pairs: their product must be {length}, and at most {pairs} axes")
     index = np.stack(np.unravel_index(np.arange(length), axes), 1).astype(np.int64)  # [L, axes]
     axis = np.arange(pairs) % len(axes)
     num = np.arange(pairs, dtype=np.int64) // len(axes)

@@ -9,6 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from .. import rotary
 from ..tasks import difficulty_text
 from .checkpoint import atomic_write_text
 
@@ -104,7 +105,7 @@ def _architecture(m: dict[str, Any]) -> str:
     if m.get("halt_logits", 1) == 2:
         parts.append("two-logit halting head")
     if m.get("rope_axes"):
-        parts.append(f"rotary positions over {'x'.join(map(str, m['rope_axes']))} axes, theta "
+        parts.append(f"rotary positions over {rotary.spell(m['rope_axes'])} axes, theta "
                      f"{m.get('rope_theta', 10000.0):g}")
     return f"{name} ({', '.join(parts)})"
 
@@ -212,7 +213,7 @@ def zoo_table(cards: list[dict[str, Any]]) -> str:
         minutes = f"{c['training']['seconds'] / 60:.0f} min" if c["training"].get("seconds") else "?"
         arch = f"{c['model'].get('arch', 'trm').upper()} {c['model']['mixer']}"
         if c["model"].get("rope_axes"):
-            arch += f", {'x'.join(map(str, c['model']['rope_axes']))} rotary"
+            arch += f", {rotary.spell(c['model']['rope_axes'])} rotary"
         lo, hi = _exact_interval(ev)
         rows.append(f"| {c['name']} | {task} | {arch} | {c['params']:,} | "
                     f"{c['macs_per_inference']:,} | {c['depth']['T']},{c['depth']['n']},{c['depth']['steps']} | "

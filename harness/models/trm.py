@@ -113,15 +113,11 @@ class TRMConfig:
                              f"got {self.mix_norm!r} with mixer {self.mixer!r}")
         self.rope_axes = tuple(int(a) for a in self.rope_axes)
         if self.rope_axes:
-            if math.prod(self.rope_axes) != self.seq_len or min(self.rope_axes) < 2:
-                raise ValueError(f"rope_axes {'x'.join(map(str, self.rope_axes))} must be sizes of at least 2 "
-                                 f"whose product is the sequence length {self.seq_len}")
+            rotary.check(self.seq_len, self.rope_axes,
+                         self.hidden // self.heads // 2 if self.mixer == "attention" else None)
             if self.puzzle_emb_len:
                 raise ValueError("rope_axes lay the sequence out as a grid; a puzzle-embedding prefix has no "
                                  "place on it: use rope_axes () with puzzle_emb_len")
-            if self.mixer == "attention" and len(self.rope_axes) > self.hidden // self.heads // 2:
-                raise ValueError(f"rope_axes has {len(self.rope_axes)} axes but a head has only "
-                                 f"{self.hidden // self.heads // 2} channel pairs: each axis needs one")
         if self.halt_read not in HALT_READS:
             raise ValueError(f"halt_read must be one of {HALT_READS}, got {self.halt_read!r}")
         if (self.puzzle_ids > 0) != (self.puzzle_emb_ndim > 0) or self.puzzle_emb_ndim > self.puzzle_emb_len * self.hidden:
