@@ -70,10 +70,12 @@ def _layout(arch: str, layers: int, y_layers: Optional[int], puzzle_emb_len: int
     return fields
 
 
-def _positions(rope_axes: str, rope_theta: float) -> dict:
-    """The model fields of --rope-axes and --rope-theta, only where they differ from the defaults (so that
-    a run saved before they existed resumes with the same config)."""
+def _positions(rope_axes: str, rope_theta: float, pos_encodings: str = "rope") -> dict:
+    """The model fields of --pos-encodings, --rope-axes and --rope-theta, only where they differ from the
+    defaults (so that a run saved before they existed resumes with the same config)."""
     out: dict = {}
+    if pos_encodings != "rope":
+        out["pos_encodings"] = pos_encodings
     if rope_axes:
         try:
             out["rope_axes"] = [int(a) for a in rope_axes.lower().split("x")]
@@ -103,6 +105,8 @@ def train(
                                            "sequence, e.g. 9x9 (a 9x9 grid) or 3x3x3x3 (its boxes too); "
                                            "empty: the flat position."),
     rope_theta: float = typer.Option(10000.0, help="Attention: base of the rotary frequencies."),
+    pos_encodings: str = typer.Option("rope", help="Positions: rope (rotary, in the attention mixer) or "
+                                                   "learned (a position table added to x; no rotary)."),
     iterations: int = typer.Option(6000), batch: int = typer.Option(64), lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(0.1), warmup: int = typer.Option(200), ema: float = typer.Option(0.999),
     train_puzzles: int = typer.Option(3000, help="Base training puzzles (augmented on the fly)."),
@@ -119,7 +123,7 @@ def train(
     cfg = TrainConfig(
         task=spec, model=dict(hidden=hidden, layers=layers, expansion=expansion, mixer=mixer, heads=heads,
                               T=T, n=n, steps=steps, halting=halting, **_layout(arch, layers, y_layers, puzzle_emb_len, hidden),
-                              **_positions(rope_axes, rope_theta)),
+                              **_positions(rope_axes, rope_theta, pos_encodings)),
         seed=seed, train_puzzles=train_puzzles, batch=batch, lr=lr, weight_decay=weight_decay,
         warmup=warmup, iterations=iterations, ema=ema, eval_every=eval_every,
         eval_puzzles=eval_puzzles, threads=threads, max_minutes=max_minutes)

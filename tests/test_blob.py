@@ -62,7 +62,7 @@ def test_every_corruption_has_its_error_code(int_model):
     good = to_blob(im)
     cases = {
         "BLOB_MAGIC": b"XXXX" + good[4:],
-        "BLOB_VERSION": _with_crc(bytearray(good[:4] + struct.pack("<H", 3) + good[6:])),
+        "BLOB_VERSION": _with_crc(bytearray(good[:4] + struct.pack("<H", 4) + good[6:])),
         "BLOB_TRUNCATED": good[:40],
         "BLOB_CRC": good[:-1] + bytes([good[-1] ^ 0xFF]),
     }

@@ -13,6 +13,7 @@ import struct
 import zlib
 
 import numpy as np
+import torch
 import pytest
 
 from harness.boards import protocol as P
@@ -161,7 +162,7 @@ def _corrupt(blob: bytes, how: str) -> bytes:
     if how == "crc":
         b[len(b) // 2] ^= 0x40
     elif how == "version":
-        b[4:6] = struct.pack("<H", 3)      # versions 1 and 2 are read
+        b[4:6] = struct.pack("<H", 4)      # versions 1 to 3 are read
     elif how == "truncated":
         b = b[:len(b) // 2]
     elif how == "missing":
@@ -303,6 +304,32 @@ def test_boards_are_bit_exact_with_golden(open_board, target, blobs, zoo_model, 
     _, (x, _) = held_out(zoo_model, model, 2)
     with open_board(target.name, blob) as board:
         _check_bit_exact(board, blob, x, 1, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def learned_positions_blob(zoo_model):
+    """sudoku6-attention's weights with learned positions (a seeded random position table, no rotary
+    positions) at int8: a version 3 blob."""
+    from harness.compress import recipes as R
+    from harness.models.hrm import build
+    from harness.models.trm import TRMConfig
+
+    model, task, _ = zoo_model("sudoku6-attention")
+    torch.manual_seed(5)
+    learned = build(TRMConfig.from_dict({**model.cfg.to_dict(), "pos_encodings": "learned"}))
+    learned.load_state_dict(model.state_dict(), strict=False)
+    torch.set_num_threads(1)
+    return B.to_blob(R.quantize(R.BUILTIN["int8"], learned, task).int_model)
+
+
+@pytest.mark.board
+def test_boards_are_bit_exact_with_learned_positions(open_board, target, learned_positions_blob, zoo_model):
+    """The z-update input's fourth term (the position row) and attention without rotary positions, on
+    every target's kernels (portable, DSP, Helium)."""
+    _, (x, _) = held_out(zoo_model, "sudoku6-attention", 2)
+    assert learned_positions_blob[4] == 3
+    with open_board(target.name, learned_positions_blob) as board:
+        _check_bit_exact(board, learned_positions_blob, x, 1, 2, 2)
 
 
 # rows x cols where the optimised linear kernels change step: every K % 4 tail (1, 2, 3) and K % 8

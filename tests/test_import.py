@@ -18,7 +18,8 @@ from harness.cli import app
 from harness.models.importer import ImportError_, import_official, read_state_dict
 
 OFFICIAL = Path(__file__).parent / "data" / "official"
-FIXTURES = {"trm-attention": "trm-official", "trm-mlp": "trm-official", "hrm": "hrm-official"}
+FIXTURES = {"trm-attention": "trm-official", "trm-mlp": "trm-official", "hrm": "hrm-official",
+            "trm-attention-learned": "trm-official"}
 
 
 def _import(variant: str, **kw):
@@ -36,7 +37,7 @@ def test_imported_model_equals_the_official_code(variant):
     about 1.3 after two steps of sequence norms) differed by 1.2e-4 on this session's CPU, so the bound
     is relative to the value (integer paths are compared bit for bit elsewhere)."""
     model, origin, official = _import(variant)
-    assert origin["variant"] == variant
+    assert origin["variant"] == variant.removesuffix("-learned")
     trace = model.forward_trace(torch.as_tensor(official["inputs"]).long(), steps=int(official["steps"]),
                                 puzzle_ids=torch.as_tensor(official["puzzle_identifiers"]))
     assert trace["y"].shape == official["y"].shape  # [steps, T, B, prefix + sequence, hidden]
@@ -60,6 +61,20 @@ def test_the_variants_and_their_layout_are_read_from_the_tensors():
     assert (hrm.cfg.arch, hrm.cfg.layers, hrm.cfg.y_layers, hrm.cfg.halt_logits) == ("hrm", 2, 2, 2)
     assert hrm.cfg.puzzle_emb_len == 1 and hrm.cfg.puzzle_ids == 3 and hrm.cfg.carry_len == 17
     assert origin["dtypes"] == ["float32"] and len(origin["checkpoint_sha256"]) == 64
+    learned, _, _ = _import("trm-attention-learned")
+    assert att.cfg.pos_encodings == "rope" and learned.cfg.pos_encodings == "learned"
+    assert learned.pos_emb.shape == (learned.cfg.carry_len, 32) and not learned.cfg.rotary
+
+
+def test_positions_in_the_config_must_agree_with_the_tensors(tmp_path):
+    """arch.pos_encodings may say what the tensors say (embed_pos present: learned), not the other."""
+    for variant, said in (("trm-attention", "learned"), ("trm-attention-learned", "rope"), ("trm-attention", "none")):
+        d = OFFICIAL / variant
+        cfg = yaml.safe_load((d / "all_config.yaml").read_text())
+        cfg["arch"]["pos_encodings"] = said
+        (tmp_path / "all_config.yaml").write_text(yaml.dump(cfg))
+        with pytest.raises(ImportError_, match=f"arch.pos_encodings is '{said}'"):
+            import_official("trm-official", d / "checkpoint.pt", tmp_path / "all_config.yaml", 16)
 
 
 def _broken(tmp_path, variant: str, edit) -> tuple:

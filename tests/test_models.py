@@ -94,6 +94,28 @@ def test_rotary_axes_are_checked(fields, says):
         TRMConfig(**{"vocab_size": 8, "hidden": 16, "mixer": "attention", "heads": 2, **fields})
 
 
+def test_learned_positions_are_a_table_added_to_x_and_no_rotary():
+    """pos_encodings learned: x = sqrt(D)(e + p)/sqrt(2) as the official TRM computes it, one row per
+    carry row (prefix rows too), no rotary tables in the attention mixer; the MACs are unchanged."""
+    base = dict(vocab_size=8, seq_len=12, hidden=16, mixer="attention", heads=2, puzzle_emb_len=2,
+                puzzle_emb_ndim=16, puzzle_ids=3)
+    rope, learned = TRM(TRMConfig(**base)), TRM(TRMConfig(**base, pos_encodings="learned"))
+    assert learned.pos_emb.shape == (14, 16) and rope.position_table() is None
+    assert not hasattr(learned.blocks[0].mixer, "rope_cos") and hasattr(rope.blocks[0].mixer, "rope_cos")
+    assert learned.parameter_count() == rope.parameter_count() + 14 * 16
+    assert macs_per_inference(learned.cfg) == macs_per_inference(rope.cfg)
+    tokens = torch.randint(0, 8, (2, 12))
+    x = learned.input_embedding(tokens, torch.tensor([0, 2]))
+    want = 4.0 * 0.707106781 * (torch.cat([torch.zeros(2, 2, 16), learned.embed(tokens)], 1) + learned.pos_emb)
+    # the position rows are a term of the z-update input of their own: x + position_table is the sum
+    assert torch.allclose(x + learned.position_table(), want, atol=1e-6)
+    with pytest.raises(ValueError, match="pos_encodings must be one of"):
+        TRMConfig(**base, pos_encodings="none")
+    with pytest.raises(ValueError, match="rope_axes lay out rotary positions"):
+        TRMConfig(**{**base, "puzzle_emb_len": 0, "puzzle_emb_ndim": 0, "puzzle_ids": 0},
+                  pos_encodings="learned", rope_axes=(3, 4))
+
+
 def test_parameter_and_mac_counts():
     cfg = TRMConfig(vocab_size=8, seq_len=36, hidden=32, layers=1, expansion=2.0, mixer="mlp", T=2, n=3, steps=4)
     m = TRM(cfg)

@@ -396,6 +396,88 @@ def test_attention_on_rotary_axes_is_bit_exact(attention_checkpoint):
     assert_same(B.from_blob(blob).run(x, 2, 2, 2), nm.run(x, 2, 2, 2))
 
 
+def _learned(model, prefix: int = 0):
+    """The same weights with learned positions (and a puzzle-embedding prefix of ``prefix`` rows, its
+    table random): the position table keeps its random initialisation, so every row differs."""
+    from harness.models.hrm import build
+    from harness.models.trm import TRMConfig
+
+    cfg = {**model.cfg.to_dict(), "pos_encodings": "learned", "rope_axes": []}
+    if prefix:
+        cfg.update(puzzle_emb_len=prefix, puzzle_emb_ndim=prefix * model.cfg.hidden, puzzle_ids=3)
+    torch.manual_seed(3)
+    learned = build(TRMConfig.from_dict(cfg))
+    own = learned.state_dict()   # a prefix widens the mlp mixer: its weights stay random
+    missing, _ = learned.load_state_dict({k: v for k, v in model.state_dict().items()
+                                          if k in own and own[k].shape == v.shape}, strict=False)
+    assert "pos_emb" in missing
+    if prefix:
+        with torch.no_grad():
+            learned.puzzle_emb.normal_(0, 0.2)
+    return learned
+
+
+@pytest.mark.parametrize("recipe", ["int8", "int4-pc"])
+def test_learned_positions_are_bit_exact(attention_checkpoint, recipe):
+    """Attention with learned positions (the official pos_encodings: learned): a version 3 blob with
+    pos_emb and no rotary tables; firmware, the Python reader's model and golden agree bit for bit."""
+    model, task, _ = attention_checkpoint
+    learned = _learned(model)
+    im = quantize(learned, task, recipe)
+    assert im.pos_emb.shape == (model.cfg.carry_len, model.cfg.hidden) and np.abs(im.pos_emb).max() > 10
+    assert im.blocks[0].mixer.rope_cos is None
+    blob = B.to_blob(im)
+    names = {e[0].rstrip(b"\0").decode() for e in entries(blob)}
+    assert struct.unpack_from("<H", blob, 4)[0] == 3 and blob[33] & B.FLAG_POS_LEARNED
+    assert "pos_emb" in names and not any(n.endswith((".att.cos", ".att.sin")) for n in names)
+    x = puzzles(task, 32, seed=12)
+    nm = native.NativeModel(blob)
+    assert_same(im.run(x, 2, 2, 2), nm.run(x, 2, 2, 2))
+    assert_same(im.run_reference(x, 1, 2, 2), nm.run(x, 1, 2, 2))
+    assert_same(B.from_blob(blob).run(x, 2, 2, 2), nm.run(x, 2, 2, 2))
+    # the positions matter: the same blob without them answers differently
+    im.pos_emb = np.zeros_like(im.pos_emb)
+    assert not np.array_equal(im.run(x, 2, 2, 2)["z"], nm.run(x, 2, 2, 2)["z"])
+
+
+def test_learned_positions_with_the_mlp_mixer_and_a_prefix_are_bit_exact():
+    """The mlp mixer with learned positions over a puzzle-embedding prefix: one position row per carry
+    row, prefix rows included."""
+    model, task, _ = checkpoint("sudoku6-mlp")
+    learned = _learned(model, prefix=2)
+    im = quantize(learned, task, "int8")
+    assert im.pos_emb.shape == (2 + model.cfg.seq_len, model.cfg.hidden)
+    blob = B.to_blob(im)
+    x = puzzles(task, 16, seed=4)
+    ids = np.arange(16) % 3
+    assert_same(im.run(x, 1, 2, 2, puzzle_ids=ids), native.NativeModel(blob).run(x, 1, 2, 2, puzzle_ids=ids))
+
+
+def test_learned_position_blobs_give_their_codes(attention_checkpoint, small_blob):
+    """A blob with the learned-positions flag and no pos_emb is BLOB_MISSING on both readers; the flag in
+    a version 2 blob (that has the table), or a flag no version defines, is BLOB_SHAPE (firmware only)."""
+    model, task, _ = attention_checkpoint
+    blob = B.to_blob(quantize(_learned(model), task, "int8"))
+    buf = bytearray(blob)
+    buf[entry_at(blob, "pos_emb")] = ord("_")
+    cases = {"missing-pos_emb": (with_crc(buf), "BLOB_MISSING")}
+    buf = bytearray(small_blob[0])
+    buf[33] |= B.FLAG_POS_LEARNED
+    cases["flag-without-table"] = (with_crc(buf), "BLOB_MISSING")
+    buf = bytearray(blob)
+    struct.pack_into("<H", buf, 4, 2)
+    cases["flag-in-version-2"] = (with_crc(buf), "BLOB_SHAPE")
+    buf = bytearray(blob)
+    buf[33] |= 0x08
+    cases["unknown-flag"] = (with_crc(buf), "BLOB_SHAPE")
+    for name, (data, code) in cases.items():
+        with pytest.raises(native.NativeBlobError) as e:
+            native.NativeModel(data)
+        assert e.value.code == code, name
+        if code != "BLOB_SHAPE":
+            assert python_code(data) == code, name
+
+
 def test_halting_stops_at_the_first_halting_step(zoo_case):
     im, task = zoo_case["im"], zoo_case["task"]
     c = im.config
@@ -501,7 +583,7 @@ def _mutations(blob: bytes) -> dict[str, tuple[bytes, int | None, str]]:
     buf[0:4] = b"TRMX"
     out["magic"] = (bytes(buf), None, "BLOB_MAGIC")
     buf = bytearray(blob)
-    struct.pack_into("<H", buf, 4, 3)
+    struct.pack_into("<H", buf, 4, 4)
     out["version"] = (bytes(buf), None, "BLOB_VERSION")
     out["short"] = (blob[:40], None, "BLOB_TRUNCATED")
     out["truncated"] = (blob[:-16], None, "BLOB_TRUNCATED")

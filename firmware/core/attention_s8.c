@@ -74,7 +74,7 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
                                      int D, void *scratch)
 {
     if (!p || !res || !h || !scratch || L < 1 || D < 1 || ((uintptr_t)scratch & 3u) || p->heads < 1 ||
-        D % p->heads || (D / p->heads) % 2 || !p->cos || !p->sin || p->qkv.rows != 3 * D ||
+        D % p->heads || (D / p->heads) % 2 || !p->cos != !p->sin || p->qkv.rows != 3 * D ||
         p->qkv.cols != D || p->out.rows != D || p->out.cols != D)
         return TRM_ERR_ARG;
     const int hd = D / p->heads, half = hd / 2;
@@ -107,6 +107,8 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
             if (st == TRM_OK)
                 st = trm_linear(&Wv, hj, vj, lin);
         }
+        if (!p->cos)
+            continue;
         trm_prof_vectors(p->prof, TRM_OP_ROTARY, two ? 2u : 1u);
         for (int i = j; i < j + 1 + two && st == TRM_OK; ++i)
             for (int g = 0; g < p->heads && st == TRM_OK; ++g)
@@ -119,8 +121,10 @@ trm_status trm_attention_residual_s8(const trm_attention *p, const trm_residual 
         st = trm_linear(&Wq, hi, q, lin);
         for (int g = 0; g < p->heads && st == TRM_OK; ++g) {
             const int off = g * hd;
-            trm_prof(p->prof, TRM_OP_ROTARY);
-            st = trm_rope_s8(q + off, hd, p->cos + (size_t)i * (size_t)half, p->sin + (size_t)i * (size_t)half);
+            if (p->cos) {
+                trm_prof(p->prof, TRM_OP_ROTARY);
+                st = trm_rope_s8(q + off, hd, p->cos + (size_t)i * (size_t)half, p->sin + (size_t)i * (size_t)half);
+            }
             trm_prof(p->prof, TRM_OP_SOFTMAX);
             if (st == TRM_OK)
                 scores(q + off, key + off, L, D, hd, score);

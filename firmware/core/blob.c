@@ -232,9 +232,12 @@ static void load_network(loader *ld, const trm_model *m, const char *net, int la
             need_swiglu(ld, net, l, TRM_T_MIX, R, R, TRM_OP_MIX_GATE_UP, &b.mix);
         } else {
             need_mat(ld, net_block_name(name, net, l, TRM_T_ATT_QKV), 3 * D, D, &b.att.qkv);
-            if (need(ld, net_block_name(name, net, l, TRM_T_ATT_COS), K_I16, R, hd / 2, &t))
+            /* learned positions: no rotary tables (cos and sin stay NULL: no rotation) */
+            if (!(m->flags & TRM_BLOB_FLAG_POS_LEARNED) &&
+                need(ld, net_block_name(name, net, l, TRM_T_ATT_COS), K_I16, R, hd / 2, &t))
                 b.att.cos = (const int16_t *)(const void *)t.data;
-            if (need(ld, net_block_name(name, net, l, TRM_T_ATT_SIN), K_I16, R, hd / 2, &t))
+            if (!(m->flags & TRM_BLOB_FLAG_POS_LEARNED) &&
+                need(ld, net_block_name(name, net, l, TRM_T_ATT_SIN), K_I16, R, hd / 2, &t))
                 b.att.sin = (const int16_t *)(const void *)t.data;
             if (need(ld, net_block_name(name, net, l, TRM_T_ATT_SM), K_I32, 4, 1, &t) && ld->check) {
                 const int32_t *sm = (const int32_t *)(const void *)t.data;
@@ -272,6 +275,8 @@ static void load(loader *ld, trm_model *m)
         m->z_init = (const int8_t *)t.data;
     if (m->prefix && need(ld, TRM_T_PUZZLE_EMB, K_I8, m->puzzle_ids, (uint32_t)m->prefix * D, &t))
         m->puzzle_emb = (const int8_t *)t.data;
+    if ((m->flags & TRM_BLOB_FLAG_POS_LEARNED) && need(ld, TRM_T_POS_EMB, K_I8, m->carry_len, D, &t))
+        m->pos_emb = (const int8_t *)t.data;
     load_network(ld, m, TRM_T_BLOCK, m->layers, m->blocks);
     load_network(ld, m, TRM_T_Y_BLOCK, m->y_layers, m->y_blocks);
     need_mat(ld, TRM_T_HEAD, V, D, &m->head);
@@ -295,6 +300,11 @@ static int header_ok(const trm_model *m)
      * over the rows belongs to the mlp mixer */
     if ((m->prefix != 0) != (m->puzzle_ids != 0) || (m->seq_norm_const && m->mixer != TRM_MIXER_MLP))
         return 0;
+    /* only the flags the blob's version defines (bits 0 and 1; version 3 adds bit 2) */
+    const unsigned known = TRM_BLOB_FLAG_EMBED_RAM | TRM_BLOB_FLAG_HALT_FIRST |
+                           (m->version >= TRM_BLOB_VERSION_3 ? TRM_BLOB_FLAG_POS_LEARNED : 0u);
+    if (m->flags & ~known)
+        return 0;
     if (m->mixer == TRM_MIXER_ATTENTION)
         return m->heads >= 1 && m->hidden % m->heads == 0 && (m->hidden / m->heads) % 2 == 0;
     return m->mixer == TRM_MIXER_MLP;
@@ -312,7 +322,7 @@ trm_status trm_blob_parse(const uint8_t *data, size_t len, size_t max_size, trm_
     if (data[0] != 'T' || data[1] != 'R' || data[2] != 'M' || data[3] != 'B')
         return TRM_BLOB_MAGIC;
     const uint16_t version = rd_u16(data + 4);
-    if (version != TRM_BLOB_VERSION_1 && version != TRM_BLOB_VERSION_2)
+    if (version != TRM_BLOB_VERSION_1 && version != TRM_BLOB_VERSION_2 && version != TRM_BLOB_VERSION_3)
         return TRM_BLOB_VERSION;
     const uint32_t total = rd_u32(data + 8);
     const uint32_t hsize = version == TRM_BLOB_VERSION_1 ? TRM_BLOB_HEADER_SIZE : TRM_BLOB_HEADER_SIZE_2;
@@ -366,6 +376,7 @@ trm_status trm_blob_parse(const uint8_t *data, size_t len, size_t max_size, trm_
     }
     m->carry_len = (uint16_t)(m->seq_len + m->prefix); /* checked below (header_ok: R <= 65535) */
     m->header_size = (uint16_t)hsize;
+    m->version = (uint8_t)version;
     m->blob = data;
     m->blob_size = total;
 

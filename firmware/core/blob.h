@@ -1,4 +1,4 @@
-/* The model blob (docs/model-blob.md, format versions 1 and 2): validated and resolved in place.
+/* The model blob (docs/model-blob.md, format versions 1 to 3): validated and resolved in place.
  *
  * trm_blob_parse checks the blob exactly as harness/export/blob.py does (same order, same codes
  * 1..7), then resolves every tensor the model needs by name into a trm_model of pointers into the
@@ -12,10 +12,12 @@
 
 #define TRM_BLOB_VERSION_1 1
 #define TRM_BLOB_VERSION_2 2
+#define TRM_BLOB_VERSION_3 3          /* the version 2 header; learned positions (flag bit 2) */
 #define TRM_BLOB_HEADER_SIZE 64       /* version 1; the smallest header */
 #define TRM_BLOB_HEADER_SIZE_2 80     /* version 2: prefix, y network, puzzle identifiers, sequence norm */
 #define TRM_BLOB_FLAG_EMBED_RAM 1u
 #define TRM_BLOB_FLAG_HALT_FIRST 2u   /* the halting head reads carry row 0, not the sum of all rows */
+#define TRM_BLOB_FLAG_POS_LEARNED 4u  /* version 3: learned positions (pos_emb), no rotary tables */
 #define TRM_BLOB_ENTRY_SIZE 32
 #define TRM_BLOB_ALIGN 16
 
@@ -46,12 +48,14 @@ typedef struct {
     uint8_t weight_bits;      /* as written in the header (each matrix carries its own width) */
     uint8_t default_T, default_n, default_steps;
     uint8_t flags;            /* TRM_BLOB_FLAG_*: bit 0 embeddings may be copied to RAM, bit 1 halting
-                                 reads carry row 0 */
+                                 reads carry row 0, bit 2 learned positions (version 3); a bit its
+                                 version does not define is TRM_BLOB_SHAPE */
     uint8_t prefix;           /* P: carry rows before the sequence, from the puzzle-embedding table */
     uint8_t y_layers;         /* blocks of the y network (HRM); 0: the z network updates y too */
     uint16_t puzzle_ids;      /* rows of puzzle_emb (0 without a prefix) */
     uint16_t carry_len;       /* R = P + L: rows of the carry */
-    uint16_t header_size;     /* 64 (version 1) or 80 (version 2): where the tensor table starts */
+    uint16_t header_size;     /* 64 (version 1) or 80 (versions 2, 3): where the tensor table starts */
+    uint8_t version;          /* format version, 1 to 3 */
     uint32_t seq_norm_const;  /* > 0: the mlp mixer's residual norm runs over each channel's R rows
                                  with this C; 0: over each row's channels with norm_const */
     uint32_t norm_const;      /* C */
@@ -62,6 +66,8 @@ typedef struct {
     /* tensors (pointers into the blob; `embed` may be repointed to a RAM copy after parsing) */
     const int8_t *embed;      /* [V][D] */
     const int8_t *puzzle_emb; /* [puzzle_ids][P*D], NULL without a prefix */
+    const int8_t *pos_emb;    /* [R][D] learned positions at the scale of x, read in place (always from
+                                 the blob); NULL with rotary positions */
     const int8_t *y_init;     /* [D] */
     const int8_t *z_init;     /* [D] */
     const int8_t *halt;       /* [D] */

@@ -58,7 +58,8 @@ typedef struct {
     uint32_t C;           /* round(sqrt(D) / s_carry * 2^8), < 2^24 */
 } trm_residual;
 
-/* Multi-head non-causal attention with rotary positions and the integer softmax. */
+/* Multi-head non-causal attention with rotary positions (none when cos and sin are both NULL: a model
+ * with learned positions) and the integer softmax. */
 typedef struct {
     trm_mat qkv;          /* [3D, D]: q rows, k rows, v rows; head j uses channels j*hd .. (j+1)*hd-1 */
     trm_mat out;          /* [D, D] */

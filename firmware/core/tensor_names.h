@@ -11,6 +11,7 @@
 #define TRM_T_HEAD       "head"
 #define TRM_T_HALT       "halt"
 #define TRM_T_PUZZLE_EMB "puzzle_emb"
+#define TRM_T_POS_EMB    "pos_emb"
 #define TRM_T_BLOCK      "b"
 #define TRM_T_Y_BLOCK    "yb"
 #define TRM_T_MIX        ".mix"

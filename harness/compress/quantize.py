@@ -257,13 +257,14 @@ class IntegerOps:
 
 
 def activation_scales(model: TRM, cal: Calibration, method: str = "max") -> dict[str, float]:
-    """Int8 scale of every point from calibration; the input embedding's comes from the whole table
-    (every token's row is known, so none may saturate), the logits' is int16."""
+    """Int8 scale of every point from calibration; the input embedding's comes from the whole tables
+    (every token's, prefix's and position's row is known, so none may saturate), the logits' is int16."""
     scales = {name: cal.scale(name, method) for name in cal.amax if name not in ("logits", "x")}
     scales["logits"] = cal.scale("logits", "max", arith.INT16_MAX)
     table = model.token_table().detach().abs().max().item()
-    if (prefix := model.prefix_table()) is not None:
-        table = max(table, prefix.detach().abs().max().item())
+    for extra in (model.prefix_table(), model.position_table()):
+        if extra is not None:
+            table = max(table, extra.detach().abs().max().item())
     scales["x"] = max(table, 1e-8) / 127
     return scales
 
@@ -328,7 +329,7 @@ def _int_block(block, l: int, prefix: str, module: str, cfg, qw, bits: int, scal
         s_q, s_k, s_v, s_a = (scales[f"{pfx}.{k}"] for k in ("q", "k", "v", "attn"))
         q, s_w = qw[f"{module}.{l}.mixer.qkv"]
         qkv = _qlinear(q, s_w, bits, s_in, np.repeat([s_q, s_k, s_v], D))
-        cos, sin = arith.rope_tables(R, hd, cfg.rope_theta, cfg.rope_axes)
+        cos, sin = arith.rope_tables(R, hd, cfg.rope_theta, cfg.rope_axes) if cfg.rotary else (None, None)
         (sM, sn), (vM, vn) = _attention_multipliers(s_q, s_k, s_v, s_a, hd)
         qo, so = qw[f"{module}.{l}.mixer.out"]
         mixer = QAttention(qkv, cfg.heads, cos, sin, sM, sn, vM, vn,
@@ -355,7 +356,7 @@ def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], r
     s_hw = max(np.abs(hw).max(), 1e-12) / 127
     rows = 1 if cfg.halt_read == "first" else R       # the accumulator sums this many rows of y
     threshold = math.floor(-float(hb) * rows / (s_hw * s_n))
-    prefix = model.prefix_table()
+    prefix, pos = model.prefix_table(), model.position_table()
     return IntModel(
         config=cfg.to_dict(),
         embed=arith.sat8(np.round(model.token_table().detach().numpy() / s_x)),
@@ -376,4 +377,5 @@ def build_int_model(model: TRM, qw: dict, bits: int, scales: dict[str, float], r
         y_blocks=networks.get("yb", []),
         halt_first=cfg.halt_read == "first",
         seq_norm_const=_norm_const(R, s_n) if cfg.mix_norm == "sequence" else 0,
+        pos_emb=arith.sat8(np.round(pos.detach().numpy() / s_x)) if pos is not None else None,
     )

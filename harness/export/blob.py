@@ -1,4 +1,4 @@
-"""Model blob writer and reader (docs/model-blob.md, format version 2; version 1 blobs are read too).
+"""Model blob writer and reader (docs/model-blob.md, format versions 1 to 3).
 
 ``to_blob(int_model)`` gives the bytes the firmware reads in place; ``from_blob(data)`` validates them
 and rebuilds the integer model, so the round trip is checked on the host with the golden reference."""
@@ -15,8 +15,8 @@ from ..golden.model import IntModel, QAttention, QBlock, QLinear, QSwiGLU
 from . import names as N
 
 MAGIC = b"TRMB"
-VERSION = 2
-VERSIONS = {1: 64, 2: 80}           # format version -> its header size
+VERSION = 2                         # what a blob is written as, unless it needs version 3 (``version_of``)
+VERSIONS = {1: 64, 2: 80, 3: 80}    # format version -> its header size
 HEADER = struct.Struct("<4sHHII HHHBBBBHH BBBBH Ii 3h 2h I f H")
 # version 2 adds, at 64: prefix rows, y-network layers, puzzle identifiers, the sequence norm's constant
 HEADER2 = struct.Struct("<BBHI8s")
@@ -25,7 +25,9 @@ ALIGN = 16
 DTYPES = {0: ("int8", 1), 1: ("int4", None), 2: ("int16", 2), 3: ("int32", 4)}
 DTYPE_CODE = {name: code for code, (name, _) in DTYPES.items()}
 NP = {"int8": np.int8, "int16": np.int16, "int32": np.int32}
-FLAG_EMBED_RAM, FLAG_HALT_FIRST = 1, 2
+# header flags: bits 0 and 1 in every version, bit 2 from version 3 (the firmware refuses a blob with a
+# bit its version does not define: BLOB_SHAPE)
+FLAG_EMBED_RAM, FLAG_HALT_FIRST, FLAG_POS_LEARNED = 1, 2, 4
 assert HEADER.size == 64 and HEADER.size + HEADER2.size == VERSIONS[2] and ENTRY.size == 32
 
 
@@ -74,9 +76,10 @@ def _blocks(blocks: list[QBlock], network: str) -> list[Tensor]:
             out += _swiglu(name(N.MIX), b.mixer)
         else:
             a = b.mixer
-            out += [*_linear(name(N.ATT_QKV), a.qkv), Tensor(name(N.ATT_COS), "int16", a.rope_cos),
-                    Tensor(name(N.ATT_SIN), "int16", a.rope_sin),
-                    Tensor(name(N.ATT_SM), "int32", np.array([a.score_M, a.score_n, a.pv_M, a.pv_n])),
+            out += _linear(name(N.ATT_QKV), a.qkv)
+            if a.rope_cos is not None:
+                out += [Tensor(name(N.ATT_COS), "int16", a.rope_cos), Tensor(name(N.ATT_SIN), "int16", a.rope_sin)]
+            out += [Tensor(name(N.ATT_SM), "int32", np.array([a.score_M, a.score_n, a.pv_M, a.pv_n])),
                     *_linear(name(N.ATT_OUT), a.out)]
         out += [Tensor(name(N.MIX_RES), "int32", np.array(b.mix_res)), *_swiglu(name(N.FFN), b.ffn),
                 Tensor(name(N.FFN_RES), "int32", np.array(b.ffn_res))]
@@ -87,6 +90,8 @@ def tensors(m: IntModel) -> list[Tensor]:
     out = [Tensor(N.EMBED, "int8", m.embed), Tensor(N.Y_INIT, "int8", m.y_init), Tensor(N.Z_INIT, "int8", m.z_init)]
     if m.prefix:
         out.append(Tensor(N.PUZZLE_EMB, "int8", np.atleast_2d(m.puzzle_emb)))
+    if m.pos_emb is not None:
+        out.append(Tensor(N.POS_EMB, "int8", np.atleast_2d(m.pos_emb)))
     out += _blocks(m.blocks, "z") + _blocks(m.y_blocks, "y")
     out += [*_linear(N.HEAD, m.head), Tensor(N.HALT, "int8", m.halt_w)]
     return out
@@ -96,10 +101,17 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+def version_of(m: IntModel) -> int:
+    """The format version a model is written as: 3 for learned positions (which a version 2 reader would
+    not know to add), else 2, so that firmware built before version 3 keeps reading every other blob."""
+    return 3 if m.pos_emb is not None else VERSION
+
+
 def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
     c = m.config
     ts = tensors(m)
-    size = VERSIONS[VERSION]
+    version = version_of(m)
+    size = VERSIONS[version]
     table_end = size + ENTRY.size * len(ts)
     offset = _align(table_end)
     entries, payloads = [], []
@@ -117,8 +129,9 @@ def to_blob(m: IntModel, embeddings_to_ram: bool = False) -> bytes:
     bits = m.head.bits
     mix_inner = m.blocks[0].mixer.gate_up.w.shape[0] // 2 if isinstance(m.blocks[0].mixer, QSwiGLU) else 0
     ffn_inner = m.blocks[0].ffn.gate_up.w.shape[0] // 2
-    flags = (FLAG_EMBED_RAM if embeddings_to_ram else 0) | (FLAG_HALT_FIRST if m.halt_first else 0)
-    header = HEADER.pack(MAGIC, VERSION, size, total, 0,
+    flags = ((FLAG_EMBED_RAM if embeddings_to_ram else 0) | (FLAG_HALT_FIRST if m.halt_first else 0) |
+             (FLAG_POS_LEARNED if m.pos_emb is not None else 0))
+    header = HEADER.pack(MAGIC, version, size, total, 0,
                          c["vocab_size"], c["seq_len"], c["hidden"], c["layers"],
                          0 if c["mixer"] == "mlp" else 1, c["heads"], bits, mix_inner, ffn_inner,
                          c["T"], c["n"], c["steps"], flags, len(ts),
@@ -237,25 +250,29 @@ def from_blob(data: bytes) -> IntModel:
             if h["mixer"] == 0:
                 mixer = swiglu(name(N.MIX))
             else:
+                qkv = lin(name(N.ATT_QKV))
+                cos, sin = (None, None) if learned else (need(name(N.ATT_COS)), need(name(N.ATT_SIN)))
                 sm = need(name(N.ATT_SM))
-                mixer = QAttention(lin(name(N.ATT_QKV)), h["heads"], need(name(N.ATT_COS)),
-                                   need(name(N.ATT_SIN)), int(sm[0]), int(sm[1]), int(sm[2]), int(sm[3]),
+                mixer = QAttention(qkv, h["heads"], cos, sin, int(sm[0]), int(sm[1]), int(sm[2]), int(sm[3]),
                                    lin(name(N.ATT_OUT)))
             mr, fr = need(name(N.MIX_RES)), need(name(N.FFN_RES))
             blocks.append(QBlock(mixer, (int(mr[0]), int(mr[1])), swiglu(name(N.FFN)), (int(fr[0]), int(fr[1]))))
         return blocks
 
+    learned = bool(h["flags"] & FLAG_POS_LEARNED)
     embed, y_init, z_init = need(N.EMBED), need(N.Y_INIT), need(N.Z_INIT)
     puzzle_emb = need(N.PUZZLE_EMB) if h["prefix"] else None
+    pos_emb = need(N.POS_EMB) if learned else None
     blocks, y_blocks = network(h["layers"], "z"), network(h["y_layers"], "y")
     config = {"vocab_size": h["vocab_size"], "seq_len": h["seq_len"], "hidden": h["hidden"], "layers": h["layers"],
               "mixer": "mlp" if h["mixer"] == 0 else "attention", "heads": h["heads"],
               "T": h["T"], "n": h["n"], "steps": h["steps"], "puzzle_emb_len": h["prefix"],
-              "arch": "hrm" if h["y_layers"] else "trm", "y_layers": h["y_layers"]}
+              "arch": "hrm" if h["y_layers"] else "trm", "y_layers": h["y_layers"],
+              "pos_encodings": "learned" if learned else "rope"}
     return IntModel(config=config, embed=embed, y_init=y_init, z_init=z_init,
                     z_in=(h["z_in0"], h["z_in1"], h["z_in2"]), y_in=(h["y_in0"], h["y_in1"]), blocks=blocks,
                     norm_const=h["norm_const"], head=lin(N.HEAD, arith.INT16_MIN, arith.INT16_MAX),
                     halt_w=need(N.HALT), halt_threshold=h["halt_threshold"],
                     scales={"norm": float(h["carry_scale"])}, prefix=h["prefix"], puzzle_emb=puzzle_emb,
                     y_blocks=y_blocks, halt_first=bool(h["flags"] & FLAG_HALT_FIRST),
-                    seq_norm_const=h["seq_norm_const"])
+                    seq_norm_const=h["seq_norm_const"], pos_emb=pos_emb)

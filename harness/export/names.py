@@ -13,6 +13,7 @@ NAMES = {
     # the model
     "EMBED": "embed", "Y_INIT": "y_init", "Z_INIT": "z_init", "HEAD": "head", "HALT": "halt",
     "PUZZLE_EMB": "puzzle_emb",  # the prefix rows of every puzzle identifier (format version 2)
+    "POS_EMB": "pos_emb",        # the learned position rows, one per carry row (format version 3)
     # a block: BLOCK (the z network's; Y_BLOCK the y network's, HRM) + layer number + one of these
     "BLOCK": "b", "Y_BLOCK": "yb",
     "MIX": ".mix",              # the mlp mixer's SwiGLU (prefix)
@@ -25,7 +26,7 @@ NAMES = {
 MAX_NAME = 15
 
 EMBED, Y_INIT, Z_INIT, HEAD, HALT = (NAMES[k] for k in ("EMBED", "Y_INIT", "Z_INIT", "HEAD", "HALT"))
-PUZZLE_EMB = NAMES["PUZZLE_EMB"]
+PUZZLE_EMB, POS_EMB = NAMES["PUZZLE_EMB"], NAMES["POS_EMB"]
 MIX, FFN, MIX_RES, FFN_RES = NAMES["MIX"], NAMES["FFN"], NAMES["MIX_RES"], NAMES["FFN_RES"]
 ATT_QKV, ATT_COS, ATT_SIN, ATT_SM, ATT_OUT = (NAMES[k] for k in ("ATT_QKV", "ATT_COS", "ATT_SIN", "ATT_SM", "ATT_OUT"))
 GU, SILU, PROD, DOWN, MN = (NAMES[k] for k in ("GU", "SILU", "PROD", "DOWN", "MN"))

@@ -59,11 +59,12 @@ class QSwiGLU:
 
 @dataclass
 class QAttention:
-    """Non-causal multi-head attention with rotary positions, integer softmax (Q15 probabilities)."""
+    """Non-causal multi-head attention with rotary positions (none with learned positions: no tables),
+    integer softmax (Q15 probabilities)."""
     qkv: QLinear                 # [3D, D]: rows q, then k, then v
     heads: int
-    rope_cos: np.ndarray         # Q14 [L, hd/2]
-    rope_sin: np.ndarray
+    rope_cos: np.ndarray | None  # Q14 [L, hd/2]; None: no rotary positions
+    rope_sin: np.ndarray | None
     score_M: int                 # scores → log2 domain (units of 2^-8)
     score_n: int
     pv_M: int                    # Q15-weighted sum of v → int8
@@ -74,8 +75,9 @@ class QAttention:
         B, L, D = h.shape
         hd = D // self.heads
         qkv = self.qkv(h).reshape(B, L, 3, self.heads, hd).transpose(2, 0, 3, 1, 4)  # [3, B, H, L, hd]
-        q = arith.rope(qkv[0], self.rope_cos, self.rope_sin)
-        k = arith.rope(qkv[1], self.rope_cos, self.rope_sin)
+        q, k = qkv[0], qkv[1]
+        if self.rope_cos is not None:
+            q, k = arith.rope(q, self.rope_cos, self.rope_sin), arith.rope(k, self.rope_cos, self.rope_sin)
         p = arith.softmax(arith.imatmul(q, k.transpose(0, 1, 3, 2)), self.score_M, self.score_n)  # [B, H, L, L]
         a = arith.requantize(arith.imatmul(p, qkv[2]), self.pv_M, self.pv_n)                       # [B, H, L, hd]
         return self.out(a.transpose(0, 2, 1, 3).reshape(B, L, D))
@@ -113,6 +115,8 @@ class IntModel:
     halt_first: bool = False     # the halting head reads carry row 0 instead of the sum of all rows
     seq_norm_const: int = 0      # > 0: the mlp mixer's residual norm runs over the carry rows of each
                                  # channel, with this constant (round(sqrt(P + L) / s_carry · 2^8))
+    pos_emb: np.ndarray | None = None   # learned positions: int8 [P + L, D] at the scale of x, added to
+                                        # the input rows (a term of the z-update input with x's coefficient)
 
     @property
     def carry_scale(self) -> float:
@@ -123,7 +127,13 @@ class IntModel:
 
     def input_rows(self, tokens: np.ndarray, puzzle_ids: np.ndarray | None = None) -> np.ndarray:
         """x [B, P + L, D] (int64): the prefix rows of each puzzle's identifier (0 if none is given), then
-        the embedding rows of its tokens."""
+        the embedding rows of its tokens; with learned positions plus each row's position row (the sum of
+        two int8 rows, not saturated: the weighted add takes them as two terms with one coefficient,
+        which is the same sum)."""
+        x = self._table_rows(tokens, puzzle_ids)
+        return x if self.pos_emb is None else x + self.pos_emb.astype(np.int64)
+
+    def _table_rows(self, tokens: np.ndarray, puzzle_ids: np.ndarray | None) -> np.ndarray:
         x = self.embed[tokens].astype(np.int64)
         if not self.prefix:
             return x
@@ -333,13 +343,13 @@ class _SwiGLU:
 class _Attention:
     """QAttention on float64 carriers, for sequences of the rotary tables' length."""
 
-    def __init__(self, q: QAttention):
+    def __init__(self, q: QAttention, R_rows: int):
         self.q = q
         D = q.qkv.w.shape[1]
         H = self.H = q.heads
         hd = self.hd = D // H
         h2 = hd // 2
-        L = q.rope_cos.shape[0]
+        self.rotary = q.rope_cos is not None
         # q and k channels reordered: first every even channel (the first of a rotary pair) of q then of
         # k, head by head, then the odd ones in the same order, then v as it is: the rotation works on two
         # contiguous [L, D] halves. Scores sum over all the channels of a head, in any order.
@@ -349,8 +359,9 @@ class _Attention:
         # the Q14 tables times 2^-14 (exact), per column of a half: e * cos - o * sin (|.| <= 2^23) comes
         # out divided by 2^14
         tile = (1, 2 * H)
-        self.cos = np.tile(np.ldexp(np.asarray(q.rope_cos, F64), -arith.ROPE_SHIFT), tile)
-        self.sin = np.tile(np.ldexp(np.asarray(q.rope_sin, F64), -arith.ROPE_SHIFT), tile)
+        if self.rotary:
+            self.cos = np.tile(np.ldexp(np.asarray(q.rope_cos, F64), -arith.ROPE_SHIFT), tile)
+            self.sin = np.tile(np.ldexp(np.asarray(q.rope_sin, F64), -arith.ROPE_SHIFT), tile)
         # scores as S^T [B, H, key, query] (k q^T), the softmax along axis -2, on scores times
         # c = M_s * 2^-n_s (k times c before the product: the terms q k M_s and every partial sum are
         # integers below hd * 2^14 * M_s, over 2^n_s). With R = EXP_RANGE and t = -d * c - 1/2,
@@ -366,7 +377,7 @@ class _Attention:
         self.exp = np.where(neg >= R, 0, arith.EXP2[neg & 255] >> np.minimum(neg >> arith.EXP_FRAC_BITS, 62)
                             ).astype(F64)[::-1].copy()
         # a row of probabilities sums to at most 2^15 + L/2 (each rounds up by at most 1/2), |v| <= 128
-        pv_exact = arith.float_exact(INT8_BOUND * ((1 << arith.PROB_BITS) + L), q.pv_M, q.pv_n)
+        pv_exact = arith.float_exact(INT8_BOUND * ((1 << arith.PROB_BITS) + R_rows), q.pv_M, q.pv_n)
         self.pv_c = float(arith.fmultiplier(q.pv_M, q.pv_n))
         self.out = _Linear(q.out)
         self.fast = self.qkv.exact and self.out.exact and score_exact and pv_exact
@@ -396,13 +407,17 @@ class _Attention:
         e, o = qkv[..., :D], qkv[..., D:2 * D]
         rot = ws("att.rot", (2, B, H, L, hd))                   # rotated q, k: [2, B, H, L, hd]
         dst = rot.transpose(1, 3, 0, 2, 4).reshape(B, L, 2, H, hd)
-        t, u = ws("att.t", (B, L, D)), ws("att.u", (B, L, D))
-        np.multiply(e, self.cos, out=t)
-        t -= np.multiply(o, self.sin, out=u)
-        arith.fround(t.reshape(B, L, 2, H, h2), out=dst[..., :h2])
-        np.multiply(e, self.sin, out=t)
-        t += np.multiply(o, self.cos, out=u)
-        arith.fround(t.reshape(B, L, 2, H, h2), out=dst[..., h2:])
+        if self.rotary:
+            t, u = ws("att.t", (B, L, D)), ws("att.u", (B, L, D))
+            np.multiply(e, self.cos, out=t)
+            t -= np.multiply(o, self.sin, out=u)
+            arith.fround(t.reshape(B, L, 2, H, h2), out=dst[..., :h2])
+            np.multiply(e, self.sin, out=t)
+            t += np.multiply(o, self.cos, out=u)
+            arith.fround(t.reshape(B, L, 2, H, h2), out=dst[..., h2:])
+        else:  # the reordered halves as they are (integers already)
+            dst[..., :h2] = e.reshape(B, L, 2, H, h2)
+            dst[..., h2:] = o.reshape(B, L, 2, H, h2)
         rot[1] *= self.score_c
         sc = np.matmul(rot[1], rot[0].transpose(0, 1, 3, 2), out=ws("att.s", (B, H, L, L)))   # S^T c
         p = self.softmax(sc, ws).transpose(0, 1, 3, 2)          # [B, H, query, key]
@@ -425,10 +440,11 @@ class _Plan:
         self.head = _Linear(m.head)
         self.halt_w = np.asarray(m.halt_w, F64)
         # weighted add: the coefficients / 2^12 (exact); every term q * a / 2^12 and each partial sum is an
-        # integer over 2^12, exact while 128 * sum |a| + 2^11 <= 2^53, and floor(sum + 1/2) is
-        # round_shift(sum q * a, 12)
-        self.add_exact = all(INT8_BOUND * sum(abs(a) for a in c) + (1 << 11) <= arith.EXACT
-                             for c in (m.z_in, m.y_in))
+        # integer over 2^12, exact while 128 * sum |a| + 2^11 <= 2^53 (x's coefficient counted twice with
+        # learned positions: x is two int8 terms), and floor(sum + 1/2) is round_shift(sum q * a, 12)
+        x_terms = 1 if m.pos_emb is None else 2
+        z_bound = abs(m.z_in[0]) + x_terms * abs(m.z_in[1]) + abs(m.z_in[2])
+        self.add_exact = all(INT8_BOUND * c + (1 << 11) <= arith.EXACT for c in (z_bound, sum(map(abs, m.y_in))))
         self.z_in = [np.ldexp(float(a), -arith.ADD_SHIFT) for a in m.z_in]
         self.y_in = [np.ldexp(float(a), -arith.ADD_SHIFT) for a in m.y_in]
         self.ws = _Workspace()
@@ -437,7 +453,7 @@ class _Plan:
         """(mixer, its residual, channel SwiGLU, its residual) of one block; the mixer's residual runs over
         each channel's R rows under the sequence norm (``IntModel.seq_norm_const``)."""
         mlp = isinstance(blk.mixer, QSwiGLU)
-        mixer = _SwiGLU(blk.mixer, "mix", left=True) if mlp else _Attention(blk.mixer)
+        mixer = _SwiGLU(blk.mixer, "mix", left=True) if mlp else _Attention(blk.mixer, R)
         over_rows = mlp and self.m.seq_norm_const > 0
         mix_res = self._residual(blk.mix_res, R if over_rows else D, self.m.seq_norm_const if over_rows else self.m.norm_const)
         return mixer, mix_res, _SwiGLU(blk.ffn, "ffn"), self._residual(blk.ffn_res, D, self.m.norm_const), over_rows

@@ -104,6 +104,8 @@ def _architecture(m: dict[str, Any]) -> str:
         parts.append(f"{m['puzzle_emb_len']}-row puzzle-embedding prefix ({m['puzzle_ids']} identifiers)")
     if m.get("halt_logits", 1) == 2:
         parts.append("two-logit halting head")
+    if m.get("pos_encodings") == "learned":
+        parts.append("learned positions")
     if m.get("rope_axes"):
         parts.append(f"rotary positions over {rotary.spell(m['rope_axes'])} axes, theta "
                      f"{m.get('rope_theta', 10000.0):g}")
@@ -214,6 +216,8 @@ def zoo_table(cards: list[dict[str, Any]]) -> str:
         arch = f"{c['model'].get('arch', 'trm').upper()} {c['model']['mixer']}"
         if c["model"].get("rope_axes"):
             arch += f", {rotary.spell(c['model']['rope_axes'])} rotary"
+        if c["model"].get("pos_encodings") == "learned":
+            arch += ", learned positions"
         lo, hi = _exact_interval(ev)
         rows.append(f"| {c['name']} | {task} | {arch} | {c['params']:,} | "
                     f"{c['macs_per_inference']:,} | {c['depth']['T']},{c['depth']['n']},{c['depth']['steps']} | "

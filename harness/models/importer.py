@@ -136,9 +136,17 @@ def model_config(state: dict[str, torch.Tensor], variant: str, arch: dict, seq_l
     embed = _need(state, "embed_tokens.embedding_weight", path, 2)
     vocab, hidden = embed.shape
     _from_config(arch, "hidden_size", hidden, "embed_tokens.embedding_weight [vocab, hidden]", cfg_path)
-    if "embed_pos.embedding_weight" in state or arch.get("pos_encodings") == "learned":
-        raise ImportError_(f"{path}: learned position embeddings (embed_pos, pos_encodings: learned) are not "
-                           f"supported: this harness's attention uses rotary positions; import a rope model")
+    # positions: learned (an embed_pos table) or rotary; the config may say so but not contradict it.
+    # "none" (no positions at all) is what mlp_t runs have: the mlp mixer's positions are in its weights
+    pos = "learned" if "embed_pos.embedding_weight" in state else "rope"
+    said = arch.get("pos_encodings")
+    mlp_t = variant == "trm-mlp"
+    if said not in (None, "rope", "learned") and not (said == "none" and mlp_t):
+        raise ImportError_(f"{cfg_path}: arch.pos_encodings is {said!r}: this harness has rope and learned "
+                           f"positions (and none for mlp_t) only")
+    if said in ("rope", "learned") and said != pos:
+        raise ImportError_(f"{cfg_path}: arch.pos_encodings is {said!r} but the checkpoint "
+                           f"{'has' if pos == 'learned' else 'has no'} embed_pos.embedding_weight ({pos})")
     L_layers = _from_config(arch, "L_layers", _layers(state, "L_level"), "L_level.layers.N keys", cfg_path)
     if not L_layers:
         raise ImportError_(f"{path}: no L_level.layers.N.* keys: not an official TRM/HRM checkpoint")
@@ -172,9 +180,6 @@ def model_config(state: dict[str, torch.Tensor], variant: str, arch: dict, seq_l
     if variant != "trm-mlp" and heads is None:
         raise ImportError_(f"{path}: the attention heads are not in the tensors: give --config all_config.yaml "
                            f"(arch.num_heads) or --heads")
-    if variant != "trm-mlp" and arch.get("pos_encodings", "rope") != "rope":
-        raise ImportError_(f"{cfg_path}: arch.pos_encodings is {arch['pos_encodings']!r}: this harness's attention "
-                           f"uses rotary positions (rope) only")
     q_head = _need(state, "q_head.weight", path, 2)
     if list(q_head.shape) != [2, hidden]:
         raise ImportError_(f"{path}: key 'q_head.weight' has shape {_shape(q_head)}; expected [2, {hidden}]")
@@ -185,7 +190,7 @@ def model_config(state: dict[str, torch.Tensor], variant: str, arch: dict, seq_l
         heads=int(heads) if heads is not None else 1, T=int(arch.get("H_cycles", 3 if variant != "hrm" else 2)),
         n=int(arch.get("L_cycles", 6 if variant != "hrm" else 2)), steps=int(arch.get("halt_max_steps", 16)),
         halting=True, mix_inner=mix_inner, ffn_inner=ffn_inner, norm_eps=float(arch.get("rms_norm_eps", 1e-5)),
-        rope_theta=float(arch.get("rope_theta", 10000.0)), puzzle_emb_len=P if ndim else 0,
+        rope_theta=float(arch.get("rope_theta", 10000.0)), pos_encodings=pos, puzzle_emb_len=P if ndim else 0,
         puzzle_emb_ndim=ndim, puzzle_ids=ids, halt_logits=2 if two else 1, halt_read="first",
         mix_norm="sequence" if variant == "trm-mlp" else "channels")
     if variant == "trm-mlp":
@@ -210,6 +215,8 @@ def key_map(cfg: TRMConfig, variant: str) -> dict[str, str]:
          "q_head.weight": "halt.weight", "q_head.bias": "halt.bias", "H_init": "y_init", "L_init": "z_init"}
     if cfg.puzzle_ids:
         m["puzzle_emb.weights"] = "puzzle_emb"
+    if cfg.pos_encodings == "learned":
+        m["embed_pos.embedding_weight"] = "pos_emb"
     levels = [("L_level", "blocks", cfg.layers)] + ([("H_level", "y_blocks", cfg.y_layers)] if variant == "hrm" else [])
     for level, ours, count in levels:
         for l in range(count):
@@ -243,7 +250,7 @@ def convert(state: dict[str, torch.Tensor], cfg: TRMConfig, variant: str, path: 
         if list(t.shape) != list(want[target].shape):
             raise ImportError_(f"{path}: key {key!r} has shape {_shape(state[key])}; expected "
                                f"{_shape(want[target])} (as {target})")
-        if target.endswith("mixer.qkv.weight"):
+        if target.endswith("mixer.qkv.weight") and cfg.rotary:
             D = cfg.hidden
             t = torch.cat((_interleave_rotary(t[:D], cfg.heads), _interleave_rotary(t[D:2 * D], cfg.heads), t[2 * D:]))
         ours[target] = t

@@ -18,7 +18,9 @@ table with one row per puzzle identifier, ``puzzle_emb_ndim`` wide, zero-padded,
 token embeddings), so the carry has ``carry_len`` = prefix + sequence rows, the mixers and the rotary
 positions run over all of them and the output head reads y after the prefix; the halting head reads
 the first position (``halt_read = "first"``) and may have two logits (halt, continue: halt when
-halt > continue). HRM (``hrm.py``) is this model with a second network for the y update.
+halt > continue). HRM (``hrm.py``) is this model with a second network for the y update. Positions are rotary (in the
+attention mixer) or learned (``pos_encodings = "learned"``: a position table added to x, the official
+``pos_encodings: learned``; then no rotary positions).
 """
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ ATTENTION_KERNELS = ("softmax", "linear")
 ARCHS = ("trm", "hrm")
 HALT_READS = ("mean", "first")
 MIX_NORMS = ("channels", "sequence")
+# Where the positions come from (the official TRM's pos_encodings): rotary positions in the attention
+# mixer, or a learned position table added to x (then the attention mixer has no rotary positions)
+POS_ENCODINGS = ("rope", "learned")
+# The official TRM scales x = token row + position row by 1/sqrt(2) to keep its variance
+LEARNED_POS_SCALE = 0.707106781
 
 # A quantization point: every tensor that the integer model stores as int8 passes through
 # point(name, tensor). The float model uses the identity; harness.compress plugs in observers (to
@@ -83,6 +90,9 @@ class TRMConfig:
                              # (9, 9) for a 9x9 grid: each head's channel pairs take turns among the
                              # axes); () : one axis, the flat position (the official TRM's)
     attention_kernel: str = "softmax"  # attention mixer: "softmax" | "linear"
+    pos_encodings: str = "rope"  # "rope": rotary positions in the attention mixer (the mlp mixer has
+                                 # its positions in its weights); "learned": a position table [carry_len,
+                                 # D] added to x, no rotary positions (POS_ENCODINGS)
     # the official layout (module docstring); the defaults are this harness's own TRM
     puzzle_emb_len: int = 0  # prefix rows before the sequence (the official TRM: 16)
     puzzle_emb_ndim: int = 0  # width of one puzzle-embedding row, at most puzzle_emb_len × hidden
@@ -111,7 +121,12 @@ class TRMConfig:
         if self.mix_norm not in MIX_NORMS or self.mix_norm == "sequence" and self.mixer != "mlp":
             raise ValueError(f"mix_norm must be one of {MIX_NORMS} ('sequence' with the mlp mixer only), "
                              f"got {self.mix_norm!r} with mixer {self.mixer!r}")
+        if self.pos_encodings not in POS_ENCODINGS:
+            raise ValueError(f"pos_encodings must be one of {POS_ENCODINGS}, got {self.pos_encodings!r}")
         self.rope_axes = tuple(int(a) for a in self.rope_axes)
+        if self.rope_axes and self.pos_encodings != "rope":
+            raise ValueError(f"rope_axes lay out rotary positions; pos_encodings {self.pos_encodings!r} has "
+                             f"none: use rope_axes () with it")
         if self.rope_axes:
             rotary.check(self.seq_len, self.rope_axes,
                          self.hidden // self.heads // 2 if self.mixer == "attention" else None)
@@ -124,6 +139,11 @@ class TRMConfig:
             raise ValueError(f"a puzzle-embedding table needs puzzle_ids > 0 and 0 < puzzle_emb_ndim <= "
                              f"puzzle_emb_len × hidden ({self.puzzle_emb_len} × {self.hidden}), got puzzle_ids "
                              f"{self.puzzle_ids} and puzzle_emb_ndim {self.puzzle_emb_ndim}")
+
+    @property
+    def rotary(self) -> bool:
+        """Whether the attention mixer rotates q and k (rotary positions)."""
+        return self.mixer == "attention" and self.pos_encodings == "rope"
 
     @property
     def carry_len(self) -> int:
@@ -250,19 +270,23 @@ class Attention(nn.Module):
         self.head_dim = cfg.hidden // cfg.heads
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden, bias=False)
         self.out = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
-        cos, sin = rotary_tables(cfg.carry_len, self.head_dim, cfg.rope_theta, cfg.rope_axes)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
-        self.rope_theta, self.rope_axes = cfg.rope_theta, cfg.rope_axes
+        self.rotary = cfg.rotary
+        if self.rotary:
+            cos, sin = rotary_tables(cfg.carry_len, self.head_dim, cfg.rope_theta, cfg.rope_axes)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+            self.rope_theta, self.rope_axes = cfg.rope_theta, cfg.rope_axes
 
     def forward(self, h: torch.Tensor, point: Point = identity, name: str = "") -> torch.Tensor:
         B, L, D = h.shape
         ops = ops_of(point)
         q, k, v = self.qkv(h).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = point(f"{name}.q", q), point(f"{name}.k", k), point(f"{name}.v", v)
-        # q and k keep their scale through the rotation (it preserves the norm of each pair)
-        q = point(f"{name}.q", ops.rotary(f"{name}.q", q, self.rope_cos, self.rope_sin, self.rope_theta, self.rope_axes))
-        k = point(f"{name}.k", ops.rotary(f"{name}.k", k, self.rope_cos, self.rope_sin, self.rope_theta, self.rope_axes))
+        if self.rotary:  # q and k keep their scale through the rotation (it preserves each pair's norm)
+            q = point(f"{name}.q", ops.rotary(f"{name}.q", q, self.rope_cos, self.rope_sin, self.rope_theta,
+                                              self.rope_axes))
+            k = point(f"{name}.k", ops.rotary(f"{name}.k", k, self.rope_cos, self.rope_sin, self.rope_theta,
+                                              self.rope_axes))
         a = point(f"{name}.attn", ops.attention(name, q, k, v, self.kernel))  # [B, H, L, hd]
         return point(f"{name}.out", self.out(a.transpose(1, 2).reshape(B, L, D)))
 
@@ -301,6 +325,11 @@ class TRM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
         nn.init.normal_(self.embed.weight, std=1.0 / math.sqrt(cfg.hidden))
         self.embed_scale = math.sqrt(cfg.hidden)
+        if cfg.pos_encodings == "learned":
+            # one row per carry row (prefix rows too, as the official code has it), initialised as the
+            # token embedding; x = (token row + position row) / sqrt(2), both scaled by sqrt(hidden)
+            self.embed_scale *= LEARNED_POS_SCALE
+            self.pos_emb = nn.Parameter(torch.randn(cfg.carry_len, cfg.hidden) / math.sqrt(cfg.hidden))
         if cfg.puzzle_ids:
             # one row per puzzle identifier; zero at first, as the official code starts it
             self.puzzle_emb = nn.Parameter(torch.zeros(cfg.puzzle_ids, cfg.puzzle_emb_ndim))
@@ -318,7 +347,8 @@ class TRM(nn.Module):
     def input_embedding(self, tokens: torch.Tensor, puzzle_ids: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, carry_len, D]: the puzzle-embedding prefix (the row of each puzzle's identifier,
         zero-padded to puzzle_emb_len × hidden; identifier 0 when none is given), then the token
-        embeddings, all scaled by sqrt(hidden)."""
+        embeddings, all scaled by sqrt(hidden) (and 1/sqrt(2) with learned positions, whose rows
+        ``position_table`` are a term of their own in the z-update input)."""
         e = self.embed(tokens)
         P = self.cfg.puzzle_emb_len
         if P:
@@ -334,6 +364,10 @@ class TRM(nn.Module):
     def token_table(self) -> torch.Tensor:
         """Every token's input row [V, D], scaled as x."""
         return self.embed.weight * self.embed_scale
+
+    def position_table(self) -> torch.Tensor | None:
+        """The learned position rows [carry_len, D], scaled as x; None with rotary positions."""
+        return self.pos_emb * self.embed_scale if self.cfg.pos_encodings == "learned" else None
 
     def prefix_table(self) -> torch.Tensor | None:
         """Every puzzle identifier's prefix rows [ids, P·D] (zero-padded), scaled as x; None without a
@@ -365,9 +399,13 @@ class TRM(nn.Module):
         return h
 
     def z_update(self, x, y, z, point: Point = identity):
-        """z <- net(z + x + y)."""
+        """z <- net(z + x + y); with learned positions x is the token rows plus the position rows, two
+        terms at the point ``x``."""
         ops = ops_of(point)
-        return self.blocks_on(point("h", ops.inject("h", [("norm", z), ("x", x), ("norm", y)])), point, "z")
+        terms = [("norm", z), ("x", x)]
+        if (pos := self.position_table()) is not None:
+            terms.append(("x", point("x", pos).expand_as(x)))
+        return self.blocks_on(point("h", ops.inject("h", [*terms, ("norm", y)])), point, "z")
 
     def y_update(self, y, z, point: Point = identity):
         """y <- net(y + z)."""
