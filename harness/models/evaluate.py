@@ -68,6 +68,23 @@ def accuracy_report(task: Task, inputs: np.ndarray, labels: np.ndarray, per_step
     }
 
 
+def by_family(puzzles: list[Puzzle], exact: np.ndarray) -> dict[str, dict[str, Any]] | None:
+    """Puzzle-exact accuracy per family (``meta["family"]``, the ARC task's transformation) with its 95%
+    Wilson interval, where every puzzle names one and there are at least two; else None."""
+    from ..stats import wilson
+
+    families = [p.meta.get("family") for p in puzzles]
+    if None in families or len(set(families)) < 2:
+        return None
+    out = {}
+    for fam in sorted(set(families)):
+        hits = np.asarray(exact)[[f == fam for f in families]]
+        lo, hi = wilson(int(hits.sum()), len(hits))
+        out[fam] = {"puzzles": len(hits), "exact_accuracy": float(hits.mean()), "exact_accuracy_lo": lo,
+                    "exact_accuracy_hi": hi}
+    return out
+
+
 def evaluate(model: TRM, task: Task, puzzles: list[Puzzle], depth: Depth, batch_size: int = 256,
              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Cell and puzzle-exact accuracy of a torch model after each step, and at the halting step."""
