@@ -365,6 +365,13 @@ trm_status trm_blob_parse(const uint8_t *data, size_t len, size_t max_size, trm_
     m->halt_threshold = rd_i32(data + 40);
     for (int i = 0; i < 3; ++i)
         m->z_in[i] = rd_i16(data + 44 + 2 * i);
+    /* resolved here, not on trm_run's stack: the position row is a term at x's scale, before y */
+    m->z_terms = 3;
+    if (m->flags & TRM_BLOB_FLAG_POS_LEARNED) {
+        m->z_in[3] = m->z_in[2];
+        m->z_in[2] = m->z_in[1];
+        m->z_terms = 4;
+    }
     for (int i = 0; i < 2; ++i)
         m->y_in[i] = rd_i16(data + 50 + 2 * i);
     m->carry_scale_bits = rd_u32(data + 58);

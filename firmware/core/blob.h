@@ -60,7 +60,9 @@ typedef struct {
                                  with this C; 0: over each row's channels with norm_const */
     uint32_t norm_const;      /* C */
     int32_t halt_threshold;
-    int16_t z_in[3];          /* coefficients of z, x, y in the z-update input (Q12) */
+    int16_t z_in[4];          /* coefficients of the z-update input's terms (Q12): z, x, y; with learned
+                                 positions z, x, the position row (x's coefficient again), y */
+    uint8_t z_terms;          /* terms of the z-update input: 3, or 4 with learned positions */
     int16_t y_in[2];          /* coefficients of y, z in the y-update input (Q12) */
     uint32_t carry_scale_bits;/* float32 bits, host-side dequantization only */
     /* tensors (pointers into the blob; `embed` may be repointed to a RAM copy after parsing) */

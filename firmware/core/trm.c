@@ -217,10 +217,6 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int puzzle_id, int
                                (uint64_t)n * ((embed_in_blob ? (uint64_t)L * (uint64_t)D : 0u) +
                                               (prefix_in_blob ? (uint64_t)P * (uint64_t)D : 0u) +
                                               (m->pos_emb ? (uint64_t)R * (uint64_t)D : 0u));
-    /* the z-update input: z, x, y, or with learned positions z, x, the position row, y (the position
-     * row at x's scale: x's coefficient twice) */
-    const int16_t z_coef[4] = {m->z_in[0], m->z_in[1], m->pos_emb ? m->z_in[1] : m->z_in[2], m->z_in[2]};
-    const int z_terms = m->pos_emb ? 4 : 3;
     /* the head reads the L sequence rows; the halting weights one row (first) or all R */
     const int halt_rows = (m->flags & TRM_BLOB_FLAG_HALT_FIRST) ? 1 : R;
     const uint64_t per_readout = (uint64_t)L * mat_bytes(&m->head) + (uint64_t)halt_rows * (uint64_t)D;
@@ -233,10 +229,11 @@ trm_status trm_run(const trm_model *m, const uint8_t *tokens, int puzzle_id, int
                 for (int l = 0; l < R && st == TRM_OK; ++l) {
                     const int8_t *x = l < P ? prefix_rows + (size_t)l * (size_t)D
                                             : m->embed + (size_t)tokens[l - P] * (size_t)D;
+                    /* z, x, y, or z, x, the position row, y (m->z_in, m->z_terms) */
                     const int8_t *yl = y + (size_t)l * (size_t)D;
                     const int8_t *terms[4] = {z + (size_t)l * (size_t)D, x,
                                               m->pos_emb ? m->pos_emb + (size_t)l * (size_t)D : yl, yl};
-                    st = trm_weighted_add_s8(terms, z_coef, z_terms, D, z + (size_t)l * (size_t)D);
+                    st = trm_weighted_add_s8(terms, m->z_in, m->z_terms, D, z + (size_t)l * (size_t)D);
                 }
                 if (st == TRM_OK)
                     st = net(m, m->blocks, m->layers, z, scratch);
