@@ -213,17 +213,57 @@ def default_blob() -> bytes:
     return export_blob("sudoku6-mlp", "int8")
 
 
+# The shared ``board`` of a target is closed after the last collected test that uses it, not at session
+# end: an idle emulator is not free (an idle Renode board spins in WFI at 70-85% of a core), and the
+# session's remaining tests (the zoo's, the study's) would otherwise share the CPU with it.
+SHARED_BOARDS = pytest.StashKey[dict]()      # target name -> [tests still to use its board, the board]
+
+
+def _board_target(item) -> str | None:
+    """The target whose shared ``board`` ``item`` uses, or None when it uses none."""
+    if "board" not in getattr(item, "fixturenames", ()):
+        return None
+    callspec = getattr(item, "callspec", None)
+    name = callspec.params.get("target") if callspec else None
+    return name if name is not None else _targets(item.config)[0]
+
+
+@pytest.hookimpl(trylast=True)   # after deselection (-m, -k): count only the tests that will run
+def pytest_collection_modifyitems(session, config, items):
+    users: dict[str, list] = {}
+    for item in items:
+        if (name := _board_target(item)) is not None:
+            users.setdefault(name, [0, None])[0] += 1
+    config.stash[SHARED_BOARDS] = users
+
+
+def pytest_runtest_teardown(item, nextitem):
+    name = _board_target(item)
+    entry = item.config.stash.get(SHARED_BOARDS, {}).get(name)
+    if entry is None:
+        return
+    entry[0] -= 1
+    if entry[0] <= 0 and entry[1] is not None:
+        board, entry[1] = entry[1], None
+        board.close()
+
+
 @pytest.fixture(scope="session")
 def board(request, target, default_blob):
     """A started board of --board for ``target`` holding ``default_blob``, shared by the tests of that
-    target (for another blob use ``open_board``; after a probe rewrote the blob, ``board.reload()``)."""
+    target (for another blob use ``open_board``; after a probe rewrote the blob, ``board.reload()``),
+    closed after the last test that uses it."""
     b = _make(request, target.name, default_blob)
     try:
         b.start()
     except Exception as e:
         pytest.fail(f"could not start the board: {e}\n{board_context(b)}")
+    entry = request.config.stash.get(SHARED_BOARDS, {}).get(target.name)
+    if entry is not None:
+        entry[1] = b
     yield b
-    b.close()
+    if entry is None or entry[1] is b:       # not closed yet by its last user's teardown
+        b.close()
 
 
 def board_context(board) -> str:

@@ -24,6 +24,8 @@ from harness.export import blob as B
 from harness.targets import load_target
 from harness.tasks import stack
 
+pytest_plugins = ["pytester"]
+
 TARGET = "mps2-an386"
 
 
@@ -353,3 +355,31 @@ def test_info_into_the_smallest_transmit_buffer_is_a_response_error(blobs):
         kind, _, body = P.unframe(s.feed(P.frame(P.INFO, 9))[:-1])
         assert kind == P.ERROR and P.ERRORS[body[0]] == "RESPONSE"
         assert b"INFO needs" in body and b"has 64" in body
+
+
+# --- the plugin closes a shared board after its last test ------------------------------------------------
+
+SHARED_BOARD_TESTS = """
+SEEN = []
+
+def test_alpha(board):
+    SEEN.append(board)
+    assert board.session is not None
+
+def test_beta(board):
+    assert board.session is not None and board is SEEN[0]
+
+def test_omega():
+    assert len(SEEN) == 1
+    print("OPEN AFTER LAST USER", SEEN[0].session is not None)
+"""
+
+
+def test_the_shared_board_is_closed_after_the_last_test_that_uses_it(pytester):
+    """An idle emulator costs a core (Renode's spins in WFI): the ``board`` fixture's board is closed once
+    the last collected test that uses it is torn down, counting only the tests left after ``-k``."""
+    pytester.makepyfile(test_shared=SHARED_BOARD_TESTS)
+    # test_beta, deselected, would use the board after test_alpha: the board closes after test_alpha
+    r = pytester.runpytest_subprocess("-s", "-p", "no:labgrid", "--target", TARGET, "-k", "alpha or omega")
+    r.assert_outcomes(passed=2)
+    r.stdout.fnmatch_lines(["*OPEN AFTER LAST USER False*"])
