@@ -216,36 +216,47 @@ def default_blob() -> bytes:
 # The shared ``board`` of a target is closed after the last collected test that uses it, not at session
 # end: an idle emulator is not free (an idle Renode board spins in WFI at 70-85% of a core), and the
 # session's remaining tests (the zoo's, the study's) would otherwise share the CPU with it.
-SHARED_BOARDS = pytest.StashKey[dict]()      # target name -> [tests still to use its board, the board]
+@dataclass
+class SharedBoard:
+    users: int = 0           # collected tests still to use the target's board
+    board: object = None     # the started board, until it is closed
+
+
+SHARED_BOARDS = pytest.StashKey[dict]()      # target name -> SharedBoard
 
 
 def _board_target(item) -> str | None:
-    """The target whose shared ``board`` ``item`` uses, or None when it uses none."""
+    """The name of the target whose shared ``board`` ``item`` uses, or None when it uses none (or a
+    conftest parametrised ``target`` with something else than names: its board closes at session end)."""
     if "board" not in getattr(item, "fixturenames", ()):
         return None
     callspec = getattr(item, "callspec", None)
     name = callspec.params.get("target") if callspec else None
-    return name if name is not None else _targets(item.config)[0]
+    name = name if name is not None else _targets(item.config)[0]
+    return name if isinstance(name, str) else None
+
+
+def _close_shared(shared: SharedBoard) -> None:
+    board, shared.board = shared.board, None
+    if board is not None:
+        board.close()
 
 
 @pytest.hookimpl(trylast=True)   # after deselection (-m, -k): count only the tests that will run
 def pytest_collection_modifyitems(session, config, items):
-    users: dict[str, list] = {}
+    shared: dict[str, SharedBoard] = {}
     for item in items:
         if (name := _board_target(item)) is not None:
-            users.setdefault(name, [0, None])[0] += 1
-    config.stash[SHARED_BOARDS] = users
+            shared.setdefault(name, SharedBoard()).users += 1
+    config.stash[SHARED_BOARDS] = shared
 
 
 def pytest_runtest_teardown(item, nextitem):
-    name = _board_target(item)
-    entry = item.config.stash.get(SHARED_BOARDS, {}).get(name)
-    if entry is None:
-        return
-    entry[0] -= 1
-    if entry[0] <= 0 and entry[1] is not None:
-        board, entry[1] = entry[1], None
-        board.close()
+    shared = item.config.stash.get(SHARED_BOARDS, {}).get(_board_target(item))
+    if shared is not None:
+        shared.users -= 1
+        if shared.users <= 0:
+            _close_shared(shared)
 
 
 @pytest.fixture(scope="session")
@@ -258,12 +269,12 @@ def board(request, target, default_blob):
         b.start()
     except Exception as e:
         pytest.fail(f"could not start the board: {e}\n{board_context(b)}")
-    entry = request.config.stash.get(SHARED_BOARDS, {}).get(target.name)
-    if entry is not None:
-        entry[1] = b
+    # a target its collected tests were not counted for (a conftest's own parametrisation) gets a record
+    # of its own: its board closes here, at session end
+    shared = request.config.stash.get(SHARED_BOARDS, {}).get(target.name) or SharedBoard()
+    shared.board = b
     yield b
-    if entry is None or entry[1] is b:       # not closed yet by its last user's teardown
-        b.close()
+    _close_shared(shared)            # a no-op when its last user's teardown closed it
 
 
 def board_context(board) -> str:
