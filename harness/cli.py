@@ -204,7 +204,7 @@ def eval_cmd(
     import torch
 
     from .models.card import write_card as write_model_card
-    from .models.checkpoint import load_checkpoint
+    from .models.checkpoint import load_checkpoint, model_digest
     from .depth import Depth
     from .models.evaluate import default_depth, evaluate
     from .models.trm import macs_per_inference
@@ -237,7 +237,7 @@ def eval_cmd(
         with _progress_bar(f"eval {config['name']}", len(items), as_json) as advance:
             res = evaluate(net, model_task, items, d, progress=advance)
         result = {"model": config["name"], "task": model_task.spec(), "puzzle_set": source,
-                  "params": net.parameter_count(),
+                  "model_sha256": model_digest(net), "params": net.parameter_count(),
                   "macs_per_inference": macs_per_inference(net.cfg, d.T, d.n, d.steps)}
     else:
         from .compress.recipes import apply, get_recipe
@@ -266,7 +266,10 @@ def eval_cmd(
     if (families := by_family(items, res["exact"])) is not None:
         result["by_family"] = families
     if write_card:
-        write_model_card(Path(config["path"]), config, result, _command_line(ctx))
+        try:
+            write_model_card(Path(config["path"]), config, result, _command_line(ctx), log=console.print)
+        except ValueError as e:
+            _fail(str(e))
     if as_json:
         print(json.dumps(result))
         return

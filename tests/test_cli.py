@@ -130,3 +130,37 @@ def test_train_takes_rotary_axes_and_the_card_names_them(tmp_path):
         r = invoke("train", "--task", "sudoku", "--size", "4", "--out", tmp_path / axes, "--mixer", "attention",
                    "--hidden", "16", "--heads", "2", "--iterations", "1", "--rope-axes", axes)
         assert r.exit_code != 0 and says in r.output, r.output
+
+
+def test_a_card_lists_a_resume_run_again_after_a_cut_once():
+    from harness.models.card import training_commands
+    first, resume, longer = "harness train A", "harness train A --resume", "harness train A --iterations 9 --resume"
+    config = {"train_commands": [first, resume, resume, resume, longer, resume]}
+    assert training_commands(config) == [first, resume, longer, resume]
+    assert training_commands({"train_command": first}) == [first]
+
+
+def test_a_card_drops_the_other_evaluations_of_a_replaced_checkpoint(tiny_checkpoint, tmp_path):
+    import shutil
+
+    ck = tmp_path / "sudoku4"
+    shutil.copytree(tiny_checkpoint, ck)
+    for f in ("card.json", "card.md"):
+        (ck / f).unlink(missing_ok=True)
+    assert invoke("eval", "--model", ck, "--puzzles", "12", "--write-card").exit_code == 0
+    assert invoke("eval", "--model", ck, "--puzzles", "12", "--task-param", "min_givens=10",
+                  "--write-card").exit_code == 0
+    card = json.loads((ck / "card.json").read_text())
+    assert card["model_sha256"] == card["evaluation"]["model_sha256"] and card["other_evaluations"]
+    # the same folder trained further: its weights are another checkpoint
+    r = invoke("train", "--task", "sudoku", "--size", "4", "--out", ck, "--hidden", "16", "--layers", "1",
+               "--T", "1", "--n", "2", "--n-sup", "2", "--iterations", "50", "--train-puzzles", "32",
+               "--eval-every", "20", "--eval-puzzles", "16", "--warmup", "5", "--resume")
+    assert r.exit_code == 0, r.output
+    r = invoke("eval", "--model", ck, "--puzzles", "12", "--task-param", "min_givens=10", "--write-card")
+    assert r.exit_code == 2 and "describes another checkpoint" in r.output
+    r = invoke("eval", "--model", ck, "--puzzles", "12", "--write-card")
+    assert r.exit_code == 0 and "made with another checkpoint and are dropped" in " ".join(r.output.split())
+    newer = json.loads((ck / "card.json").read_text())
+    assert newer["other_evaluations"] == {} and newer["model_sha256"] != card["model_sha256"]
+    assert newer["training"]["iterations"] == 50

@@ -7,7 +7,7 @@ import torch
 
 from harness.compress.compressed import _calibration_tokens
 
-from harness.models.checkpoint import ZOO, zoo_names
+from harness.models.checkpoint import ZOO, model_digest, zoo_names
 from harness.depth import Depth
 from harness.models.evaluate import evaluate
 from harness.models.trm import macs_per_inference
@@ -37,6 +37,8 @@ def test_card_matches_the_model_and_fits_the_budget(name, zoo_model):
     assert c["task"] == task.spec()
     assert c["evaluation"]["puzzle_set"]["count"] >= 1000
     assert c["training"]["commands"][0].startswith("harness train")
+    if "model_sha256" in c:  # cards written since cards record the weights they were evaluated with
+        assert c["model_sha256"] == c["evaluation"]["model_sha256"] == model_digest(model)
 
 
 @pytest.mark.slow

@@ -7,20 +7,40 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import rotary
 from ..tasks import difficulty_text
 from .checkpoint import atomic_write_text
 
 
-def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eval_command: str) -> dict[str, Any]:
+def training_commands(config: dict[str, Any]) -> list[str]:
+    """The commands that made the checkpoint, in order. A resume cut short (a session's end) and
+    run again with the same command continues the same schedule, so consecutive repeats are one
+    step of the recipe and are listed once."""
+    recorded = config.get("train_commands") or [config.get("train_command", "")]
+    return [c for i, c in enumerate(recorded) if i == 0 or c != recorded[i - 1]]
+
+
+def same_checkpoint(old: dict[str, Any], config: dict[str, Any], result: dict[str, Any]) -> bool:
+    """Whether the card ``old`` was written for the weights evaluated in ``result``: by the weights'
+    sha256 (``model_digest``) where both record it; a card from before cards recorded it is taken as
+    the same checkpoint when its parameter count and trained iterations are the checkpoint's."""
+    if old.get("model_sha256") and result.get("model_sha256"):
+        return old["model_sha256"] == result["model_sha256"]
+    return (old.get("params") == result.get("params")
+            and old.get("training", {}).get("iterations") == config.get("iterations"))
+
+
+def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eval_command: str,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the card from a generated held-out evaluation; an evaluation on another puzzle set (a file,
     ARC-AGI-1) is added to the existing card under ``other_evaluations``, keyed by the set's kind."""
     import torch
 
     evaluation = {
         "command": eval_command,
+        "model_sha256": result.get("model_sha256"),
         "puzzle_set": result["puzzle_set"],
         "cell_accuracy": result["cell_accuracy"],
         "exact_accuracy": result["exact_accuracy"],
@@ -34,12 +54,18 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
     old = json.loads(path.read_text()) if path.exists() else {}
     kind = result["puzzle_set"]["kind"]
     varied = result["puzzle_set"].get("task_params")
+    same = bool(old) and same_checkpoint(old, config, result)
     if kind != "generated" or varied:
         # another set (a file, ARC-AGI-1, generated puzzles of another difficulty) joins the card's list
         key = kind + "".join(f" {k}={v}" for k, v in (varied or {}).items())
         if not old:
             raise ValueError(f"write the card from a generated held-out evaluation before adding {key}")
+        if not same:
+            raise ValueError(f"{path} describes another checkpoint than {folder}'s weights: write the card "
+                             f"from a generated held-out evaluation (no --task-param) before adding {key}")
         old.setdefault("other_evaluations", {})[key] = evaluation
+        if result.get("model_sha256"):
+            old.setdefault("model_sha256", result["model_sha256"])
         atomic_write_text(path, json.dumps(old, indent=2) + "\n")
         atomic_write_text(folder / "card.md", render_markdown(old))
         return old
@@ -51,8 +77,9 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         "params": result["params"],
         "macs_per_inference": result["macs_per_inference"],
         "depth": result["depth"],
+        "model_sha256": result.get("model_sha256"),
         "training": {
-            "commands": config.get("train_commands") or [config.get("train_command", "")],
+            "commands": training_commands(config),
             "seconds": config.get("train_seconds"),
             "iterations": config.get("iterations"),
             "schedule": config.get("train", {}).get("iterations"),
@@ -61,8 +88,11 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
                        f"{config.get('train', {}).get('threads', '?')} thread(s)",
         },
         "evaluation": evaluation,
-        "other_evaluations": old.get("other_evaluations", {}),
+        "other_evaluations": old.get("other_evaluations", {}) if same else {},
     }
+    if old.get("other_evaluations") and not same:
+        log(f"{path}: the evaluations on other puzzle sets ({', '.join(old['other_evaluations'])}) were made "
+            f"with another checkpoint and are dropped; run them again with --write-card")
     if config.get("imported"):
         card["origin"] = config["imported"]
     if config["task"]["name"] == "arc":
@@ -145,6 +175,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"| depth (T, n, supervision steps) | {card['depth']['T']}, {card['depth']['n']}, {card['depth']['steps']} |",
         f"| MACs per inference at this depth | {card['macs_per_inference']:,} |",
         f"| halting head | {'trained' if m['halting'] else 'none'} (not used in this evaluation: all steps run) |",
+        *([f"| weights evaluated (sha256 of tensors and config) | `{card['model_sha256'][:16]}…` |"]
+          if card.get("model_sha256") else []),
     ]
     if origin:
         lines += [f"| imported from | {origin['kind']} ({origin['variant']}) checkpoint `{origin['checkpoint']}`, "
