@@ -63,9 +63,7 @@ def write_card(folder: Path, config: dict[str, Any], result: dict[str, Any], eva
         if not same:
             raise ValueError(f"{path} describes another checkpoint than {folder}'s weights: write the card "
                              f"from a generated held-out evaluation (no --task-param) before adding {key}")
-        old.setdefault("other_evaluations", {})[key] = evaluation
-        if result.get("model_sha256"):
-            old.setdefault("model_sha256", result["model_sha256"])
+        old.setdefault("other_evaluations", {})[key] = evaluation   # each evaluation records its weights
         atomic_write_text(path, json.dumps(old, indent=2) + "\n")
         atomic_write_text(folder / "card.md", render_markdown(old))
         return old
