@@ -112,7 +112,7 @@ def train(
     train_puzzles: int = typer.Option(3000, help="Base training puzzles (augmented on the fly)."),
     eval_every: int = typer.Option(500), eval_puzzles: int = typer.Option(256),
     seed: int = typer.Option(0), threads: int = typer.Option(1, help="Torch CPU threads."),
-    max_minutes: float = typer.Option(0.0, help="Stop and save after this long (0: no limit)."),
+    max_minutes: float = typer.Option(0.0, help="Stop and save after this invocation has trained this long (0: no limit); --resume goes on, with any limit."),
     resume: bool = typer.Option(False, help="Continue the run saved in --out."),
 ):
     """Train a TRM on a task (deep supervision, EMA, AdamW, warm-up; resumable)."""

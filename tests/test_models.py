@@ -176,6 +176,10 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path):
     assert again["iterations"] == 120 and again["history"] == history
     with pytest.raises(ValueError, match="another training config"):
         train(TrainConfig(**{**cfg.__dict__, "lr": 1e-3}), tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match="another training config"):
+        train(TrainConfig(**{**cfg.__dict__, "iterations": 100}), tmp_path / "run", resume=True)
+    # the time limit is the invocation's: another one resumes (a run cut by its limit goes on)
+    assert train(TrainConfig(**{**cfg.__dict__, "max_minutes": 5.0}), tmp_path / "run", resume=True)["iterations"] == 120
     longer = train(TrainConfig(**{**cfg.__dict__, "iterations": 150}), tmp_path / "run", resume=True,
                    command="extend")
     assert longer["iterations"] == 150 and longer["history"][:2] == history

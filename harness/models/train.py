@@ -61,7 +61,7 @@ class TrainConfig:
     eval_puzzles: int = 256
     save_every: int = 250
     threads: int = 1
-    max_minutes: float = 0.0                 # stop (and save) after this long; 0 = no limit
+    max_minutes: float = 0.0                 # stop (and save) after this invocation trained this long; 0 = no limit
     # Loss weights with a teacher (distillation); without one the loss is the label cross-entropy alone.
     # KL(teacher ‖ student) on the scored positions at temperature 1; carry: MSE of y and z after the step.
     distill_ce: float = 0.5
@@ -226,10 +226,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
         state = torch.load(out / STATE, weights_only=False)
         # through from_dict, so that a run saved before a config field existed gets its default
         saved = TrainConfig.from_dict(state["config"])
-        extended = replace(saved, iterations=cfg.iterations) == cfg and cfg.iterations > saved.iterations
-        if saved != cfg and not extended:
+        # the time limit is this invocation's, not the run's: a run cut by it resumes with any limit
+        same = replace(saved, iterations=cfg.iterations, max_minutes=cfg.max_minutes) == cfg
+        if not same or cfg.iterations < saved.iterations:
             raise ValueError(f"{out / STATE} was made with another training config; resume needs the same "
-                             f"one (only --iterations may grow, to extend a run)")
+                             f"one (only --iterations may grow, to extend a run, and --max-minutes change)")
         previous = json.loads((out / CONFIG).read_text()) if (out / CONFIG).exists() else {}
         commands = previous.get("train_commands") or [c for c in [previous.get("train_command")] if c]
         model.load_state_dict(state["model"])
@@ -269,6 +270,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
         bar = progress.add_task(f"training {task.name} {model.cfg.mixer}", total=cfg.iterations,
                                 completed=it, status="")
         started = time.monotonic() - elapsed
+        invoked = time.monotonic()
         loss_avg = None
         while it < cfg.iterations:
             model.train()
@@ -312,7 +314,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, console=None, comma
             if history:
                 status += f"  held-out exact {history[-1]['exact_accuracy']:.1%}"
             progress.update(bar, completed=it, status=status)
-            over_time = cfg.max_minutes and elapsed > cfg.max_minutes * 60
+            over_time = cfg.max_minutes and time.monotonic() - invoked > cfg.max_minutes * 60
             if it % cfg.eval_every == 0 or it == cfg.iterations or over_time:
                 res = evaluate(ema, task, heldout, depth)
                 history.append({"iteration": it, "seconds": round(elapsed, 1), "loss": round(loss_avg, 4),
