@@ -73,3 +73,41 @@ def test_the_architecture_question_sets_trm_beside_hrm_with_intervals():
     assert "yes: cell accuracy held" in lines[2]
     # no HRM beside a TRM of the same task and mixer: nothing to say
     assert S._architectures(df[df.model == "t"], {"t": "T2n3s8"}, str) == []
+
+
+def _mrow(model, mixer, recipe, cell, exact, depth="T2n3s8", hash_="a", macs=480):
+    return {"model": model, "task": "sudoku", "mixer": mixer, "arch": "trm", "recipe": recipe, "depth": depth,
+            "cell_accuracy": cell, "exact_accuracy": exact, "puzzles": 300, "puzzle_set_hash": hash_,
+            "macs": macs, "weight_bytes": 1, "evaluated_by": "torch", "fidelity_final": 1.0, "fidelity_auc": 1.0}
+
+
+def test_the_mixer_claim_is_answered_per_puzzle_set_and_tabulated():
+    """The token-mixer claim pairs the mlp and attention TRMs that saw the same puzzles; the closing
+    table carries each model's verdicts, and INT8 at one cycle is compared with fp32 at full depth."""
+    df = pd.DataFrame([
+        # set a: mlp collapses (-20), attention holds (-5): the claim holds
+        _mrow("a-mlp", "mlp", "fp32", 0.99, 0.95), _mrow("a-mlp", "mlp", "int4-naive", 0.985, 0.75),
+        _mrow("a-att", "attention", "fp32", 0.99, 0.95), _mrow("a-att", "attention", "int4-naive", 0.98, 0.90),
+        _mrow("a-mlp", "mlp", "int8", 0.99, 0.94, depth="T1n1s1", macs=10),
+        _mrow("a-att", "attention", "int8", 0.90, 0.50, depth="T1n1s1", macs=10),
+        # set b: the attention model collapses, the mlp model holds: the claim fails
+        _mrow("b-mlp", "mlp", "fp32", 0.99, 0.95, hash_="b"), _mrow("b-mlp", "mlp", "int4-naive", 0.99, 0.94, hash_="b"),
+        _mrow("b-att", "attention", "fp32", 0.99, 0.95, hash_="b"),
+        _mrow("b-att", "attention", "int4-naive", 0.80, 0.30, hash_="b"),
+    ])
+    text = S.claims(df)
+    section = text.split("## Does naive INT4 collapse the mlp mixer")[1].split("##")[0]
+    assert "a-mlp / a-att" in section and "the claim holds" in section.split("\n- b-mlp")[0]
+    assert "b-mlp / b-att" in section and "the claim fails: attention collapsed, mlp held" in section
+    assert "95.0% [91.9%, 96.9%] → 75.0% [69.8%, 79.6%] (collapsed, −20.0 points)" in section
+    one = text.split("## Does INT8 at one cycle")[1].split("##")[0]
+    assert "a-mlp: int8 at T1n1s1 94.0%" in one and "(48× fewer): matches (within 2 points)" in one
+    assert "a-att: int8 at T1n1s1 50.0%" in one and "45.0 points below full depth" in one
+    table = {line.split(" | ")[0][2:]: line for line in text.split("## Where the claims hold")[1].split("\n## ")[0].splitlines()
+             if line.startswith("| ") and not line.startswith("| model")}
+    assert "| yes | holds |" in table["a-mlp"] and table["a-mlp"].endswith("| — | — | yes |")
+    assert table["a-att"].endswith("| no (45.0 points below) |")
+    assert "| both fell | fails: attention collapsed, mlp held |" in table["b-att"]
+    # a study with one mixer per puzzle set cannot answer it, and says so
+    alone = S.claims(df[df.model.isin(["a-mlp", "b-att"])])
+    assert "not answered by this study: it has no TRM of each mixer on the same puzzles" in alone

@@ -184,41 +184,64 @@ def run_study(plan: StudyPlan, progress=None, log: Callable[[str], None] = print
 
 
 # --- the summary: the paper's claims, stated as the numbers fall ------------------------------------
+# The summary's two rules, one home: a figure "held" when it fell by at most HELD (2 points), and
+# puzzle-exact accuracy "collapsed" when it fell by more than COLLAPSE (10 points). At 300 puzzles a
+# Wilson interval is 4-11 points wide, so HELD is inside the noise: every figure carries its interval.
+HELD = 0.02
+COLLAPSE = 0.10
+ONE_CYCLE = Depth(1, 1, 1).label()
+
+
 def _pick(df: pd.DataFrame, model: str, recipe: str, depth: str) -> pd.Series | None:
     sel = df[(df.model == model) & (df.recipe == recipe) & (df.depth == depth)]
     return sel.iloc[0] if len(sel) else None
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _with_interval(r: pd.Series) -> str:
+    """A row's puzzle-exact accuracy with its Wilson interval (the stats module's)."""
+    from ..stats import wilson
+    lo, hi = wilson(int(round(r.exact_accuracy * r.puzzles)), int(r.puzzles))
+    return f"{_pct(r.exact_accuracy)} [{_pct(lo)}, {_pct(hi)}]"
+
+
 def _verdict(fp: pd.Series, nv: pd.Series) -> str:
-    """The first section's rule: did naive INT4 keep cell accuracy while puzzle-exact collapsed?"""
+    """The first claim's rule: did naive INT4 keep cell accuracy while puzzle-exact collapsed?"""
     d_cell, d_exact = nv.cell_accuracy - fp.cell_accuracy, nv.exact_accuracy - fp.exact_accuracy
     return ("yes: cell accuracy held within 2 points while puzzle-exact fell by more than 10"
-            if d_cell > -0.02 and d_exact < -0.10 else
-            "both fell" if d_cell <= -0.02 and d_exact < -0.10 else "no collapse")
+            if d_cell >= -HELD and d_exact < -COLLAPSE else
+            "both fell" if d_cell < -HELD and d_exact < -COLLAPSE else "no collapse")
 
 
-def _architectures(df: pd.DataFrame, default: dict, pct) -> list[str]:
+def _within(reference: pd.Series, r: pd.Series) -> tuple[bool, str]:
+    """Is ``r``'s puzzle-exact accuracy within HELD of ``reference``'s, and the words for it."""
+    gap = r.exact_accuracy - reference.exact_accuracy
+    return (True, "within 2 points") if gap >= -HELD else (False, f"{-100 * gap:.1f} points below")
+
+
+def _architectures(df: pd.DataFrame, default: dict, pct=_pct) -> list[str]:
     """TRM and HRM models of the same task and mixer side by side: their puzzle-exact accuracy at fp32,
     int8, int4-naive and int4-pc, each with its Wilson interval, and the collapse verdict of each. Rows
     made before the ``arch`` column existed are TRMs (there was no other architecture)."""
-    from ..stats import CONFIDENCE, wilson
+    from ..stats import CONFIDENCE
 
-    arch = df["arch"].fillna("trm") if "arch" in df else pd.Series("trm", index=df.index)
-    kinds = df.assign(arch=arch).groupby("model")[["task", "mixer", "arch"]].first()
+    kinds = _kinds(df)
+    # models side by side only where they saw the same puzzles (one task and size); rows from before
+    # the puzzle hash column are grouped by task
+    same = ["puzzle_set_hash"] if "puzzle_set_hash" in kinds else ["task"]
     lines = []
-    for (task, mixer), group in kinds.groupby(["task", "mixer"]):
+    for (task, mixer, _), group in kinds.groupby(["task", "mixer", *same]):
         if set(group.arch) < {"trm", "hrm"}:
             continue
         lines.append(f"- {task}, {mixer} mixer, puzzle-exact with its {CONFIDENCE:.0%} Wilson interval "
                      f"(the same {int(df[df.model == group.index[0]].puzzles.iloc[0])} held-out puzzles for each):")
         for m, info in group.sort_values("arch", ascending=False).iterrows():
             d = default[m]
-            cells = []
-            for recipe in ("fp32", "int8", "int4-naive", "int4-pc"):
-                r = _pick(df, m, recipe, d)
-                if r is not None:
-                    lo, hi = wilson(int(round(r.exact_accuracy * r.puzzles)), int(r.puzzles))
-                    cells.append(f"{recipe} {pct(r.exact_accuracy)} [{pct(lo)}, {pct(hi)}]")
+            cells = [f"{recipe} {_with_interval(r)}" for recipe in ("fp32", "int8", "int4-naive", "int4-pc")
+                     if (r := _pick(df, m, recipe, d)) is not None]
             fp, nv = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d)
             verdict = f"; naive INT4: {_verdict(fp, nv)} (cell {pct(fp.cell_accuracy)} → {pct(nv.cell_accuracy)})" \
                 if fp is not None and nv is not None else ""
@@ -226,26 +249,82 @@ def _architectures(df: pd.DataFrame, default: dict, pct) -> list[str]:
     return lines
 
 
+def _kinds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: its task, mixer, architecture (rows from before the column are TRMs) and the
+    hash of the puzzles it was measured on (models of one task and size share it)."""
+    arch = df["arch"].fillna("trm") if "arch" in df else pd.Series("trm", index=df.index)
+    cols = ["task", "mixer", "arch"] + (["puzzle_set_hash"] if "puzzle_set_hash" in df else [])
+    return df.assign(arch=arch).groupby("model")[cols].first()
+
+
+def _mixers(df: pd.DataFrame, default: dict) -> tuple[list[str], dict[str, str]]:
+    """The token-mixer claim ("naive INT4 collapses the mlp mixer and spares attention"), per set of
+    puzzles that a TRM of each mixer was measured on: each mixer's fp32 → int4-naive puzzle-exact with
+    intervals, whether it collapsed, and whether the claim holds there. Also the verdict per puzzle set's
+    first model name, for the closing table."""
+    kinds = _kinds(df)
+    if "puzzle_set_hash" not in kinds:
+        return [], {}
+    lines, verdicts = [], {}
+    for _, group in kinds[kinds.arch == "trm"].groupby("puzzle_set_hash"):
+        by_mixer = {}
+        for m, info in group.iterrows():
+            fp, nv = _pick(df, m, "fp32", default[m]), _pick(df, m, "int4-naive", default[m])
+            if fp is not None and nv is not None:
+                by_mixer[info.mixer] = (m, fp, nv)
+        if not {"mlp", "attention"} <= set(by_mixer):
+            continue
+        parts, collapsed = [], {}
+        for mixer in ("mlp", "attention"):
+            m, fp, nv = by_mixer[mixer]
+            drop = fp.exact_accuracy - nv.exact_accuracy
+            collapsed[mixer] = drop > COLLAPSE
+            parts.append(f"{mixer} ({m}) {_with_interval(fp)} → {_with_interval(nv)} "
+                         f"({'collapsed' if collapsed[mixer] else 'held'}, −{100 * drop:.1f} points)")
+        verdict = ("holds" if collapsed["mlp"] and not collapsed["attention"] else
+                   "fails: both collapsed" if all(collapsed.values()) else
+                   "fails: attention collapsed, mlp held" if collapsed["attention"] else "fails: neither collapsed")
+        names = " / ".join(by_mixer[x][0] for x in ("mlp", "attention"))
+        lines.append(f"- {names}: {'; '.join(parts)}: the claim {verdict}.")
+        for mixer in ("mlp", "attention"):
+            verdicts[by_mixer[mixer][0]] = verdict
+    return lines, verdicts
+
+
 def claims(df: pd.DataFrame) -> str:
-    """Markdown summary in the shape of the paper's claims. Each statement is computed from ``df``."""
-    lines = ["# Study summary", ""]
+    """Markdown summary in the shape of the paper's claims. Each statement is computed from ``df``; the
+    last section tabulates, per model, where each claim holds and where it fails."""
+    from ..stats import CONFIDENCE
+
+    lines = ["# Study summary", "",
+             f"Puzzle-exact figures carry their {CONFIDENCE:.0%} Wilson interval. The rules: a figure held when "
+             f"it fell by at most {100 * HELD:.0f} points; puzzle-exact collapsed when it fell by more than "
+             f"{100 * COLLAPSE:.0f}. With a few hundred puzzles the intervals are wider than {100 * HELD:.0f} "
+             "points: read a verdict near its rule with its intervals.", ""]
     default = df.groupby("model").depth.first().to_dict()  # the first depth listed is the default
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    table: dict[str, dict[str, str]] = {m: {} for m in default}
+
+    def none_if_empty(heading_at: int, why: str) -> None:
+        if len(lines) == heading_at:
+            lines.append(f"- not answered by this study: {why}.")
 
     lines += ["## Does naive INT4 keep cell accuracy while puzzle-exact accuracy collapses?", ""]
     for m, d in default.items():
         fp, nv = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d)
         if fp is None or nv is None:
             continue
-        d_cell, d_exact = nv.cell_accuracy - fp.cell_accuracy, nv.exact_accuracy - fp.exact_accuracy
-        verdict = ("yes: cell accuracy held within 2 points while puzzle-exact fell by more than 10"
-                   if d_cell > -0.02 and d_exact < -0.10 else
-                   "both fell" if d_cell <= -0.02 and d_exact < -0.10 else "no collapse")
-        lines.append(f"- {m} ({fp.mixer}): cell {pct(fp.cell_accuracy)} → {pct(nv.cell_accuracy)}, "
-                     f"puzzle-exact {pct(fp.exact_accuracy)} → {pct(nv.exact_accuracy)}: {verdict}.")
-    def none_if_empty(heading_at: int, why: str) -> None:
-        if len(lines) == heading_at:
-            lines.append(f"- not answered by this study: {why}.")
+        verdict = _verdict(fp, nv)
+        table[m]["naive"] = verdict.split(":")[0]
+        lines.append(f"- {m} ({fp.mixer}): cell {_pct(fp.cell_accuracy)} → {_pct(nv.cell_accuracy)}, "
+                     f"puzzle-exact {_with_interval(fp)} → {_with_interval(nv)}: {verdict}.")
+
+    lines += ["", "## Does naive INT4 collapse the mlp mixer and spare attention (TRM, per task)?", ""]
+    at = len(lines)
+    mixer_lines, mixer_verdicts = _mixers(df, default)
+    lines += mixer_lines
+    for m, v in mixer_verdicts.items():
+        table[m]["mixer"] = v
+    none_if_empty(at, "it has no TRM of each mixer on the same puzzles")
 
     for label, recipe in (("per-channel calibrated INT4 (int4-pc) recover it without retraining", "int4-pc"),
                           ("QAT (qat-int4) recover it", "qat-int4")):
@@ -255,14 +334,30 @@ def claims(df: pd.DataFrame) -> str:
             fp, nv, r = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d), _pick(df, m, recipe, d)
             if fp is None or r is None:
                 continue
-            gap = r.exact_accuracy - fp.exact_accuracy
-            versus = f" (int4-naive {pct(nv.exact_accuracy)})" if nv is not None else ""
-            verdict = "recovered (within 2 points of fp32)" if gap >= -0.02 else f"{-100 * gap:.1f} points below fp32"
-            lines.append(f"- {m}: puzzle-exact {pct(r.exact_accuracy)} vs fp32 {pct(fp.exact_accuracy)}{versus}: {verdict}.")
+            ok, words = _within(fp, r)
+            table[m][recipe] = "yes" if ok else f"no ({words.split(' points')[0]} points below)"
+            versus = f" (int4-naive {_pct(nv.exact_accuracy)})" if nv is not None else ""
+            verdict = "recovered (within 2 points of fp32)" if ok else f"{words} fp32"
+            lines.append(f"- {m}: puzzle-exact {_with_interval(r)} vs fp32 {_with_interval(fp)}{versus}: {verdict}.")
         none_if_empty(at, f"it has no {recipe} rows beside fp32")
+
+    lines += ["", f"## Does INT8 at one cycle ({ONE_CYCLE}) match the full-depth fp32 model, at how many fewer MACs?", "",
+              "Each model runs at one cycle as trained, for its default depth: the study does not retrain for depth.", ""]
+    at = len(lines)
+    for m, d in default.items():
+        fp, r = _pick(df, m, "fp32", d), _pick(df, m, "int8", ONE_CYCLE)
+        if fp is None or r is None:
+            continue
+        ok, words = _within(fp, r)
+        table[m]["one-cycle"] = ("yes" if ok else f"no ({words.split(' points')[0]} points below)")
+        lines.append(f"- {m}: int8 at {ONE_CYCLE} {_with_interval(r)} with {r.macs:,} MACs vs fp32 at {d} "
+                     f"{_with_interval(fp)} with {fp.macs:,} MACs ({fp.macs / r.macs:.0f}× fewer): "
+                     f"{'matches (within 2 points)' if ok else words + ' full depth'}.")
+    none_if_empty(at, f"it has no int8 rows at {ONE_CYCLE} (add 1,1,1 to --depths, with int8 among --depth-recipes)")
+
     lines += ["", "## Does the collapse strike one architecture and not the other (TRM vs HRM)?", ""]
     at = len(lines)
-    lines += _architectures(df, default, pct)
+    lines += _architectures(df, default)
     none_if_empty(at, "it has no HRM model beside a TRM of the same task and mixer")
     lines += ["", "## Which depth reaches full-depth accuracy at the fewest MACs (fp32)?", ""]
     at = len(lines)
@@ -273,8 +368,8 @@ def claims(df: pd.DataFrame) -> str:
         full = sub.loc[sub.macs.idxmax()]
         ok = sub[sub.exact_accuracy >= full.exact_accuracy - 0.01].sort_values("macs")
         best = ok.iloc[0]
-        lines.append(f"- {m}: {best.depth} reaches {pct(best.exact_accuracy)} with {best.macs:,} MACs "
-                     f"(deepest studied, {full.depth}: {pct(full.exact_accuracy)} with {full.macs:,} MACs).")
+        lines.append(f"- {m}: {best.depth} reaches {_pct(best.exact_accuracy)} with {best.macs:,} MACs "
+                     f"(deepest studied, {full.depth}: {_pct(full.exact_accuracy)} with {full.macs:,} MACs).")
     none_if_empty(at, "it ran one depth per model (give several with --depths)")
     lines += ["", "## Does carry-trajectory fidelity rank the damage?", ""]
     at_default = df[df.apply(lambda r: r.depth == default[r.model], axis=1)]
@@ -284,12 +379,24 @@ def claims(df: pd.DataFrame) -> str:
                  f"final-cycle fidelity vs puzzle-exact accuracy ρ = {rho:.3f}; fidelity AUC vs puzzle-exact ρ = {rho_auc:.3f}.")
     for mixer, sub in at_default.groupby("mixer"):
         lines.append(f"- {mixer} models only ({len(sub)} pairs): ρ = {spearman(sub.fidelity_final, sub.exact_accuracy):.3f}.")
+
+    kinds = _kinds(df)
+    lines += ["", "## Where the claims hold and where they fail", "",
+              "Per model, from the sections above (— where this study has no rows for the claim).", "",
+              "| model | task | mixer | arch | naive INT4: cell held, puzzle-exact collapsed | mlp collapses, attention does not "
+              "| int4-pc within 2 points of fp32 | qat-int4 within 2 points of fp32 | int8 at one cycle within 2 points of full depth |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for m in default:
+        t, info = table[m], kinds.loc[m]
+        lines.append(f"| {m} | {info.task} | {info.mixer} | {info.arch} | {t.get('naive', '—')} | {t.get('mixer', '—')} "
+                     f"| {t.get('int4-pc', '—')} | {t.get('qat-int4', '—')} | {t.get('one-cycle', '—')} |")
+
     lines += ["", "## All rows at the default depth", "",
               "| model | recipe | by | weight bytes | MACs | cell | puzzle-exact | fidelity final | fidelity AUC |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for _, r in at_default.iterrows():
         lines.append(f"| {r.model} | {r.recipe} | {r.evaluated_by} | {r.weight_bytes:,} | {r.macs:,} | "
-                     f"{pct(r.cell_accuracy)} | {pct(r.exact_accuracy)} | {r.fidelity_final:.4f} | {r.fidelity_auc:.4f} |")
+                     f"{_pct(r.cell_accuracy)} | {_with_interval(r)} | {r.fidelity_final:.4f} | {r.fidelity_auc:.4f} |")
     return "\n".join(lines) + "\n"
 
 
