@@ -15,6 +15,8 @@ from harness.models.trm import macs_per_inference
 REQUIRED = [f"{task}-{mixer}" for task in ("sudoku6", "maze7", "arc1x12") for mixer in ("mlp", "attention")]
 # The paper's grid size, both mixers
 REQUIRED += ["sudoku9-mlp", "sudoku9-attention"]
+# ARC on a 2-D canvas
+REQUIRED += ["arc5-mlp"]
 LIMIT_PARAMS, LIMIT_MACS = 300_000, 400_000_000
 
 
