@@ -248,16 +248,19 @@ class Board:
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """PING until the firmware answers: bytes sent before its UART is up are lost (the STM32
-        USART drops characters while disabled), so the first request is retried."""
+        USART drops characters while disabled), so the first request is retried. A PING whose head
+        was dropped reaches the firmware torn, and it answers with a link error (COBS, TRUNCATED or
+        CRC, for no request): the firmware is up, so that PING is sent again too."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self.ping(b"ready", timeout=0.25)
                 return
-            except BoardTimeout:
+            except (BoardTimeout, P.LinkError) as e:
                 self._check_alive()
                 if time.monotonic() > deadline:
-                    raise BoardTimeout(f"{self.describe()}: the firmware did not answer PING within {timeout} s")
+                    raise BoardTimeout(f"{self.describe()}: the firmware did not answer PING within {timeout} s"
+                                       f" (last: {e})") from None
 
     # --- protocol ---
     def send(self, kind: int, payload: bytes = b"") -> int:
