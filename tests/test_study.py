@@ -66,13 +66,13 @@ def test_the_architecture_question_sets_trm_beside_hrm_with_intervals():
     each model its collapse verdict, computed from the rows."""
     df = pd.DataFrame([_row("t", None, "fp32", 0.99, 0.99), _row("t", None, "int4-naive", 0.83, 0.30),
                        _row("h", "hrm", "fp32", 0.96, 0.90), _row("h", "hrm", "int4-naive", 0.955, 0.70)])
-    lines = S._architectures(df, {"t": "T2n3s8", "h": "T2n3s8"}, lambda v: f"{100 * v:.1f}%")
+    lines = S._architectures(df, {"t": "T2n3s8", "h": "T2n3s8"})
     text = "\n".join(lines)
     assert lines[1].startswith("  - TRM t:") and lines[2].startswith("  - HRM h:")
     assert "int4-naive 30.0% [25.1%, 35.4%]" in text and "both fell" in lines[1]
     assert "yes: cell accuracy held" in lines[2]
     # no HRM beside a TRM of the same task and mixer: nothing to say
-    assert S._architectures(df[df.model == "t"], {"t": "T2n3s8"}, str) == []
+    assert S._architectures(df[df.model == "t"], {"t": "T2n3s8"}) == []
 
 
 def _mrow(model, mixer, recipe, cell, exact, depth="T2n3s8", hash_="a", macs=480):

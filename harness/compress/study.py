@@ -216,13 +216,17 @@ def _verdict(fp: pd.Series, nv: pd.Series) -> str:
             "both fell" if d_cell < -HELD and d_exact < -COLLAPSE else "no collapse")
 
 
-def _within(reference: pd.Series, r: pd.Series) -> tuple[bool, str]:
-    """Is ``r``'s puzzle-exact accuracy within HELD of ``reference``'s, and the words for it."""
-    gap = r.exact_accuracy - reference.exact_accuracy
-    return (True, "within 2 points") if gap >= -HELD else (False, f"{-100 * gap:.1f} points below")
+def _shortfall(reference: pd.Series, r: pd.Series) -> float | None:
+    """The points by which ``r``'s puzzle-exact accuracy is below ``reference``'s; None when within HELD."""
+    gap = reference.exact_accuracy - r.exact_accuracy
+    return None if gap <= HELD else 100 * gap
 
 
-def _architectures(df: pd.DataFrame, default: dict, pct=_pct) -> list[str]:
+def _table_cell(shortfall: float | None) -> str:
+    return "yes" if shortfall is None else f"no ({shortfall:.1f} points below)"
+
+
+def _architectures(df: pd.DataFrame, default: dict) -> list[str]:
     """TRM and HRM models of the same task and mixer side by side: their puzzle-exact accuracy at fp32,
     int8, int4-naive and int4-pc, each with its Wilson interval, and the collapse verdict of each. Rows
     made before the ``arch`` column existed are TRMs (there was no other architecture)."""
@@ -231,9 +235,9 @@ def _architectures(df: pd.DataFrame, default: dict, pct=_pct) -> list[str]:
     kinds = _kinds(df)
     # models side by side only where they saw the same puzzles (one task and size); rows from before
     # the puzzle hash column are grouped by task
-    same = ["puzzle_set_hash"] if "puzzle_set_hash" in kinds else ["task"]
+    keys = ["task", "mixer"] + (["puzzle_set_hash"] if "puzzle_set_hash" in kinds else [])
     lines = []
-    for (task, mixer, _), group in kinds.groupby(["task", "mixer", *same]):
+    for (task, mixer, *_), group in kinds.groupby(keys):
         if set(group.arch) < {"trm", "hrm"}:
             continue
         lines.append(f"- {task}, {mixer} mixer, puzzle-exact with its {CONFIDENCE:.0%} Wilson interval "
@@ -243,7 +247,7 @@ def _architectures(df: pd.DataFrame, default: dict, pct=_pct) -> list[str]:
             cells = [f"{recipe} {_with_interval(r)}" for recipe in ("fp32", "int8", "int4-naive", "int4-pc")
                      if (r := _pick(df, m, recipe, d)) is not None]
             fp, nv = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d)
-            verdict = f"; naive INT4: {_verdict(fp, nv)} (cell {pct(fp.cell_accuracy)} → {pct(nv.cell_accuracy)})" \
+            verdict = f"; naive INT4: {_verdict(fp, nv)} (cell {_pct(fp.cell_accuracy)} → {_pct(nv.cell_accuracy)})" \
                 if fp is not None and nv is not None else ""
             lines.append(f"  - {info.arch.upper()} {m}: {', '.join(cells)}{verdict}.")
     return lines
@@ -260,8 +264,8 @@ def _kinds(df: pd.DataFrame) -> pd.DataFrame:
 def _mixers(df: pd.DataFrame, default: dict) -> tuple[list[str], dict[str, str]]:
     """The token-mixer claim ("naive INT4 collapses the mlp mixer and spares attention"), per set of
     puzzles that a TRM of each mixer was measured on: each mixer's fp32 → int4-naive puzzle-exact with
-    intervals, whether it collapsed, and whether the claim holds there. Also the verdict per puzzle set's
-    first model name, for the closing table."""
+    intervals, whether it collapsed, and whether the claim holds there. Also each paired model's
+    verdict (the verdict of its puzzle set), for the closing table."""
     kinds = _kinds(df)
     if "puzzle_set_hash" not in kinds:
         return [], {}
@@ -334,10 +338,10 @@ def claims(df: pd.DataFrame) -> str:
             fp, nv, r = _pick(df, m, "fp32", d), _pick(df, m, "int4-naive", d), _pick(df, m, recipe, d)
             if fp is None or r is None:
                 continue
-            ok, words = _within(fp, r)
-            table[m][recipe] = "yes" if ok else f"no ({words.split(' points')[0]} points below)"
+            short = _shortfall(fp, r)
+            table[m][recipe] = _table_cell(short)
             versus = f" (int4-naive {_pct(nv.exact_accuracy)})" if nv is not None else ""
-            verdict = "recovered (within 2 points of fp32)" if ok else f"{words} fp32"
+            verdict = "recovered (within 2 points of fp32)" if short is None else f"{short:.1f} points below fp32"
             lines.append(f"- {m}: puzzle-exact {_with_interval(r)} vs fp32 {_with_interval(fp)}{versus}: {verdict}.")
         none_if_empty(at, f"it has no {recipe} rows beside fp32")
 
@@ -348,11 +352,11 @@ def claims(df: pd.DataFrame) -> str:
         fp, r = _pick(df, m, "fp32", d), _pick(df, m, "int8", ONE_CYCLE)
         if fp is None or r is None:
             continue
-        ok, words = _within(fp, r)
-        table[m]["one-cycle"] = ("yes" if ok else f"no ({words.split(' points')[0]} points below)")
+        short = _shortfall(fp, r)
+        table[m]["one-cycle"] = _table_cell(short)
         lines.append(f"- {m}: int8 at {ONE_CYCLE} {_with_interval(r)} with {r.macs:,} MACs vs fp32 at {d} "
                      f"{_with_interval(fp)} with {fp.macs:,} MACs ({fp.macs / r.macs:.0f}× fewer): "
-                     f"{'matches (within 2 points)' if ok else words + ' full depth'}.")
+                     f"{'matches (within 2 points)' if short is None else f'{short:.1f} points below full depth'}.")
     none_if_empty(at, f"it has no int8 rows at {ONE_CYCLE} (add 1,1,1 to --depths, with int8 among --depth-recipes)")
 
     lines += ["", "## Does the collapse strike one architecture and not the other (TRM vs HRM)?", ""]
